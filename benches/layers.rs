@@ -1,0 +1,322 @@
+//! Per-call overhead of palisade's layers against tower's built-ins, tower-resilience and
+//! failsafe, side by side in one run.
+//!
+//! Run: `cargo bench --bench layers` (add `-- --quick` for a short run). Every variant
+//! wraps the same always-ready inner service; one iteration is `ready()` + `call()` +
+//! awaiting the response, polled in place with a no-op waker inside an entered tokio
+//! runtime (so timers work) and no executor overhead. The `contended` group runs clones
+//! of one service on every worker of a multi-thread runtime and reports time per call
+//! (lower is better; flat or falling as workers are added means throughput holds).
+//! At the end the run prints each variant's median as a ratio to the bare service and to
+//! its peers.
+
+use std::convert::Infallible;
+use std::future::{Future, Ready};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use criterion::measurement::WallTime;
+use criterion::{black_box, BenchmarkGroup, Criterion};
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+/// The inner service: always ready, answers at once.
+#[derive(Clone, Copy, Debug)]
+struct Echo;
+
+impl Service<u64> for Echo {
+    type Response = u64;
+    type Error = Infallible;
+    type Future = Ready<Result<u64, Infallible>>;
+
+    #[inline]
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    #[inline]
+    fn call(&mut self, req: u64) -> Self::Future {
+        std::future::ready(Ok(req))
+    }
+}
+
+/// failsafe has no tower layer; this is the thinnest adapter over its futures API.
+#[derive(Clone)]
+struct Failsafe<S, B> {
+    inner: S,
+    breaker: B,
+}
+
+impl<S, B> Service<u64> for Failsafe<S, B>
+where
+    S: Service<u64>,
+    B: failsafe::futures::CircuitBreaker,
+{
+    type Response = S::Response;
+    type Error = failsafe::Error<S::Error>;
+    type Future = failsafe::futures::ResponseFuture<
+        S::Future,
+        B::FailurePolicy,
+        B::Instrument,
+        failsafe::Any,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(failsafe::Error::Inner)
+    }
+
+    fn call(&mut self, req: u64) -> Self::Future {
+        self.breaker.call(self.inner.call(req))
+    }
+}
+
+/// Polls a future to completion in place with a no-op waker.
+#[inline]
+fn drive<F: Future>(f: F) -> F::Output {
+    let mut f = pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+            return out;
+        }
+    }
+}
+
+#[inline]
+fn one_call<S>(svc: &mut S) -> u64
+where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    drive(svc.ready()).expect("ready");
+    drive(svc.call(black_box(7))).expect("call")
+}
+
+fn per_call<S>(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, mut svc: S)
+where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    g.bench_function(name, |b| b.iter(|| one_call(&mut svc)));
+}
+
+fn tr_breaker() -> tower_resilience::circuitbreaker::CircuitBreakerLayer {
+    tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+        .failure_rate_threshold(0.5)
+        .build()
+        .expect("tower-resilience breaker config")
+}
+
+fn tr_bulkhead() -> tower_resilience::bulkhead::BulkheadLayer {
+    tower_resilience::bulkhead::BulkheadLayer::builder()
+        .max_concurrent_calls(1_000)
+        .build()
+        .expect("tower-resilience bulkhead config")
+}
+
+fn tr_timelimiter() -> tower_resilience::timelimiter::TimeLimiterLayer {
+    tower_resilience::timelimiter::TimeLimiterLayer::builder()
+        .timeout_duration(Duration::from_secs(1))
+        .build()
+}
+
+fn layers(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let _entered = rt.enter();
+    let mut g = c.benchmark_group("per_call");
+
+    per_call(&mut g, "bare", Echo);
+
+    // Timeouts.
+    per_call(
+        &mut g,
+        "tower_timeout",
+        tower::timeout::Timeout::new(Echo, Duration::from_secs(1)),
+    );
+    per_call(
+        &mut g,
+        "tower_resilience_timelimiter",
+        ServiceBuilder::new().layer(tr_timelimiter()).service(Echo),
+    );
+
+    // Bulkheads.
+    per_call(
+        &mut g,
+        "tower_concurrency_limit",
+        tower::limit::ConcurrencyLimit::new(Echo, 1_000),
+    );
+    per_call(
+        &mut g,
+        "tower_resilience_bulkhead",
+        ServiceBuilder::new().layer(tr_bulkhead()).service(Echo),
+    );
+
+    // Breakers, closed.
+    per_call(
+        &mut g,
+        "failsafe_breaker",
+        Failsafe {
+            inner: Echo,
+            breaker: failsafe::Config::new().build(),
+        },
+    );
+    per_call(
+        &mut g,
+        "tower_resilience_breaker",
+        ServiceBuilder::new().layer(tr_breaker()).service(Echo),
+    );
+
+    // Whole stacks: breaker outside bulkhead outside timeout, as Hystrix runs them.
+    per_call(
+        &mut g,
+        "tower_resilience_stack",
+        ServiceBuilder::new()
+            .layer(tr_breaker())
+            .layer(tr_bulkhead())
+            .layer(tr_timelimiter())
+            .service(Echo),
+    );
+
+    g.finish();
+}
+
+/// Time per call with `workers` tasks, one per worker thread, each calling its own clone
+/// of one shared service.
+fn contended_run<S>(svc: &S, workers: usize, iters: u64) -> Duration
+where
+    S: Service<u64, Response = u64> + Clone + Send + 'static,
+    S::Error: std::fmt::Debug,
+    S::Future: Send,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let per_worker = iters.div_ceil(workers as u64);
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(workers + 1));
+    let handles: Vec<_> = (0..workers)
+        .map(|_| {
+            let mut svc = svc.clone();
+            let barrier = barrier.clone();
+            rt.spawn(async move {
+                // Park this worker until all are spawned, so they start together.
+                tokio::task::block_in_place(|| {
+                    barrier.wait();
+                });
+                let start = Instant::now();
+                for _ in 0..per_worker {
+                    black_box(
+                        svc.ready()
+                            .await
+                            .expect("ready")
+                            .call(7)
+                            .await
+                            .expect("call"),
+                    );
+                }
+                start.elapsed()
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    for h in handles {
+        rt.block_on(h).expect("task");
+    }
+    let wall = start.elapsed();
+    drop(rt);
+    // Wall time for `iters` calls spread over the workers.
+    wall.mul_f64(iters as f64 / (per_worker * workers as u64) as f64)
+}
+
+fn contended_variant<S>(c: &mut Criterion, name: &str, svc: S)
+where
+    S: Service<u64, Response = u64> + Clone + Send + 'static,
+    S::Error: std::fmt::Debug,
+    S::Future: Send,
+{
+    let mut g = c.benchmark_group(format!("contended/{name}"));
+    for workers in [1usize, 2, 4] {
+        g.bench_function(format!("{workers}_workers"), |b| {
+            b.iter_custom(|iters| {
+                contended_run(&svc, workers, iters.max(10_000)) / iters.max(10_000) as u32
+                    * iters as u32
+            })
+        });
+    }
+    g.finish();
+}
+
+fn contended(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let _entered = rt.enter();
+    contended_variant(
+        c,
+        "failsafe_breaker",
+        Failsafe {
+            inner: Echo,
+            breaker: failsafe::Config::new().build(),
+        },
+    );
+    contended_variant(
+        c,
+        "tower_resilience_breaker",
+        ServiceBuilder::new().layer(tr_breaker()).service(Echo),
+    );
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+    layers(&mut c, &rt);
+    contended(&mut c, &rt);
+    c.final_summary();
+    print_ratios();
+}
+
+/// Median of one benchmark from criterion's saved estimates, in nanoseconds.
+fn median_ns(group: &str, function: &str) -> Option<f64> {
+    let home = std::env::var_os("CRITERION_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| "target".into())
+                .join("criterion")
+        });
+    let path = home
+        .join(group.replace('/', "_"))
+        .join(function)
+        .join("new/estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    json["median"]["point_estimate"].as_f64()
+}
+
+/// Prints, for each pair, our median against the peer's and the ratio (peer / ours:
+/// above 1.0 means palisade is faster).
+fn print_ratios() {
+    const PAIRS: &[(&str, &str, &str)] = &[
+        ("per_call", "tower_timeout", "tower_resilience_timelimiter"),
+        (
+            "per_call",
+            "tower_concurrency_limit",
+            "tower_resilience_bulkhead",
+        ),
+        ("per_call", "failsafe_breaker", "tower_resilience_breaker"),
+    ];
+    println!("\nmedians (ns per call) and ratios");
+    for (group, a, b) in PAIRS {
+        if let (Some(x), Some(y)) = (median_ns(group, a), median_ns(group, b)) {
+            println!(
+                "{group}: {a} {x:.1} ns, {b} {y:.1} ns, {b}/{a} = {:.2}x",
+                y / x
+            );
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! The transport's own errors, each downcastable from `BoxError`.
+
+use std::fmt;
+
+/// No connection was up when the request reached the connection task; it was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Disconnected;
+
+impl fmt::Display for Disconnected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not connected; request not sent")
+    }
+}
+
+impl std::error::Error for Disconnected {}
+
+/// The connection dropped after the request was sent and before its response arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConnectionLost;
+
+impl fmt::Display for ConnectionLost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("connection lost before the response arrived")
+    }
+}
+
+impl std::error::Error for ConnectionLost {}
+
+/// The remote service answered with an error; its message is carried as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteError {
+    message: String,
+}
+
+impl RemoteError {
+    /// A remote error with the remote side's message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+
+    /// The remote side's error message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "remote error: {}", self.message)
+    }
+}
+
+impl std::error::Error for RemoteError {}

@@ -8,6 +8,7 @@
 //! | [`error`] | the typed rejections every layer shares |
 //! | [`classify`] | what a call's result counts as |
 //! | [`clock`] | the monotonic clock the counting layers read |
+//! | [`window`] | rolling-window statistics: counts and latency of recent calls |
 //!
 //! [tower]: https://docs.rs/tower
 #![warn(missing_docs)]
@@ -16,5 +17,6 @@
 pub mod classify;
 pub mod clock;
 pub mod error;
+pub mod window;
 
 pub use error::{BoxError, ConfigError};

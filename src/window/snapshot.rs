@@ -104,7 +104,12 @@ pub struct LatencySummary {
 impl LatencySummary {
     /// Summarises `count` latencies with sum `sum_nanos`, maximum `max_nanos`, binned
     /// in `hist`.
-    pub(crate) fn from_parts(hist: &Histogram, count: u64, sum_nanos: u64, max_nanos: u64) -> Self {
+    pub(crate) fn from_parts(
+        hist: &Histogram,
+        count: u64,
+        sum_nanos: u128,
+        max_nanos: u64,
+    ) -> Self {
         if count == 0 {
             return Self::default();
         }
@@ -113,7 +118,7 @@ impl LatencySummary {
         let binned = hist.count();
         Self {
             count,
-            mean: Duration::from_nanos(sum_nanos / count),
+            mean: Duration::from_nanos((sum_nanos / u128::from(count)) as u64),
             max: Duration::from_nanos(max_nanos),
             p50: hist.percentile(50, binned, max_nanos),
             p90: hist.percentile(90, binned, max_nanos),

@@ -212,7 +212,7 @@ impl TimeWindow {
             latency: LatencySummary::from_parts(
                 &hist,
                 c.completed(),
-                sums.latency_sum,
+                u128::from(sums.latency_sum),
                 sums.latency_max,
             ),
         }

@@ -89,7 +89,8 @@ pub struct Snapshot {
 pub struct LatencySummary {
     /// How many latencies were recorded (successes + failures + timeouts).
     pub count: u64,
-    /// The mean latency (exact, to the nanosecond).
+    /// The mean latency (exact, to the nanosecond, for latencies up to about 4.9 hours;
+    /// see the [module docs](super#latency)).
     pub mean: Duration,
     /// The largest latency (exact).
     pub max: Duration,

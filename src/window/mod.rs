@@ -68,8 +68,11 @@
 //! # Cost
 //!
 //! [`RollingWindow::record`] is O(1), lock-free and allocation-free: a division by
-//! multiplication, a load of the bucket's epoch, and three or four relaxed atomic adds
-//! on cache lines private to the recording thread's stripe. [`RollingWindow::counts`]
+//! multiplication, a load of the cell's epoch, and three relaxed atomic adds (four for
+//! a slow call) on cache lines of the recording thread's stripe. The atomic adds are
+//! most of the cost: about 21 ns per record in all on the machine it was measured on,
+//! where one uncontended atomic add costs about 8 ns. A count window's record is two
+//! atomic operations when the event it evicts is of the same kind, about 15 ns. [`RollingWindow::counts`]
 //! sums the counters of every bucket and stripe (O(buckets × stripes)), and
 //! [`RollingWindow::snapshot`] also merges their histograms (a fixed 240 bins each).
 //! Neither allocates. For a count window, `snapshot` reads each of the `size` slots.
@@ -79,9 +82,12 @@
 //! The hot counters are *striped* (like Java's `LongAdder`): each bucket has
 //! [`stripes`](WindowConfig::stripes) copies of its counters and histogram, each on its
 //! own cache lines, and a thread always records into the copy picked by its own
-//! round-robin index; reads sum the copies. Up to `stripes` threads recording into one
-//! window therefore need not share a written cache line (the cells' epochs are written
-//! once per bucket width, and only read otherwise).
+//! round-robin index (threads take indexes in the order they first record, so
+//! `stripes` threads started together get one stripe each); reads sum the copies.
+//! Threads on different stripes share no written cache line: the cells' epochs are
+//! written once per bucket width, and only read otherwise. A count window stripes its
+//! counts the same way, but every record also increments one shared sequence counter,
+//! so prefer a time window for a window hammered by many threads.
 //!
 //! # Memory
 //!
@@ -95,9 +101,8 @@
 //! # Rollover
 //!
 //! Each stripe of each bucket remembers its epoch, and only a thread recording into it
-//! claims (by compare-and-swap) and clears it. A thread with a stripe to itself, the
-//! usual case when no more threads record than there are stripes, therefore rolls
-//! over exactly under any concurrency. Threads that share a stripe may, at the instant
+//! claims (by compare-and-swap) and clears it. A thread with a stripe to itself
+//! therefore rolls over exactly under any concurrency. Threads that share a stripe may, at the instant
 //! it rolls, have an event wiped by the clearing or counted in the new epoch (one per
 //! thread, more only if the claiming thread is descheduled in the middle of clearing
 //! the 1 KiB cell); [`RollingWindow::reset`] racing with records may lose the racing
@@ -208,7 +213,8 @@ impl RollingWindow {
         }
     }
 
-    /// Forgets every event recorded so far.
+    /// Forgets every event recorded so far. A record that races with the reset may be
+    /// forgotten too.
     pub fn reset(&self) {
         match &self.inner {
             Inner::Time(w) => w.reset(),

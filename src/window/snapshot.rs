@@ -63,6 +63,42 @@ impl Counts {
     }
 }
 
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, other: Counts) {
+        self.successes += other.successes;
+        self.failures += other.failures;
+        self.timeouts += other.timeouts;
+        self.rejections += other.rejections;
+        self.short_circuits += other.short_circuits;
+        self.slow_calls += other.slow_calls;
+    }
+}
+
+impl std::ops::Add for Counts {
+    type Output = Counts;
+
+    fn add(mut self, other: Counts) -> Counts {
+        self += other;
+        self
+    }
+}
+
+/// Sums counts, for example of the windows of several endpoints.
+///
+/// ```
+/// use palisade::window::Counts;
+///
+/// let a = Counts { successes: 2, ..Counts::default() };
+/// let b = Counts { failures: 1, ..Counts::default() };
+/// let all: Counts = [a, b].into_iter().sum();
+/// assert_eq!(all.total(), 3);
+/// ```
+impl std::iter::Sum for Counts {
+    fn sum<I: Iterator<Item = Counts>>(iter: I) -> Counts {
+        iter.fold(Counts::default(), |acc, c| acc + c)
+    }
+}
+
 fn percentage(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0

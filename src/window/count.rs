@@ -5,10 +5,10 @@
 //! position from a shared sequence counter, swaps the new event into that slot, and
 //! adds the new event to (and subtracts the evicted one from) the counts, unless the
 //! two are of the same kind and slowness (the steady state of a healthy service, which
-//! then costs two atomic operations): O(1), no lock, no allocation. [`counts`](super::RollingWindow::counts) sums the stripes of
-//! the totals; [`snapshot`](super::RollingWindow::snapshot) also reads every slot to
-//! build the latency histogram, so it is O(`size`) (each slot is the bucket of one
-//! call).
+//! then costs two atomic operations): O(1), no lock, no allocation.
+//! [`counts`](super::RollingWindow::counts) sums the stripes of the totals;
+//! [`snapshot`](super::RollingWindow::snapshot) also reads every slot to build the
+//! latency histogram, so it is O(`size`) (each slot is the bucket of one call).
 //!
 //! Because every event that enters a slot is added to the totals once and subtracted
 //! once when it leaves (by a later record's swap, or by a reset's), the totals always

@@ -9,6 +9,7 @@
 //! | [`classify`] | what a call's result counts as |
 //! | [`clock`] | the monotonic clock the counting layers read |
 //! | [`transport`] | persistent connections: a pipelined request/response protocol over TCP |
+//! | [`window`] | rolling-window statistics: counts and latency of recent calls |
 //!
 //! [tower]: https://docs.rs/tower
 #![warn(missing_docs)]
@@ -18,5 +19,6 @@ pub mod classify;
 pub mod clock;
 pub mod error;
 pub mod transport;
+pub mod window;
 
 pub use error::{BoxError, ConfigError};

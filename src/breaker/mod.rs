@@ -8,7 +8,7 @@
 //! use tower::{Service, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn main() -> Result<(), palisade::BoxError> {
 //! let config = BreakerConfig::builder()
 //!     .consecutive_failures(3)
 //!     .sleep_window(Duration::from_secs(30))

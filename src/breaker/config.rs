@@ -1,40 +1,7 @@
 //! The circuit breaker's configuration: a builder whose defaults are Hystrix's, checked
 //! once when built.
 //!
-//! | setting | default | meaning |
-//! |---|---|---|
-//! | [`window`](BreakerConfigBuilder::window) | 10 s in 10 buckets | the rolling window the trip conditions read |
-//! | [`minimum_requests`](BreakerConfigBuilder::minimum_requests) | 20 | volume below which the percentages never trip (Hystrix `RequestVolumeThreshold`) |
-//! | [`error_percentage`](BreakerConfigBuilder::error_percentage) | 50 | error share that trips (Hystrix `ErrorPercentThreshold`) |
-//! | [`slow_call_percentage`](BreakerConfigBuilder::slow_call_percentage) | off | slow-call share that trips |
-//! | [`slow_call_threshold`](BreakerConfigBuilder::slow_call_threshold) | off | latency from which a call is slow |
-//! | [`consecutive_failures`](BreakerConfigBuilder::consecutive_failures) | off | failures in a row that trip |
-//! | [`sleep_window`](BreakerConfigBuilder::sleep_window) | 5 s | how long the circuit stays open (Hystrix `SleepWindowInMilliseconds`) |
-//! | [`exponential_backoff`](BreakerConfigBuilder::exponential_backoff) | off | grow the open period on repeated trips |
-//! | [`open_duration`](BreakerConfigBuilder::open_duration) | off | compute the open period yourself |
-//! | [`half_open_probes`](BreakerConfigBuilder::half_open_probes) | 1 | probes in flight at once when half-open |
-//! | [`probes_to_close`](BreakerConfigBuilder::probes_to_close) | 1 | successful probes that close the circuit |
-//! | [`probe_max_wait`](BreakerConfigBuilder::probe_max_wait) | 10 s | after this a probe's permit goes to the next caller |
-//! | [`event_buffer`](BreakerConfigBuilder::event_buffer) | 64 | events each stream buffers before it drops the oldest |
-//! | [`clock`](BreakerConfigBuilder::clock) | [`Clock::system`] | the time source |
-//! | [`classify`](BreakerConfigBuilder::classify) | [`ErrIsFailure`] | what a result counts as |
-//!
-//! ```
-//! use palisade::breaker::BreakerConfig;
-//! use std::time::Duration;
-//!
-//! let config = BreakerConfig::builder()
-//!     .minimum_requests(10)
-//!     .error_percentage(25.0)
-//!     .consecutive_failures(5)
-//!     .exponential_backoff(Duration::from_secs(1), Duration::from_secs(60))
-//!     .build()?;
-//! # let _ = config;
-//!
-//! let err = BreakerConfig::builder().error_percentage(120.0).build().unwrap_err();
-//! assert_eq!(err.field(), "error_percentage");
-//! # Ok::<(), palisade::ConfigError>(())
-//! ```
+//! See [`BreakerConfig`] for the settings and their defaults.
 
 use std::fmt;
 use std::sync::Arc;
@@ -53,6 +20,41 @@ use crate::window::{RollingWindow, WindowConfig};
 /// A checked circuit breaker configuration. Build one with [`BreakerConfig::builder`];
 /// turn it into a layer with [`layer`](Self::layer) (a new circuit each time) or wrap a
 /// service with [`CircuitBreaker::new`](super::CircuitBreaker::new).
+///
+/// | setting | default | meaning |
+/// |---|---|---|
+/// | [`window`](BreakerConfigBuilder::window) | 10 s in 10 buckets | the rolling window the trip conditions read |
+/// | [`minimum_requests`](BreakerConfigBuilder::minimum_requests) | 20 | volume below which the percentages never trip (Hystrix `RequestVolumeThreshold`) |
+/// | [`error_percentage`](BreakerConfigBuilder::error_percentage) | 50 | error share that trips (Hystrix `ErrorPercentThreshold`) |
+/// | [`slow_call_percentage`](BreakerConfigBuilder::slow_call_percentage) | off | slow-call share that trips |
+/// | [`slow_call_threshold`](BreakerConfigBuilder::slow_call_threshold) | off | latency from which a call is slow |
+/// | [`consecutive_failures`](BreakerConfigBuilder::consecutive_failures) | off | failures in a row that trip |
+/// | [`sleep_window`](BreakerConfigBuilder::sleep_window) | 5 s | how long the circuit stays open (Hystrix `SleepWindowInMilliseconds`) |
+/// | [`exponential_backoff`](BreakerConfigBuilder::exponential_backoff) | off | grow the open period on repeated trips |
+/// | [`open_duration`](BreakerConfigBuilder::open_duration) | off | compute the open period yourself |
+/// | [`half_open_probes`](BreakerConfigBuilder::half_open_probes) | 1 | probes in flight at once when half-open |
+/// | [`probes_to_close`](BreakerConfigBuilder::probes_to_close) | 1 | successful probes that close the circuit |
+/// | [`probe_max_wait`](BreakerConfigBuilder::probe_max_wait) | 10 s | after this a probe's permit goes to the next caller |
+/// | [`event_buffer`](BreakerConfigBuilder::event_buffer) | 64 | events each stream buffers before it drops the oldest |
+/// | [`clock`](BreakerConfigBuilder::clock) | [`Clock::system`] | the time source |
+/// | [`classify`](BreakerConfigBuilder::classify) | [`ErrIsFailure`] | what a result counts as |
+///
+/// ```
+/// use palisade::breaker::BreakerConfig;
+/// use std::time::Duration;
+///
+/// let config = BreakerConfig::builder()
+///     .minimum_requests(10)
+///     .error_percentage(25.0)
+///     .consecutive_failures(5)
+///     .exponential_backoff(Duration::from_secs(1), Duration::from_secs(60))
+///     .build()?;
+/// # let _ = config;
+///
+/// let err = BreakerConfig::builder().error_percentage(120.0).build().unwrap_err();
+/// assert_eq!(err.field(), "error_percentage");
+/// # Ok::<(), palisade::ConfigError>(())
+/// ```
 #[derive(Clone)]
 pub struct BreakerConfig<C = ErrIsFailure> {
     pub(crate) clock: Clock,
@@ -70,7 +72,7 @@ pub struct BreakerConfig<C = ErrIsFailure> {
 }
 
 impl BreakerConfig {
-    /// A builder with Hystrix's defaults (see the [module docs](self)).
+    /// A builder with Hystrix's defaults (see the [table above](BreakerConfig)).
     pub fn builder() -> BreakerConfigBuilder {
         BreakerConfigBuilder::default()
     }

@@ -10,11 +10,13 @@
 //! | [`clock`] | the monotonic clock the counting layers read |
 //! | [`transport`] | persistent connections: a pipelined request/response protocol over TCP |
 //! | [`window`] | rolling-window statistics: counts and latency of recent calls |
+//! | [`breaker`] | the circuit breaker: trip, reject, probe, close |
 //!
 //! [tower]: https://docs.rs/tower
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod breaker;
 pub mod classify;
 pub mod clock;
 pub mod error;

@@ -1,0 +1,123 @@
+//! [`ResponseFuture`]: the inner call's future, counted when it completes; or a
+//! rejection, ready at once.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use pin_project_lite::pin_project;
+
+use super::service::CallSite;
+use super::shared::Admission;
+use crate::classify::{Classify, Outcome};
+use crate::error::{BoxError, BreakerOpen, BulkheadFull, Elapsed};
+use crate::window::Event;
+
+pin_project! {
+    /// The future of [`CircuitBreaker`](super::CircuitBreaker)'s `call`.
+    ///
+    /// Dropping it before it completes counts nothing and gives back a half-open probe
+    /// permit it holds.
+    pub struct ResponseFuture<F, C> {
+        #[pin]
+        kind: Kind<F>,
+        call: Option<CallRecord<C>>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Called { #[pin] future: F },
+        Rejected { open: BreakerOpen },
+    }
+}
+
+/// An admitted call's bookkeeping; its `Drop` releases what a cancelled call held.
+struct CallRecord<C> {
+    site: Arc<CallSite<C>>,
+    admission: Admission,
+}
+
+impl<C> Drop for CallRecord<C> {
+    fn drop(&mut self) {
+        self.site.shared.abandon(&mut self.admission);
+    }
+}
+
+impl<F, C> ResponseFuture<F, C> {
+    pub(crate) fn called(future: F, admission: Admission, site: Arc<CallSite<C>>) -> Self {
+        ResponseFuture {
+            kind: Kind::Called { future },
+            call: Some(CallRecord { site, admission }),
+        }
+    }
+
+    pub(crate) fn rejected(open: BreakerOpen) -> Self {
+        ResponseFuture {
+            kind: Kind::Rejected { open },
+            call: None,
+        }
+    }
+}
+
+impl<F, C, T, E> Future for ResponseFuture<F, C>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+    C: Classify<T, E>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let future = match this.kind.project() {
+            KindProj::Called { future } => future,
+            KindProj::Rejected { open } => return Poll::Ready(Err((*open).into())),
+        };
+        let result = ready!(future.poll(cx));
+        let Some(mut record) = this.call.take() else {
+            // Polled again after completion: pass the inner future's answer through.
+            return Poll::Ready(result.map_err(Into::into));
+        };
+        let outcome = record.site.classify.classify(&result);
+        let result = result.map_err(Into::into);
+        let event = match (outcome, &result) {
+            (Outcome::Ignored, _) => None,
+            (Outcome::Success, _) => Some(Event::Success),
+            (Outcome::Failure, Err(e)) => Some(failure_event(e)),
+            (Outcome::Failure, Ok(_)) => Some(Event::Failure),
+        };
+        let admission = record.admission;
+        // The permit now travels with `admission`; the record's drop finds none left.
+        record.admission.take_probe();
+        record.site.shared.complete(admission, event);
+        Poll::Ready(result)
+    }
+}
+
+/// A timeout or a bulkhead rejection below the breaker counts as what it is, so a
+/// Hystrix-style stack sees them as errors of their own kind.
+fn failure_event(e: &BoxError) -> Event {
+    if e.is::<Elapsed>() {
+        Event::Timeout
+    } else if e.is::<BulkheadFull>() {
+        Event::Rejected
+    } else {
+        Event::Failure
+    }
+}
+
+impl<F, C> fmt::Debug for ResponseFuture<F, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            Kind::Called { .. } => "called",
+            Kind::Rejected { .. } => "rejected",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("kind", &kind)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,111 @@
+//! A circuit breaker: stop calling a dependency that keeps failing, give it time, probe
+//! it, and resume when it answers again.
+//!
+//! ```
+//! use palisade::breaker::{BreakerConfig, CircuitState};
+//! use palisade::error::BreakerOpen;
+//! use std::time::Duration;
+//! use tower::{Service, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), palisade::BoxError> {
+//! let config = BreakerConfig::builder()
+//!     .consecutive_failures(3)
+//!     .sleep_window(Duration::from_secs(30))
+//!     .build()?;
+//! let layer = config.layer();
+//! let handle = layer.handle();
+//! let mut svc = tower::ServiceBuilder::new()
+//!     .layer(layer)
+//!     .service_fn(|_: ()| async { Err::<(), _>(std::io::Error::other("down")) });
+//!
+//! for _ in 0..3 {
+//!     assert!(svc.ready().await?.call(()).await.is_err());
+//! }
+//! assert_eq!(handle.state(), CircuitState::Open);
+//! let err = svc.ready().await?.call(()).await.unwrap_err();
+//! let open = err.downcast_ref::<BreakerOpen>().unwrap();
+//! assert!(open.retry_after().unwrap() <= Duration::from_secs(30));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # States
+//! - **Closed**: calls pass and are counted in a [rolling window](crate::window). The trip
+//!   conditions ([error percentage](BreakerConfigBuilder::error_percentage) over a
+//!   [minimum volume](BreakerConfigBuilder::minimum_requests),
+//!   [slow-call percentage](BreakerConfigBuilder::slow_call_percentage),
+//!   [consecutive failures](BreakerConfigBuilder::consecutive_failures); any of them
+//!   trips) are checked whenever a failure or a slow call is recorded.
+//! - **Open**: every call is rejected for the open period (the
+//!   [sleep window](BreakerConfigBuilder::sleep_window), or an
+//!   [exponential backoff](BreakerConfigBuilder::exponential_backoff) over repeated
+//!   trips, or [your function](BreakerConfigBuilder::open_duration) of the trip count).
+//!   No timer runs: the first call after the period moves the circuit to half-open.
+//! - **HalfOpen**: at most [`half_open_probes`](BreakerConfigBuilder::half_open_probes)
+//!   calls run at once, however many callers race; the rest are rejected.
+//!   [`probes_to_close`](BreakerConfigBuilder::probes_to_close) successful probes close
+//!   the circuit (clearing its statistics and its backoff); one failed probe opens it
+//!   again, for a longer period if backing off. A probe that is dropped gives its permit
+//!   back; a probe that overstays [`probe_max_wait`](BreakerConfigBuilder::probe_max_wait)
+//!   loses it to the next caller and its late result is ignored.
+//! - **ForcedOpen**, **ForcedClosed**, **MetricsOnly**: set by the [`BreakerHandle`]
+//!   until [`reset`](BreakerHandle::reset). Forced closed admits all and counts nothing;
+//!   metrics-only admits all, counts all, and never trips.
+//!
+//! # The service contract
+//! - `poll_ready` forwards to the inner service and never fails because the circuit is
+//!   open: tower reads a `poll_ready` error as a dead service.
+//! - `call` on a rejecting circuit does **not** call the inner service; its future is
+//!   ready at once with a [`BreakerOpen`](crate::error::BreakerOpen) (boxed) whose
+//!   [`retry_after`](crate::error::BreakerOpen::retry_after) says when the next probe is
+//!   admitted (`Some(ZERO)` when half-open with every permit taken, `None` when forced
+//!   open). The capacity `poll_ready` reserved in the inner service stays reserved for
+//!   the next call, as tower specifies. The rejection is counted as a short circuit.
+//! - The result is classified by the [`Classify`](crate::classify::Classify) given to the
+//!   builder (default: `Err` is a failure) before the error is boxed. A failure whose
+//!   boxed error is an [`Elapsed`](crate::error::Elapsed) counts as a timeout, a
+//!   [`BulkheadFull`](crate::error::BulkheadFull) as a bulkhead rejection: both are
+//!   errors. [`Outcome::Ignored`](crate::classify::Outcome::Ignored) counts nothing.
+//! - Dropping the response future counts nothing and releases its probe permit.
+//! - Results are tied to the state they were admitted under: a result that arrives after
+//!   the circuit changed state cannot change it again (so a slow success cannot close a
+//!   circuit that opened after it started), and one that arrives after the statistics
+//!   were cleared is not counted at all.
+//! - Clones of the service, and every service made by one [`CircuitBreakerLayer`], share
+//!   one circuit; [`BreakerConfig::layer`] makes a new circuit each time.
+//! - The future is `Send` when the inner future and the classifier are, and `'static`
+//!   when they are.
+//!
+//! # Cost
+//! On a closed circuit a call costs one atomic load and one clock read to admit; one
+//! clock read, one more load, a few striped atomic adds in the window and one read of the
+//! consecutive-failure counter to complete. No lock, no allocation, and no write to a
+//! cache line that other threads write on success. Locks are taken only to change state
+//! (and to deliver events when somebody listens).
+//!
+//! # Events
+//! Transitions and rejections go to the [`on_event`](BreakerConfigBuilder::on_event)
+//! callback and to every [`EventStream`] from [`BreakerHandle::events`]; see
+//! [`events`] for ordering and lag. With the `tracing` feature, transitions are also
+//! logged at `INFO` and rejections at `TRACE`.
+
+mod backoff;
+mod circuit;
+mod config;
+pub mod events;
+mod future;
+mod handle;
+mod layer;
+mod policy;
+mod probe;
+mod service;
+mod shared;
+
+pub use circuit::{CircuitState, TransitionReason};
+pub use config::{BreakerConfig, BreakerConfigBuilder};
+pub use events::{BreakerEvent, EventStream};
+pub use future::ResponseFuture;
+pub use handle::{BreakerHandle, BreakerMetrics};
+pub use layer::CircuitBreakerLayer;
+pub use service::CircuitBreaker;

@@ -1,0 +1,349 @@
+//! The circuit as every clone of a breaker service shares it: the lock-free call path
+//! around the pure [`Circuit`].
+//!
+//! The call path reads one atomic [`Word`] (state, epoch, generation) and, when closed,
+//! never takes a lock: admission is that load plus a clock read; completion is a clock
+//! read, a second load, one [`RollingWindow::record`] (striped atomic adds) and a load of
+//! the consecutive-failure counter (written only when it changes). The trip conditions
+//! are evaluated, from a [`Counts`] sample, only when a failure or a slow call is
+//! recorded, and the mutex around the [`Circuit`] is taken only to transition.
+//!
+//! The open → half-open step is lazy: the first call after the open period ends makes
+//! it. Half-open admission is a compare-and-swap on a probe slot
+//! ([`HalfOpenProbes`]); an expired probe is reclaimed by the next caller, so nothing
+//! needs a background task and the circuit can never stay wedged in half-open.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use super::circuit::{duration_nanos, Circuit, CircuitState, Transition, Word};
+use super::config::BreakerConfig;
+use super::events::{BreakerEvent, EventHub, EventStream};
+use super::handle::BreakerMetrics;
+use super::policy::{TripPolicy, TripSample};
+use super::probe::{HalfOpenProbes, ProbePermit};
+use crate::clock::Clock;
+use crate::error::BreakerOpen;
+use crate::window::{Event, RollingWindow, WindowKind};
+
+/// A value on its own cache line(s), so writes to its neighbours do not invalidate it.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct CachePadded<T>(T);
+
+impl<T> std::ops::Deref for CachePadded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// What a call was admitted under, kept by its response future.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Admission {
+    word: Word,
+    /// Clock reading at admission (0 when the state records nothing).
+    start: u64,
+    /// The half-open probe permit, if the call is a probe and still holds it.
+    probe: Option<ProbePermit>,
+}
+
+impl Admission {
+    /// Takes the probe permit out, so that it is released exactly once.
+    pub(crate) fn take_probe(&mut self) -> Option<ProbePermit> {
+        self.probe.take()
+    }
+}
+
+/// One circuit, shared. See the [module docs](self).
+#[derive(Debug)]
+pub(crate) struct SharedCircuit {
+    /// Read on every call; written only by transitions.
+    word: CachePadded<AtomicU64>,
+    /// Written on every failure (and on the first success after one); kept off the
+    /// word's line so that failures do not slow admissions down.
+    consecutive_failures: CachePadded<AtomicU32>,
+    /// When open: the clock reading at which the open period ends.
+    open_until: AtomicU64,
+    clock: Clock,
+    window: RollingWindow,
+    probes: HalfOpenProbes,
+    policy: TripPolicy,
+    /// Slow-call threshold in nanoseconds; `u64::MAX` when there is none.
+    slow_nanos: u64,
+    /// Short circuits go into time windows; in a count window they would push real
+    /// outcomes out, so they are left out of it.
+    record_short_circuits: bool,
+    circuit: Mutex<Circuit>,
+    events: EventHub,
+}
+
+/// How many state changes an admission rides through before it gives up and rejects.
+const ADMISSION_ATTEMPTS: usize = 4;
+
+impl SharedCircuit {
+    pub(crate) fn new<C>(config: &BreakerConfig<C>) -> Self {
+        let circuit = Circuit::new(config.circuit_settings());
+        let word = circuit.word();
+        SharedCircuit {
+            word: CachePadded(AtomicU64::new(word.0)),
+            consecutive_failures: CachePadded(AtomicU32::new(0)),
+            open_until: AtomicU64::new(0),
+            clock: config.clock.clone(),
+            window: config.build_window(),
+            probes: HalfOpenProbes::new(
+                config.half_open_probes,
+                duration_nanos(config.probe_max_wait),
+            ),
+            policy: config.policy,
+            slow_nanos: config.slow_call_threshold.map_or(u64::MAX, duration_nanos),
+            record_short_circuits: matches!(config.window.kind(), WindowKind::Time { .. }),
+            circuit: Mutex::new(circuit),
+            events: EventHub::new(config.on_event.clone(), config.event_buffer),
+        }
+    }
+
+    #[inline]
+    fn load_word(&self) -> Word {
+        Word(self.word.load(Ordering::Acquire))
+    }
+
+    /// Admits a call, or says why not and until when.
+    #[inline]
+    pub(crate) fn admit(&self) -> Result<Admission, BreakerOpen> {
+        let word = self.load_word();
+        match word.state() {
+            CircuitState::Closed | CircuitState::MetricsOnly => Ok(Admission {
+                word,
+                start: self.clock.now(),
+                probe: None,
+            }),
+            CircuitState::ForcedClosed => Ok(Admission {
+                word,
+                start: 0,
+                probe: None,
+            }),
+            _ => self.admit_slow(word),
+        }
+    }
+
+    /// Admission in the states that may reject: open, half-open, forced open.
+    #[cold]
+    fn admit_slow(&self, mut word: Word) -> Result<Admission, BreakerOpen> {
+        let mut now = self.clock.now();
+        for _ in 0..ADMISSION_ATTEMPTS {
+            match word.state() {
+                CircuitState::Closed | CircuitState::MetricsOnly => {
+                    return Ok(Admission {
+                        word,
+                        start: now,
+                        probe: None,
+                    })
+                }
+                CircuitState::ForcedClosed => {
+                    return Ok(Admission {
+                        word,
+                        start: 0,
+                        probe: None,
+                    })
+                }
+                CircuitState::ForcedOpen => {
+                    return Err(self.reject(CircuitState::ForcedOpen, now, BreakerOpen::forced()))
+                }
+                CircuitState::Open => {
+                    let until = self.open_until.load(Ordering::Acquire);
+                    if now < until {
+                        let wait = Duration::from_nanos(until - now);
+                        return Err(self.reject(CircuitState::Open, now, BreakerOpen::new(wait)));
+                    }
+                    self.transition(|c| c.open_period_elapsed(word.generation(), now));
+                }
+                CircuitState::HalfOpen => {
+                    if let Some(permit) = self.probes.try_acquire(now) {
+                        // The permit is only good for the half-open period it was taken
+                        // in: check that the period did not end meanwhile.
+                        if self.load_word() == word {
+                            return Ok(Admission {
+                                word,
+                                start: now,
+                                probe: Some(permit),
+                            });
+                        }
+                        self.probes.release(permit);
+                    } else {
+                        return Err(self.reject(
+                            CircuitState::HalfOpen,
+                            now,
+                            BreakerOpen::new(Duration::ZERO),
+                        ));
+                    }
+                }
+            }
+            word = self.load_word();
+            now = self.clock.now();
+        }
+        // The state changed under this call on every attempt: an extreme race. Reject
+        // rather than spin; the caller may retry at once.
+        Err(self.reject(word.state(), now, BreakerOpen::new(Duration::ZERO)))
+    }
+
+    fn reject(&self, state: CircuitState, now: u64, error: BreakerOpen) -> BreakerOpen {
+        if self.record_short_circuits {
+            self.window.record(now, Event::ShortCircuited, 0);
+        }
+        if self.events.is_listened() {
+            self.events.emit(BreakerEvent::Rejected {
+                state,
+                retry_after: error.retry_after(),
+            });
+        }
+        #[cfg(feature = "tracing")]
+        tracing::trace!(%state, retry_after = ?error.retry_after(), "circuit breaker rejected a call");
+        error
+    }
+
+    /// A call admitted under `admission` was dropped before it finished: give its probe
+    /// permit back (a cancelled call counts as nothing).
+    pub(crate) fn abandon(&self, admission: &mut Admission) {
+        if let Some(permit) = admission.take_probe() {
+            self.probes.release(permit);
+        }
+    }
+
+    /// A call admitted under `admission` finished as `event` (`None`: ignored by the
+    /// classifier).
+    #[inline]
+    pub(crate) fn complete(&self, mut admission: Admission, event: Option<Event>) {
+        // Give the permit back first: whether it was still ours decides whether the
+        // probe's result counts.
+        let probe_counts = admission.take_probe().map(|p| self.probes.release(p));
+        let Some(event) = event else { return };
+        if admission.word.state() == CircuitState::ForcedClosed {
+            return;
+        }
+        let end = self.clock.now();
+        let current = self.load_word();
+        if current.epoch() != admission.word.epoch() {
+            // The statistics were cleared after this call started: it belongs to none.
+            return;
+        }
+        let latency = end.saturating_sub(admission.start);
+        self.window.record(end, event, latency);
+        if current.generation() != admission.word.generation() {
+            // Counted, but too late to move the state machine.
+            return;
+        }
+        let failed = event != Event::Success;
+        let slow = latency >= self.slow_nanos;
+        match admission.word.state() {
+            CircuitState::Closed | CircuitState::MetricsOnly => {
+                let consecutive = if failed {
+                    self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1
+                } else {
+                    // Load before store: a run of successes does not write the line.
+                    if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+                        self.consecutive_failures.store(0, Ordering::Relaxed);
+                    }
+                    0
+                };
+                if admission.word.state() == CircuitState::Closed
+                    && (failed || (slow && self.policy.watches_slow_calls()))
+                {
+                    self.evaluate(admission.word, end, consecutive);
+                }
+            }
+            CircuitState::HalfOpen if probe_counts == Some(true) => {
+                let generation = admission.word.generation();
+                if failed || (slow && self.policy.watches_slow_calls()) {
+                    self.transition(|c| c.probe_failed(generation, end));
+                } else {
+                    self.transition(|c| c.probe_succeeded(generation));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[cold]
+    fn evaluate(&self, word: Word, now: u64, consecutive_failures: u32) {
+        let counts = self.window.counts(now);
+        let sample = TripSample {
+            total: counts.total(),
+            errors: counts.errors(),
+            completed: counts.completed(),
+            slow: counts.slow_calls,
+            consecutive_failures,
+        };
+        if let Some(reason) = self.policy.verdict(&sample) {
+            self.transition(|c| c.trip(word.generation(), now, reason));
+        }
+    }
+
+    /// Runs one step of the state machine under the lock and applies its transition, if
+    /// any: the side state first, the word last, so a caller that sees the new word also
+    /// sees the rest.
+    fn transition(&self, step: impl FnOnce(&mut Circuit) -> Option<Transition>) {
+        let mut circuit = self.circuit.lock();
+        let Some(t) = step(&mut circuit) else { return };
+        match t.to {
+            CircuitState::Open => self.open_until.store(t.open_until, Ordering::Release),
+            CircuitState::HalfOpen => self.probes.clear(),
+            _ => {}
+        }
+        if t.clears_stats {
+            self.window.reset();
+        }
+        if t.clears_stats || t.to == CircuitState::Open {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+        self.word.store(t.word.0, Ordering::Release);
+        self.events.queue(BreakerEvent::StateChanged {
+            from: t.from,
+            to: t.to,
+            reason: t.reason,
+        });
+        #[cfg(feature = "tracing")]
+        tracing::info!(from = %t.from, to = %t.to, reason = %t.reason, "circuit breaker changed state");
+        drop(circuit);
+        self.events.flush();
+    }
+
+    pub(crate) fn state(&self) -> CircuitState {
+        self.load_word().state()
+    }
+
+    pub(crate) fn force(&self, to: CircuitState) {
+        self.transition(|c| c.force(to));
+    }
+
+    pub(crate) fn reset(&self) {
+        self.transition(|c| Some(c.reset()));
+    }
+
+    pub(crate) fn subscribe(&self) -> EventStream {
+        self.events.subscribe()
+    }
+
+    pub(crate) fn metrics(&self) -> BreakerMetrics {
+        let now = self.clock.now();
+        let (state, trips, total_trips, open_until) = {
+            let c = self.circuit.lock();
+            (c.state(), c.trips(), c.total_trips(), c.open_until())
+        };
+        BreakerMetrics {
+            state,
+            window: self.window.snapshot(now),
+            consecutive_failures: self.consecutive_failures.load(Ordering::Relaxed),
+            trips,
+            total_trips,
+            retry_after: open_until.map(|until| Duration::from_nanos(until.saturating_sub(now))),
+            probes_in_flight: if state == CircuitState::HalfOpen {
+                self.probes.in_flight(now)
+            } else {
+                0
+            },
+        }
+    }
+}

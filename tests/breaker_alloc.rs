@@ -1,0 +1,72 @@
+//! The closed path allocates nothing per call: admission, the inner call, completion
+//! and recording, counted by a global allocator that tallies every allocation.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use futures::task::noop_waker;
+use futures::FutureExt;
+use palisade::breaker::{BreakerConfig, CircuitBreaker};
+use tower::Service;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: delegates every call to the system allocator unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[derive(Debug)]
+struct Boom;
+
+impl std::fmt::Display for Boom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("boom")
+    }
+}
+
+impl std::error::Error for Boom {}
+
+#[test]
+fn closed_path_allocates_nothing_per_call() {
+    // Failures are counted too, but keep them below the trip conditions: the failure
+    // path must not allocate either (a `Boom` is a zero-sized error, boxing it is free).
+    let config = BreakerConfig::builder()
+        .minimum_requests(u32::MAX)
+        .build()
+        .unwrap();
+    let inner =
+        tower::service_fn(|ok: bool| std::future::ready(if ok { Ok(1u32) } else { Err(Boom) }));
+    let mut svc = CircuitBreaker::new(inner, &config);
+    let waker = noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut run = |svc: &mut CircuitBreaker<_>, n: usize| {
+        for i in 0..n {
+            assert!(svc.poll_ready(&mut cx).is_ready());
+            let ok = i % 4 != 0;
+            match svc.call(ok).poll_unpin(&mut cx) {
+                Poll::Ready(r) => assert_eq!(r.is_ok(), ok),
+                Poll::Pending => unreachable!("the inner future is ready"),
+            }
+        }
+    };
+    run(&mut svc, 100); // warm-up: lazily initialised thread-locals, stripes
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    run(&mut svc, 10_000);
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    assert_eq!(allocations, 0, "{allocations} allocations in 10 000 calls");
+    assert_eq!(svc.handle().metrics().window.counts.failures, 2_525);
+}

@@ -1,0 +1,240 @@
+//! tower's contract, pinned for the circuit breaker: readiness, call, clone sharing,
+//! `Send + 'static` futures, and release on drop.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::task::noop_waker;
+use futures::StreamExt;
+use palisade::breaker::{BreakerConfig, CircuitBreaker, CircuitState};
+use palisade::clock::{Clock, ManualClock};
+use palisade::error::{BoxError, BreakerOpen};
+use tokio::sync::oneshot;
+use tower::{Layer, Service, ServiceExt};
+
+#[derive(Debug)]
+struct Boom;
+
+impl std::fmt::Display for Boom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("boom")
+    }
+}
+
+impl std::error::Error for Boom {}
+
+/// An inner service whose readiness the test controls, and which answers each call
+/// through a oneshot the request carries (or at once with `None`).
+#[derive(Clone)]
+struct Inner {
+    ready: Arc<AtomicBool>,
+    dead: Arc<AtomicBool>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl Inner {
+    fn new() -> Self {
+        Inner {
+            ready: Arc::new(AtomicBool::new(true)),
+            dead: Arc::new(AtomicBool::new(false)),
+            calls: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+type Req = Option<oneshot::Receiver<bool>>;
+
+impl Service<Req> for Inner {
+    type Response = &'static str;
+    type Error = Boom;
+    type Future = futures::future::BoxFuture<'static, Result<&'static str, Boom>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Boom>> {
+        if self.dead.load(Ordering::SeqCst) {
+            Poll::Ready(Err(Boom))
+        } else if self.ready.load(Ordering::SeqCst) {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            let ok = match req {
+                None => false,
+                Some(rx) => rx.await.unwrap_or(false),
+            };
+            if ok {
+                Ok("ok")
+            } else {
+                Err(Boom)
+            }
+        })
+    }
+}
+
+fn config() -> (BreakerConfig, ManualClock) {
+    let (clock, hand) = Clock::manual();
+    let config = BreakerConfig::builder()
+        .clock(clock)
+        .without_error_percentage()
+        .consecutive_failures(1)
+        .sleep_window(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    (config, hand)
+}
+
+fn poll_ready<S: Service<Req>>(svc: &mut S) -> Poll<Result<(), S::Error>> {
+    let waker = noop_waker();
+    svc.poll_ready(&mut Context::from_waker(&waker))
+}
+
+fn assert_send_static<T: Send + 'static>(_: &T) {}
+
+#[test]
+fn poll_ready_forwards_the_inner_readiness_and_its_errors() {
+    let inner = Inner::new();
+    let (config, _) = config();
+    let mut svc = CircuitBreaker::new(inner.clone(), &config);
+    assert!(matches!(poll_ready(&mut svc), Poll::Ready(Ok(()))));
+    inner.ready.store(false, Ordering::SeqCst);
+    assert!(poll_ready(&mut svc).is_pending());
+    inner.dead.store(true, Ordering::SeqCst);
+    match poll_ready(&mut svc) {
+        Poll::Ready(Err(e)) => assert!(e.is::<Boom>(), "the inner error is boxed as is"),
+        other => panic!("expected the inner error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn open_circuit_stays_ready_and_rejects_in_call_without_calling_inner() {
+    let inner = Inner::new();
+    let (config, _) = config();
+    let mut svc = CircuitBreaker::new(inner.clone(), &config);
+    svc.handle().force_open();
+    assert!(matches!(poll_ready(&mut svc), Poll::Ready(Ok(()))));
+    let fut = svc.call(None);
+    assert_send_static(&fut);
+    // Ready at the first poll.
+    let waker = noop_waker();
+    let mut fut = Box::pin(fut);
+    match fut.as_mut().poll(&mut Context::from_waker(&waker)) {
+        Poll::Ready(Err(e)) => assert!(e.downcast_ref::<BreakerOpen>().unwrap().is_forced()),
+        other => panic!("expected an immediate rejection, got {other:?}"),
+    }
+    assert_eq!(inner.calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn inner_errors_pass_through_boxed() {
+    let (config, _) = config();
+    let mut svc = CircuitBreaker::new(Inner::new(), &config);
+    let err = svc.ready().await.unwrap().call(None).await.unwrap_err();
+    assert!(err.is::<Boom>());
+}
+
+#[tokio::test]
+async fn clones_share_one_circuit() {
+    let inner = Inner::new();
+    let (config, _) = config();
+    let mut a = CircuitBreaker::new(inner.clone(), &config);
+    let mut b = a.clone();
+    a.ready().await.unwrap().call(None).await.unwrap_err();
+    assert_eq!(b.handle().state(), CircuitState::Open);
+    let err = b.ready().await.unwrap().call(None).await.unwrap_err();
+    assert!(err.is::<BreakerOpen>());
+    assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn services_of_one_layer_share_a_circuit_and_each_layer_call_makes_a_new_one() {
+    let (config, _) = config();
+    let layer = config.layer();
+    let mut a = layer.layer(Inner::new());
+    let b = layer.layer(Inner::new());
+    let other = config.layer().layer(Inner::new());
+    a.ready().await.unwrap().call(None).await.unwrap_err();
+    assert_eq!(layer.handle().state(), CircuitState::Open);
+    assert_eq!(b.handle().state(), CircuitState::Open);
+    assert_eq!(other.handle().state(), CircuitState::Closed);
+}
+
+#[tokio::test]
+async fn response_futures_are_send_and_static() {
+    let (config, _) = config();
+    let mut svc = CircuitBreaker::new(Inner::new(), &config);
+    let fut = svc.ready().await.unwrap().call(None);
+    assert_send_static(&fut);
+    // And they run on another task.
+    tokio::spawn(fut).await.unwrap().unwrap_err();
+}
+
+#[tokio::test]
+async fn dropping_an_unfinished_call_counts_nothing_and_holds_no_permit() {
+    let (config, hand) = config();
+    let mut svc = CircuitBreaker::new(Inner::new(), &config);
+    let handle = svc.handle();
+    let (_tx, rx) = oneshot::channel();
+    drop(svc.ready().await.unwrap().call(Some(rx)));
+    assert_eq!(handle.metrics().window.counts.total(), 0);
+
+    svc.ready().await.unwrap().call(None).await.unwrap_err();
+    hand.advance(Duration::from_secs(1));
+    let (_tx, rx) = oneshot::channel();
+    let probe = svc.ready().await.unwrap().call(Some(rx));
+    assert_eq!(handle.metrics().probes_in_flight, 1);
+    drop(probe);
+    assert_eq!(handle.metrics().probes_in_flight, 0);
+    let (tx, rx) = oneshot::channel();
+    let probe = svc.ready().await.unwrap().call(Some(rx));
+    tx.send(true).unwrap();
+    assert_eq!(probe.await.unwrap(), "ok");
+    assert_eq!(handle.state(), CircuitState::Closed);
+}
+
+#[tokio::test]
+async fn dropping_a_rejected_call_is_harmless() {
+    let (config, _) = config();
+    let mut svc = CircuitBreaker::new(Inner::new(), &config);
+    svc.handle().force_open();
+    drop(svc.ready().await.unwrap().call(None));
+    svc.handle().reset();
+    let (tx, rx) = oneshot::channel();
+    tx.send(true).unwrap();
+    assert_eq!(
+        svc.ready().await.unwrap().call(Some(rx)).await.unwrap(),
+        "ok"
+    );
+}
+
+#[tokio::test]
+async fn event_stream_ends_when_the_circuit_is_gone() {
+    let (config, _) = config();
+    let svc = CircuitBreaker::new(Inner::new(), &config);
+    let handle = svc.handle();
+    let mut events = handle.events();
+    handle.force_open();
+    drop(svc);
+    drop(handle);
+    assert!(events.next().await.is_some());
+    assert_eq!(events.next().await, None);
+}
+
+#[test]
+fn services_handles_and_layers_are_send_sync_and_debug() {
+    fn assert_traits<T: Send + Sync + std::fmt::Debug>() {}
+    assert_traits::<palisade::breaker::BreakerHandle>();
+    assert_traits::<palisade::breaker::CircuitBreakerLayer>();
+    assert_traits::<palisade::breaker::EventStream>();
+    assert_traits::<BreakerConfig>();
+    let (config, _) = config();
+    let svc = CircuitBreaker::new(Inner::new(), &config);
+    let _: &(dyn Send + Sync) = &svc;
+    let _: BoxError = BreakerOpen::forced().into();
+}

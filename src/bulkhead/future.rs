@@ -165,10 +165,10 @@ where
                         Some(permit) => permit,
                         None => {
                             ready!(deadline.poll(cx));
-                            match ticket.give_up() {
+                            let waited = started.elapsed();
+                            match ticket.give_up(waited) {
                                 Some(permit) => permit,
                                 None => {
-                                    let waited = started.elapsed();
                                     state.set(Queue::Rejected { waited });
                                     continue;
                                 }

@@ -33,6 +33,12 @@
 //!   queue takes a `parking_lot` lock only when a call must wait or a permit is released
 //!   while someone waits.
 //!
+//! - **Runtime**: fail-fast mode needs no runtime. Queued mode arms a tokio timer for the
+//!   wait, so a call that has to queue must be made inside a tokio runtime with the time
+//!   driver enabled (as with `tokio::time::sleep`).
+//! - **Tracing**: with the `tracing` feature, rejections are `debug` events and capacity
+//!   changes `info` events, under the target `palisade::bulkhead`.
+//!
 //! A [`BulkheadHandle`] reports `in_use`, `capacity`, `waiting` and `rejected`, and resizes
 //! the bulkhead at run time with [`set_capacity`](BulkheadHandle::set_capacity).
 //!
@@ -159,7 +165,7 @@ where
         match self.permits.try_acquire() {
             Some(permit) => ResponseFuture::running(self.inner.call(req), permit),
             None => {
-                self.permits.record_rejection();
+                self.permits.record_rejection(Duration::ZERO);
                 ResponseFuture::rejected()
             }
         }

@@ -188,8 +188,18 @@ impl Permits {
         }
     }
 
-    pub(crate) fn record_rejection(&self) {
+    /// Counts a rejection (after waiting `waited`; zero when failing fast).
+    pub(crate) fn record_rejection(&self, waited: std::time::Duration) {
         self.rejected.fetch_add(1, SeqCst);
+        #[cfg(feature = "tracing")]
+        tracing::debug!(
+            target: "palisade::bulkhead",
+            ?waited,
+            capacity = self.capacity(),
+            "bulkhead full: call rejected"
+        );
+        #[cfg(not(feature = "tracing"))]
+        let _ = waited;
     }
 
     pub(crate) fn in_use(&self) -> usize {
@@ -211,7 +221,14 @@ impl Permits {
     /// Changes the capacity. Growing admits waiters at once; shrinking takes effect as
     /// permits are released (held permits are never revoked).
     pub(crate) fn set_capacity(&self, capacity: usize) {
-        self.capacity.store(capacity, SeqCst);
+        let _previous = self.capacity.swap(capacity, SeqCst);
+        #[cfg(feature = "tracing")]
+        tracing::info!(
+            target: "palisade::bulkhead",
+            previous = _previous,
+            capacity,
+            "bulkhead capacity changed"
+        );
         if self.waiting.load(SeqCst) != 0 {
             self.admit_waiters();
         }
@@ -276,10 +293,10 @@ impl QueueTicket {
 
     /// Gives up waiting (the maximum wait elapsed) and counts the rejection. If a permit
     /// was handed over in the meantime, returns it instead: the call is admitted after all.
-    pub(crate) fn give_up(&mut self) -> Option<Permit> {
+    pub(crate) fn give_up(&mut self, waited: std::time::Duration) -> Option<Permit> {
         let permits = self.permits.take()?;
         if permits.remove_waiter(self.id) {
-            permits.record_rejection();
+            permits.record_rejection(waited);
             None
         } else {
             Some(Permit { permits })
@@ -389,7 +406,7 @@ mod tests {
         let p = Permits::new(1);
         let _held = p.try_acquire().unwrap();
         let mut t = p.enqueue().unwrap_err();
-        assert!(t.give_up().is_none());
+        assert!(t.give_up(std::time::Duration::from_millis(1)).is_none());
         assert_eq!(p.waiting(), 0);
         assert_eq!(p.rejected(), 1);
         assert_eq!(p.in_use(), 1);
@@ -401,7 +418,9 @@ mod tests {
         let held = p.try_acquire().unwrap();
         let mut t = p.enqueue().unwrap_err();
         drop(held);
-        let permit = t.give_up().expect("admitted before giving up");
+        let permit = t
+            .give_up(std::time::Duration::ZERO)
+            .expect("admitted before giving up");
         assert_eq!(p.rejected(), 0);
         assert_eq!(p.in_use(), 1);
         drop(permit);

@@ -69,6 +69,8 @@ where
             ready!(sleep.poll(cx));
         }
         this.inner.set(None);
+        #[cfg(feature = "tracing")]
+        tracing::debug!(target: "palisade::timeout", after = ?this.after, "call timed out");
         Poll::Ready(Err(Elapsed::new(*this.after).into()))
     }
 }

@@ -20,6 +20,10 @@
 //! - **Clone**: a clone is an independent service with the same configuration (the
 //!   timeout keeps no shared state).
 //! - **Futures** are `Send` when the inner future is, and `'static` when it is.
+//! - **Runtime**: a call whose inner future is pending arms a tokio timer, so it must be
+//!   polled inside a tokio runtime with the time driver enabled.
+//! - **Tracing**: with the `tracing` feature, each expiry is a `debug` event under the
+//!   target `palisade::timeout`.
 //! - **Cost**: one clock read per call; no allocation, no lock, and no timer unless the
 //!   inner future is pending.
 //!

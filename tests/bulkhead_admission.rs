@@ -367,3 +367,21 @@ fn builder_rejects_zero_limits_naming_the_field() {
         .unwrap_err();
     assert_eq!(err.field(), "max_wait");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_enormous_max_wait_waits_without_overflowing() {
+    let (layer, handle) = queued(1, Duration::MAX);
+    let (inner, calls) = gate();
+    let mut svc = layer.layer(inner);
+    let (mut a, ta) = call(&mut svc, 1).await;
+    assert!(a.poll().is_pending());
+    let (mut b, _tb) = call(&mut svc, 2).await;
+    assert!(b.poll().is_pending());
+    tokio::time::advance(Duration::from_secs(86_400 * 365)).await;
+    assert!(b.poll().is_pending());
+    ta.send(1).unwrap();
+    assert!(a.poll().is_ready());
+    assert!(b.poll().is_pending());
+    assert_eq!(*calls.lock(), vec![1, 2]);
+    assert_eq!(handle.rejected(), 0);
+}

@@ -127,12 +127,16 @@ impl<S: Service<Req>, Req> QueuedResponseFuture<S, Req> {
         max_wait: std::time::Duration,
     ) -> Self {
         let started = Instant::now();
+        // An enormous wait stands for "forever"; about thirty years, as tokio's `sleep` does.
+        let deadline = started
+            .checked_add(max_wait)
+            .unwrap_or_else(|| started + std::time::Duration::from_secs(86_400 * 365 * 30));
         QueuedResponseFuture {
             state: Queue::Waiting {
                 service,
                 request: Some(request),
                 ticket,
-                deadline: tokio::time::sleep_until(started + max_wait),
+                deadline: tokio::time::sleep_until(deadline),
                 started,
             },
         }
@@ -181,7 +185,7 @@ where
                     (service.call(request), permit)
                 }
             };
-            // Dropping the waiting state drops the service clone; the permit moves on.
+            // Replacing the waiting state drops the service that made this one call.
             state.set(Queue::Running {
                 future,
                 permit: Some(permit),

@@ -349,6 +349,7 @@ impl WakeList {
 mod tests {
     use super::*;
     use futures::task::noop_waker;
+    use std::time::Duration;
 
     fn cx_waker() -> Waker {
         noop_waker()
@@ -406,7 +407,7 @@ mod tests {
         let p = Permits::new(1);
         let _held = p.try_acquire().unwrap();
         let mut t = p.enqueue().unwrap_err();
-        assert!(t.give_up(std::time::Duration::from_millis(1)).is_none());
+        assert!(t.give_up(Duration::from_millis(1)).is_none());
         assert_eq!(p.waiting(), 0);
         assert_eq!(p.rejected(), 1);
         assert_eq!(p.in_use(), 1);
@@ -451,5 +452,185 @@ mod tests {
         assert!(p.try_acquire().is_none(), "still at the new capacity");
         drop(b);
         assert!(p.try_acquire().is_some());
+    }
+
+    mod model {
+        //! The permits against a plain FIFO model, over random sequences of operations.
+
+        use super::*;
+        use futures::task::{waker, ArcWake};
+        use proptest::prelude::*;
+        use std::collections::HashSet;
+        use std::sync::atomic::AtomicBool;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Acquire,
+            Enqueue,
+            Release(usize),
+            Poll(usize),
+            GiveUp(usize),
+            DropTicket(usize),
+            SetCapacity(usize),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                1 => Just(Op::Acquire),
+                3 => Just(Op::Enqueue),
+                3 => any::<usize>().prop_map(Op::Release),
+                2 => any::<usize>().prop_map(Op::Poll),
+                1 => any::<usize>().prop_map(Op::GiveUp),
+                1 => any::<usize>().prop_map(Op::DropTicket),
+                1 => (1usize..5).prop_map(Op::SetCapacity),
+            ]
+        }
+
+        struct Flag(AtomicBool);
+
+        impl ArcWake for Flag {
+            fn wake_by_ref(arc_self: &Arc<Self>) {
+                arc_self.0.store(true, SeqCst);
+            }
+        }
+
+        struct Model {
+            capacity: usize,
+            in_use: usize,
+            rejected: u64,
+            queue: VecDeque<u64>,
+            admitted: HashSet<u64>,
+        }
+
+        impl Model {
+            fn admit(&mut self) {
+                while self.in_use < self.capacity {
+                    let Some(id) = self.queue.pop_front() else {
+                        break;
+                    };
+                    self.admitted.insert(id);
+                    self.in_use += 1;
+                }
+            }
+        }
+
+        struct Waiting {
+            id: u64,
+            ticket: QueueTicket,
+            flag: Arc<Flag>,
+            registered: bool,
+        }
+
+        proptest! {
+            #[test]
+            fn permits_follow_the_fifo_model(
+                capacity in 1usize..4,
+                ops in proptest::collection::vec(op(), 1..80),
+            ) {
+                let p = Permits::new(capacity);
+                let mut m = Model {
+                    capacity,
+                    in_use: 0,
+                    rejected: 0,
+                    queue: VecDeque::new(),
+                    admitted: HashSet::new(),
+                };
+                let mut held: Vec<Permit> = Vec::new();
+                let mut waiting: Vec<Waiting> = Vec::new();
+                let mut next_id = 0u64;
+
+                for op in ops {
+                    match op {
+                        Op::Acquire => {
+                            let expect = m.queue.is_empty() && m.in_use < m.capacity;
+                            let got = p.try_acquire_fair();
+                            prop_assert_eq!(got.is_some(), expect);
+                            if let Some(permit) = got {
+                                m.in_use += 1;
+                                held.push(permit);
+                            }
+                        }
+                        Op::Enqueue => match p.enqueue() {
+                            Ok(permit) => {
+                                prop_assert!(m.queue.is_empty() && m.in_use < m.capacity);
+                                m.in_use += 1;
+                                held.push(permit);
+                            }
+                            Err(ticket) => {
+                                prop_assert!(!(m.queue.is_empty() && m.in_use < m.capacity));
+                                m.queue.push_back(next_id);
+                                waiting.push(Waiting {
+                                    id: next_id,
+                                    ticket,
+                                    flag: Arc::new(Flag(AtomicBool::new(false))),
+                                    registered: false,
+                                });
+                                next_id += 1;
+                            }
+                        },
+                        Op::Release(i) if !held.is_empty() => {
+                            drop(held.swap_remove(i % held.len()));
+                            m.in_use -= 1;
+                            m.admit();
+                        }
+                        Op::Poll(i) if !waiting.is_empty() => {
+                            let at = i % waiting.len();
+                            let w = &mut waiting[at];
+                            let wk = waker(w.flag.clone());
+                            let got = w.ticket.poll_admitted(&Context::from_waker(&wk));
+                            prop_assert_eq!(got.is_some(), m.admitted.contains(&w.id));
+                            match got {
+                                Some(permit) => {
+                                    m.admitted.remove(&w.id);
+                                    held.push(permit);
+                                    waiting.swap_remove(at);
+                                }
+                                None => w.registered = true,
+                            }
+                        }
+                        Op::GiveUp(i) if !waiting.is_empty() => {
+                            let mut w = waiting.swap_remove(i % waiting.len());
+                            let got = w.ticket.give_up(Duration::ZERO);
+                            if m.admitted.remove(&w.id) {
+                                prop_assert!(got.is_some());
+                                held.extend(got);
+                            } else {
+                                prop_assert!(got.is_none());
+                                m.queue.retain(|&id| id != w.id);
+                                m.rejected += 1;
+                            }
+                        }
+                        Op::DropTicket(i) if !waiting.is_empty() => {
+                            let w = waiting.swap_remove(i % waiting.len());
+                            drop(w.ticket);
+                            if m.admitted.remove(&w.id) {
+                                m.in_use -= 1;
+                                m.admit();
+                            } else {
+                                m.queue.retain(|&id| id != w.id);
+                            }
+                        }
+                        Op::SetCapacity(n) => {
+                            p.set_capacity(n);
+                            m.capacity = n;
+                            m.admit();
+                        }
+                        _ => {}
+                    }
+                    prop_assert_eq!(p.in_use(), m.in_use);
+                    prop_assert_eq!(p.waiting(), m.queue.len());
+                    prop_assert_eq!(p.rejected(), m.rejected);
+                    for w in &waiting {
+                        if w.registered && m.admitted.contains(&w.id) {
+                            prop_assert!(w.flag.0.load(SeqCst), "admitted waiter {} was not woken", w.id);
+                        }
+                    }
+                }
+                drop(waiting);
+                drop(held);
+                prop_assert_eq!(p.in_use(), 0);
+                prop_assert_eq!(p.waiting(), 0);
+            }
+        }
     }
 }

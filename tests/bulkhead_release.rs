@@ -401,3 +401,29 @@ async fn ten_thousand_queued_calls_leak_no_permit_and_every_call_is_accounted_fo
         CALLS
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_queued_calls_without_a_deadline_all_finish_so_no_wakeup_is_lost() {
+    // With an effectively unbounded wait, a lost wake-up would leave a waiter parked
+    // forever (no deadline would rescue it): the hang guard turns that into a failure.
+    let (layer, handle) = queued(8, Duration::from_secs(3600));
+    let inner = Busy::default();
+    let tally = tokio::time::timeout(
+        Duration::from_secs(60),
+        stress(layer.layer(inner.clone()), 13),
+    )
+    .await
+    .expect("every queued call was eventually admitted or cancelled");
+
+    let get = |a: &AtomicUsize| a.load(Ordering::SeqCst);
+    assert_eq!(handle.rejected(), 0);
+    assert_eq!(get(&tally.rejected), 0);
+    assert_eq!(handle.in_use(), 0);
+    assert_eq!(handle.waiting(), 0);
+    assert!(get(&inner.max_alive) <= 8, "the limit held");
+    assert_eq!(
+        get(&tally.ok) + get(&tally.inner_err) + get(&tally.cancelled),
+        CALLS
+    );
+    assert!(get(&inner.calls) >= get(&tally.ok) + get(&tally.inner_err));
+}

@@ -27,11 +27,11 @@
 //!   one [`BulkheadLayer`]. [`BulkheadConfig::layer`] makes a new, independent bulkhead.
 //! - **Futures** are `Send` when the inner future (and, for `Queued`, the service and the
 //!   request) are, and `'static` when those are.
-//! - **Cost**: an admitted fail-fast call is one compare-and-swap loop on an atomic counter
-//!   plus one reference-count increment; its release is one atomic decrement plus one
-//!   load. No lock and no allocation (a rejection allocates only the boxed error). The
-//!   queue takes a `parking_lot` lock only when a call must wait or a permit is released
-//!   while someone waits.
+//! - **Cost**: admitting a call is one compare-and-swap loop on an atomic counter plus a
+//!   reference-count increment for the permit; releasing it is one atomic decrement, one
+//!   load, and the reference-count decrement. No lock and no allocation (a rejection
+//!   allocates only its boxed error). The queue's `parking_lot` lock is taken only when a
+//!   call must wait, while it waits, or when a permit is released while someone waits.
 //!
 //! - **Runtime**: fail-fast mode needs no runtime. Queued mode arms a tokio timer for the
 //!   wait, so a call that has to queue must be made inside a tokio runtime with the time

@@ -11,15 +11,19 @@
 //! | [`transport`] | persistent connections: a pipelined request/response protocol over TCP |
 //! | [`window`] | rolling-window statistics: counts and latency of recent calls |
 //! | [`breaker`] | the circuit breaker: trip, reject, probe, close |
+//! | [`bulkhead`] | a cap on concurrent calls: fail fast, or queue FIFO for a bounded wait |
+//! | [`timeout`] | a deadline per call, with an optional per-request override |
 //!
 //! [tower]: https://docs.rs/tower
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod breaker;
+pub mod bulkhead;
 pub mod classify;
 pub mod clock;
 pub mod error;
+pub mod timeout;
 pub mod transport;
 pub mod window;
 

@@ -427,3 +427,71 @@ async fn ten_thousand_queued_calls_without_a_deadline_all_finish_so_no_wakeup_is
     );
     assert!(get(&inner.calls) >= get(&tally.ok) + get(&tally.inner_err));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_timeout_around_a_queued_bulkhead_cancels_the_wait_and_then_the_call() {
+    use palisade::error::Elapsed;
+    use palisade::timeout::TimeoutConfig;
+    use tower::ServiceBuilder;
+
+    let (layer, handle) = queued(1, Duration::from_secs(10));
+    let inner = Inner::default();
+    // Two stacks over one bulkhead: one without a timeout, one with.
+    let mut plain = layer.layer(inner.clone());
+    let mut timed = ServiceBuilder::new()
+        .layer(
+            TimeoutConfig::builder()
+                .timeout(Duration::from_millis(100))
+                .build()
+                .unwrap()
+                .layer(),
+        )
+        .layer(layer)
+        .service(inner.clone());
+    let expect_elapsed = |out: Poll<Result<u32, BoxError>>| match out {
+        Poll::Ready(Err(e)) => assert!(e.is::<Elapsed>()),
+        other => panic!("unexpected {other:?}"),
+    };
+
+    let (ra, ta, _) = reply();
+    let mut a = spawn(plain.ready().await.unwrap().call(ra));
+    assert!(a.poll().is_pending());
+    let (rb, _tb, b_dropped) = reply();
+    let mut b = spawn(timed.ready().await.unwrap().call(rb));
+    assert!(b.poll().is_pending());
+    assert_eq!((handle.in_use(), handle.waiting()), (1, 1));
+
+    // Expiry while queued: the call leaves the queue and its request is dropped unsent.
+    tokio::time::advance(Duration::from_millis(100)).await;
+    expect_elapsed(b.poll());
+    assert_eq!((handle.in_use(), handle.waiting()), (1, 0));
+    assert_eq!(
+        Arc::strong_count(&b_dropped),
+        1,
+        "the unsent request was dropped"
+    );
+    assert_eq!(
+        b_dropped.load(Ordering::SeqCst),
+        0,
+        "no inner future was made for it"
+    );
+    assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+
+    // Expiry while running: the inner call is cancelled and the permit returned.
+    ta.send(1).unwrap();
+    assert!(a.poll().is_ready());
+    let (rc, _tc, c_dropped) = reply();
+    let mut c = spawn(timed.ready().await.unwrap().call(rc));
+    assert!(c.poll().is_pending());
+    assert_eq!(handle.in_use(), 1);
+    tokio::time::advance(Duration::from_millis(100)).await;
+    expect_elapsed(c.poll());
+    assert_eq!(handle.in_use(), 0);
+    assert_eq!(c_dropped.load(Ordering::SeqCst), 1);
+    assert_eq!(inner.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        handle.rejected(),
+        0,
+        "a timeout is not a bulkhead rejection"
+    );
+}

@@ -32,7 +32,9 @@
 //!   load, and the reference-count decrement. No lock and no allocation (a rejection
 //!   allocates only its boxed error). The queue's `parking_lot` lock is taken only when a
 //!   call must wait, while it waits, or when a permit is released while someone waits.
-//!
+//! - **Scope of a permit**: the response future, no further. For a streaming response
+//!   (an HTTP body, say) the permit is returned when the response value is produced, not
+//!   when the body is consumed.
 //! - **Runtime**: fail-fast mode needs no runtime. Queued mode arms a tokio timer for the
 //!   wait, so a call that has to queue must be made inside a tokio runtime with the time
 //!   driver enabled (as with `tokio::time::sleep`).

@@ -130,7 +130,8 @@ impl Permits {
                 // Re-check after publishing `waiting`: a release that read `waiting == 0`
                 // before our increment left its permit in `in_use` for us to find here.
                 self.admit_locked(&mut queue, &mut wake);
-                Some(id)
+                // Admitted by that re-check: the permit is ours already.
+                queue.position(id).map(|_| id)
             }
         };
         wake.wake_all();

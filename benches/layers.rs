@@ -120,6 +120,29 @@ fn tr_timelimiter() -> tower_resilience::timelimiter::TimeLimiterLayer {
         .build()
 }
 
+fn palisade_timeout() -> palisade::timeout::TimeoutLayer {
+    palisade::timeout::TimeoutConfig::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .expect("timeout config")
+        .layer()
+}
+
+fn palisade_bulkhead() -> palisade::bulkhead::BulkheadLayer {
+    palisade::bulkhead::BulkheadConfig::builder()
+        .max_concurrent_calls(1_000)
+        .build()
+        .expect("bulkhead config")
+        .layer()
+}
+
+fn palisade_breaker() -> palisade::breaker::CircuitBreakerLayer {
+    palisade::breaker::BreakerConfig::builder()
+        .build()
+        .expect("breaker config")
+        .layer()
+}
+
 fn layers(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let _entered = rt.enter();
     let mut g = c.benchmark_group("per_call");
@@ -131,6 +154,13 @@ fn layers(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         &mut g,
         "tower_timeout",
         tower::timeout::Timeout::new(Echo, Duration::from_secs(1)),
+    );
+    per_call(
+        &mut g,
+        "palisade_timeout",
+        ServiceBuilder::new()
+            .layer(palisade_timeout())
+            .service(Echo),
     );
     per_call(
         &mut g,
@@ -146,6 +176,13 @@ fn layers(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     );
     per_call(
         &mut g,
+        "palisade_bulkhead",
+        ServiceBuilder::new()
+            .layer(palisade_bulkhead())
+            .service(Echo),
+    );
+    per_call(
+        &mut g,
         "tower_resilience_bulkhead",
         ServiceBuilder::new().layer(tr_bulkhead()).service(Echo),
     );
@@ -158,6 +195,13 @@ fn layers(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
             inner: Echo,
             breaker: failsafe::Config::new().build(),
         },
+    );
+    per_call(
+        &mut g,
+        "palisade_breaker",
+        ServiceBuilder::new()
+            .layer(palisade_breaker())
+            .service(Echo),
     );
     per_call(
         &mut g,
@@ -251,6 +295,13 @@ fn contended(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let _entered = rt.enter();
     contended_variant(
         c,
+        "palisade_breaker",
+        ServiceBuilder::new()
+            .layer(palisade_breaker())
+            .service(Echo),
+    );
+    contended_variant(
+        c,
         "failsafe_breaker",
         Failsafe {
             inner: Echo,
@@ -302,13 +353,16 @@ fn median_ns(group: &str, function: &str) -> Option<f64> {
 /// above 1.0 means palisade is faster).
 fn print_ratios() {
     const PAIRS: &[(&str, &str, &str)] = &[
-        ("per_call", "tower_timeout", "tower_resilience_timelimiter"),
+        ("per_call", "palisade_timeout", "tower_timeout"),
         (
             "per_call",
-            "tower_concurrency_limit",
-            "tower_resilience_bulkhead",
+            "palisade_timeout",
+            "tower_resilience_timelimiter",
         ),
-        ("per_call", "failsafe_breaker", "tower_resilience_breaker"),
+        ("per_call", "palisade_bulkhead", "tower_concurrency_limit"),
+        ("per_call", "palisade_bulkhead", "tower_resilience_bulkhead"),
+        ("per_call", "palisade_breaker", "failsafe_breaker"),
+        ("per_call", "palisade_breaker", "tower_resilience_breaker"),
     ];
     println!("\nmedians (ns per call) and ratios");
     for (group, a, b) in PAIRS {

@@ -220,6 +220,20 @@ fn layers(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
             .service(Echo),
     );
 
+    per_call(
+        &mut g,
+        "palisade_hystrix",
+        ServiceBuilder::new()
+            .layer(
+                palisade::preset::Hystrix::builder()
+                    .max_concurrent_requests(1_000)
+                    .build()
+                    .expect("hystrix config")
+                    .layer(),
+            )
+            .service(Echo),
+    );
+
     g.finish();
 }
 
@@ -363,6 +377,9 @@ fn print_ratios() {
         ("per_call", "palisade_bulkhead", "tower_resilience_bulkhead"),
         ("per_call", "palisade_breaker", "failsafe_breaker"),
         ("per_call", "palisade_breaker", "tower_resilience_breaker"),
+        ("per_call", "palisade_hystrix", "tower_resilience_stack"),
+        ("per_call", "bare", "palisade_breaker"),
+        ("per_call", "bare", "palisade_hystrix"),
     ];
     println!("\nmedians (ns per call) and ratios");
     for (group, a, b) in PAIRS {

@@ -12,6 +12,7 @@
 //! | [`window`] | rolling-window statistics: counts and latency of recent calls |
 //! | [`breaker`] | the circuit breaker: trip, reject, probe, close |
 //! | [`bulkhead`] | a cap on concurrent calls: fail fast, or queue FIFO for a bounded wait |
+//! | [`preset`] | the Hystrix command: breaker over bulkhead over timeout, with Hystrix's knobs |
 //! | [`timeout`] | a deadline per call, with an optional per-request override |
 //!
 //! [tower]: https://docs.rs/tower
@@ -23,8 +24,14 @@ pub mod bulkhead;
 pub mod classify;
 pub mod clock;
 pub mod error;
+pub mod preset;
 pub mod timeout;
 pub mod transport;
 pub mod window;
 
 pub use error::{BoxError, ConfigError};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

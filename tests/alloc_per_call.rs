@@ -102,6 +102,61 @@ fn counting_allocator_sees_allocations() {
 }
 
 #[test]
+fn palisade_layers_allocate_nothing_per_call() {
+    let rt = runtime();
+    let _entered = rt.enter();
+    let timeout = palisade::timeout::TimeoutConfig::builder()
+        .build()
+        .unwrap()
+        .layer();
+    let bulkhead = palisade::bulkhead::BulkheadConfig::builder()
+        .max_concurrent_calls(4)
+        .build()
+        .unwrap()
+        .layer();
+    let queued = palisade::bulkhead::BulkheadConfig::builder()
+        .max_concurrent_calls(4)
+        .max_wait(Duration::from_secs(1))
+        .build()
+        .unwrap()
+        .layer();
+    let breaker = palisade::breaker::BreakerConfig::builder()
+        .build()
+        .unwrap()
+        .layer();
+    let hystrix = palisade::preset::Hystrix::builder()
+        .build()
+        .unwrap()
+        .layer();
+
+    let counts = [
+        (
+            "timeout",
+            per_call(ServiceBuilder::new().layer(timeout).service(Echo)),
+        ),
+        (
+            "bulkhead",
+            per_call(ServiceBuilder::new().layer(bulkhead).service(Echo)),
+        ),
+        (
+            "queued bulkhead",
+            per_call(ServiceBuilder::new().layer(queued).service(Echo)),
+        ),
+        (
+            "breaker",
+            per_call(ServiceBuilder::new().layer(breaker).service(Echo)),
+        ),
+        (
+            "hystrix",
+            per_call(ServiceBuilder::new().layer(hystrix).service(Echo)),
+        ),
+    ];
+    for (name, n) in counts {
+        assert_eq!(n, 0.0, "{name} allocates {n} times per call");
+    }
+}
+
+#[test]
 fn peers_allocations_per_call_for_comparison() {
     let rt = runtime();
     let _entered = rt.enter();

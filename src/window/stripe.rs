@@ -70,6 +70,10 @@ const SLOW: usize = 5;
 const LATENCY_SUM: usize = 6;
 const LATENCY_MAX: usize = 7;
 
+/// The largest latency that enters the latency sum as itself (2⁴⁴ ns, about 4.9
+/// hours): a stripe's `u64` sum then overflows only after a million such calls.
+pub(crate) const SUM_LATENCY_LIMIT: u64 = 1 << 44;
+
 /// The per-event counters of one stripe: eight `u64`s, one cache line.
 ///
 /// Counts are added and subtracted with wrapping arithmetic, so a count window may
@@ -81,15 +85,48 @@ pub(crate) struct EventCounters {
 }
 
 impl EventCounters {
-    /// Adds one event. `slow` is whether it is a slow call; `latency_nanos` is ignored
-    /// for events that carry no latency. Does not touch the latency maximum.
+    /// Adds one event with atomic read-modify-writes, for counters several threads may
+    /// add to at once. `slow` is whether it is a slow call; `latency_nanos` is ignored
+    /// for events that carry no latency, enters the sum clamped at
+    /// [`SUM_LATENCY_LIMIT`], and raises the maximum.
     #[inline]
     pub(crate) fn add(&self, event: Event, slow: bool, latency_nanos: u64) {
         self.cells[index(event)].fetch_add(1, Ordering::Relaxed);
         if event.carries_latency() {
-            self.cells[LATENCY_SUM].fetch_add(latency_nanos, Ordering::Relaxed);
+            self.cells[LATENCY_SUM]
+                .fetch_add(latency_nanos.min(SUM_LATENCY_LIMIT), Ordering::Relaxed);
             if slow {
                 self.cells[SLOW].fetch_add(1, Ordering::Relaxed);
+            }
+            // A plain load first, so that the usual case (not a new maximum) writes
+            // nothing.
+            let max = &self.cells[LATENCY_MAX];
+            if latency_nanos > max.load(Ordering::Relaxed) {
+                max.fetch_max(latency_nanos, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// [`add`](Self::add) for a caller that holds these counters exclusively: plain
+    /// loads and stores, no atomic read-modify-write.
+    #[inline]
+    pub(crate) fn add_exclusive(&self, event: Event, slow: bool, latency_nanos: u64) {
+        let bump = |i: usize, by: u64| {
+            let c = &self.cells[i];
+            c.store(
+                c.load(Ordering::Relaxed).wrapping_add(by),
+                Ordering::Relaxed,
+            );
+        };
+        bump(index(event), 1);
+        if event.carries_latency() {
+            bump(LATENCY_SUM, latency_nanos.min(SUM_LATENCY_LIMIT));
+            if slow {
+                bump(SLOW, 1);
+            }
+            let max = &self.cells[LATENCY_MAX];
+            if latency_nanos > max.load(Ordering::Relaxed) {
+                max.store(latency_nanos, Ordering::Relaxed);
             }
         }
     }
@@ -111,16 +148,6 @@ impl EventCounters {
         self.cells[index(event)].fetch_sub(1, Ordering::Relaxed);
         if slow {
             self.cells[SLOW].fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Raises the latency maximum to `nanos`. A plain load first, so that the common
-    /// case (not a new maximum) writes nothing.
-    #[inline]
-    pub(crate) fn raise_max(&self, nanos: u64) {
-        let max = &self.cells[LATENCY_MAX];
-        if nanos > max.load(Ordering::Relaxed) {
-            max.fetch_max(nanos, Ordering::Relaxed);
         }
     }
 

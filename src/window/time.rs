@@ -354,4 +354,59 @@ mod tests {
         w.record_into_overflow(4_600, Event::Timeout, 0);
         assert_eq!(w.counts(4_600).timeouts, 1);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+        /// Counts agree exactly with a naive model whichever mix of cells and overflow
+        /// the events go through.
+        #[test]
+        fn counts_through_cells_and_overflow_match_the_naive_model(
+            buckets in 1u64..=6,
+            ops in proptest::collection::vec((0u8..8, 0u64..4_000, proptest::bool::ANY), 1..120),
+        ) {
+            let width = 1_000;
+            let w = TimeWindow::new(width, buckets as u32, 2, 0);
+            let mut events: Vec<(u64, Event)> = Vec::new();
+            let mut now = 0u64;
+            for (kind, amount, overflow) in ops {
+                match kind {
+                    0..=4 => {
+                        let event = Event::ALL[kind as usize];
+                        if overflow {
+                            w.record_into_overflow(now, event, amount);
+                        } else {
+                            w.record(now, event, amount);
+                        }
+                        events.push((now, event));
+                    }
+                    5 => now += amount,
+                    6 => now = now.saturating_sub(amount / 4),
+                    _ => {
+                        if amount < 200 {
+                            w.reset();
+                            events.clear();
+                        } else {
+                            now += amount * buckets * 10;
+                        }
+                    }
+                }
+                let newest = events.iter().map(|e| e.0 / width).max().unwrap_or(0);
+                let end = (now / width).max(newest);
+                let mut want = Counts::default();
+                for &(t, event) in &events {
+                    if t / width <= end && t / width + buckets > end {
+                        match event {
+                            Event::Success => want.successes += 1,
+                            Event::Failure => want.failures += 1,
+                            Event::Timeout => want.timeouts += 1,
+                            Event::Rejected => want.rejections += 1,
+                            Event::ShortCircuited => want.short_circuits += 1,
+                        }
+                    }
+                }
+                proptest::prop_assert_eq!(w.counts(now), want);
+            }
+        }
+    }
 }

@@ -378,3 +378,29 @@ fn threads_with_stripes_of_their_own_roll_over_exactly() {
     assert_eq!(s.latency.count, threads * 200);
     assert_eq!(s.latency.max, Duration::from_nanos(per_thread - 1));
 }
+
+#[test]
+fn more_threads_than_stripes_within_one_epoch_count_exactly() {
+    // Eight threads on one stripe: writers that find the cell taken add into the
+    // bucket's overflow counters, and nothing is lost.
+    let w = Arc::new(WindowConfig::default().stripes(1).build().unwrap());
+    let handles: Vec<_> = (0..8u64)
+        .map(|t| {
+            let w = w.clone();
+            std::thread::spawn(move || {
+                for i in 0..20_000u64 {
+                    w.record(5 * SEC + i, Event::ALL[((i + t) % 5) as usize], i);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let s = w.snapshot(5 * SEC);
+    assert_eq!(s.counts.total() + s.counts.short_circuits, 160_000);
+    assert_eq!(s.counts.successes, 32_000);
+    assert_eq!(s.counts.short_circuits, 32_000);
+    assert_eq!(s.latency.count, 96_000);
+    assert_eq!(s.latency.max, Duration::from_nanos(19_999));
+}

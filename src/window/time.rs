@@ -205,7 +205,11 @@ impl TimeWindow {
             }
             match slot.compare_exchange_weak(current, tag, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {
-                    self.overflow[bucket].clear();
+                    // An overflow that held nothing is already clear; not clearing it
+                    // again spares the adds racing with this claim.
+                    if current != 0 {
+                        self.overflow[bucket].clear();
+                    }
                     break;
                 }
                 Err(actual) => current = actual,

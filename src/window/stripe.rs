@@ -2,10 +2,11 @@
 //!
 //! Many threads adding to one atomic fight over its cache line, and throughput falls
 //! as threads are added. As in Java's `LongAdder`, each logical counter is kept in a
-//! small power-of-two number of *stripes*, each on its own cache lines; a thread always
-//! adds into the stripe picked by its [`thread_stripe`] index, and readers sum the
-//! stripes. Threads get indexes round-robin at their first record, so up to `stripes`
-//! threads never share a line.
+//! small power-of-two number of *stripes*, each on its own cache lines; a thread adds
+//! into the stripe picked by its [`thread_stripe`] index (a time window moves to
+//! another stripe when that one's cell is taken), and readers sum the stripes. Threads
+//! get indexes round-robin at their first record, so `stripes` threads started
+//! together do not share a line.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

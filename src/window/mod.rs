@@ -92,7 +92,8 @@
 //! cell when it rolls over, and adds its event, so counts are exact under any
 //! concurrency. A writer that finds its cell taken (a thread on the same stripe is
 //! inside its few-nanosecond critical section, or was descheduled there) tries the
-//! bucket's other cells and, if all are taken, adds into the bucket's *overflow* cell
+//! bucket's other cells, and moves to the stripe where it succeeds (so threads that
+//! collide spread apart); if all are taken, it adds into the bucket's *overflow* cell
 //! with atomic adds: nobody ever waits. The overflow cell is claimed by compare-and-swap
 //! on its epoch and then cleared, so a writer adding into it at the instant another
 //! rolls it over may have that event wiped or counted in the new epoch; the overflow is

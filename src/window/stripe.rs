@@ -3,10 +3,11 @@
 //! Many threads adding to one atomic fight over its cache line, and throughput falls
 //! as threads are added. As in Java's `LongAdder`, each logical counter is kept in a
 //! small power-of-two number of *stripes*, each on its own cache lines; a thread adds
-//! into the stripe picked by its [`thread_stripe`] index (a time window moves to
-//! another stripe when that one's cell is taken), and readers sum the stripes. Threads
-//! get indexes round-robin at their first record, so `stripes` threads started
-//! together do not share a line.
+//! into the stripe picked by its [`thread_stripe`] index, and readers sum the stripes.
+//! Threads get indexes round-robin at their first record, so `stripes` threads started
+//! together do not share a line; a thread that finds its stripe's cell of a time window
+//! taken records into another one and [moves](move_thread_stripe) there for good, so
+//! threads that happen to collide spread apart.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -31,13 +32,14 @@ pub(crate) const MAX_DEFAULT_STRIPES: u32 = 8;
 /// The largest stripe count a configuration may ask for.
 pub(crate) const MAX_STRIPES: u32 = 64;
 
+thread_local! {
+    static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
 /// This thread's stripe index; callers mask it with `stripes - 1`.
 #[inline]
 pub(crate) fn thread_stripe() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
     INDEX.with(|i| {
         let v = i.get();
         if v != usize::MAX {
@@ -47,6 +49,14 @@ pub(crate) fn thread_stripe() -> usize {
         i.set(v);
         v
     })
+}
+
+/// Moves this thread to another stripe index, after it found its own stripe taken and
+/// another free: like `LongAdder`'s rehash on contention, threads that collide spread
+/// apart instead of colliding again.
+#[inline]
+pub(crate) fn move_thread_stripe(to: usize) {
+    INDEX.with(|i| i.set(to & (usize::MAX >> 1)));
 }
 
 /// Aligns its content to 128 bytes: two cache lines, because Intel's spatial
@@ -226,6 +236,18 @@ mod tests {
         assert_eq!(thread_stripe(), mine);
         let other = std::thread::spawn(thread_stripe).join().unwrap();
         assert_ne!(other, mine);
+    }
+
+    #[test]
+    fn a_moved_thread_stays_on_its_new_stripe() {
+        std::thread::spawn(|| {
+            let before = thread_stripe();
+            move_thread_stripe(before + 1);
+            assert_eq!(thread_stripe(), before + 1);
+            assert_eq!(thread_stripe(), before + 1);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

@@ -25,8 +25,9 @@
 //! adding into shared counters would take three, and rollover is exact however many
 //! threads record at once. A writer that finds its stripe's cell taken (another thread
 //! on the same stripe is inside its few-nanosecond critical section, or was descheduled
-//! there) tries the other stripes' cells of the bucket; if all are taken, it records
-//! into the bucket's overflow cell with atomic adds, so no writer ever waits.
+//! there) tries the other stripes' cells of the bucket, and moves to the stripe where
+//! it succeeds; if all are taken, it records into the bucket's overflow cell with
+//! atomic adds, so no writer ever waits.
 //!
 //! The overflow cell has counters but no histogram: its events are in the counts, the
 //! latency count, mean and maximum, but not in the percentiles. It is claimed by a
@@ -43,7 +44,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::divisor::Divisor;
 use super::histogram::{AtomicHistogram, Histogram};
 use super::snapshot::{Counts, LatencySummary, Snapshot};
-use super::stripe::{thread_stripe, CachePadded, EventCounters, StripeSums};
+use super::stripe::{move_thread_stripe, thread_stripe, CachePadded, EventCounters, StripeSums};
 use super::Event;
 
 /// One stripe of one bucket: its counters, its lock and its latency histogram, 1 KiB.
@@ -145,9 +146,15 @@ impl TimeWindow {
             event.carries_latency() && self.slow_nanos != 0 && latency_nanos >= self.slow_nanos;
         let first = thread_stripe();
         for k in 0..self.stripes {
-            let index = bucket * self.stripes + (first.wrapping_add(k) & (self.stripes - 1));
+            let stripe = first.wrapping_add(k);
+            let index = bucket * self.stripes + (stripe & (self.stripes - 1));
             match self.try_record(index, tag, event, slow, latency_nanos) {
-                Attempt::Recorded | Attempt::Expired => return,
+                Attempt::Recorded | Attempt::Expired => {
+                    if k > 0 {
+                        move_thread_stripe(stripe);
+                    }
+                    return;
+                }
                 Attempt::Taken => {}
             }
         }

@@ -77,6 +77,15 @@
 //! - The future is `Send` when the inner future and the classifier are, and `'static`
 //!   when they are.
 //!
+//! # Statistics
+//! The window ([`BreakerConfigBuilder::window`], 10 s in 10 buckets by default) counts
+//! successes, failures, timeouts, bulkhead rejections, slow calls and latency of the calls
+//! the circuit admitted, and the calls it rejected as short circuits (in a time window
+//! only: in a count window they would push real outcomes out). It is cleared when the
+//! circuit closes from half-open and on [`reset`](BreakerHandle::reset), so a closed
+//! circuit judges only what happened since it closed. [`BreakerHandle::metrics`] reads
+//! it, with the consecutive-failure count and the trip counts.
+//!
 //! # Cost
 //! On a closed circuit a call costs one atomic load and one clock read to admit; one
 //! clock read, one more load, a few striped atomic adds in the window and one read of the

@@ -355,6 +355,27 @@ async fn half_open_admits_exactly_n_of_100_concurrent_callers() {
 }
 
 #[tokio::test]
+async fn is_call_permitted_tells_without_admitting() {
+    let mut rig = Rig::new(consecutive(1));
+    assert!(rig.handle.is_call_permitted());
+    trip(&mut rig, 1).await;
+    assert!(!rig.handle.is_call_permitted());
+    rig.hand.advance(5 * SEC);
+    assert!(
+        rig.handle.is_call_permitted(),
+        "the next call would be a probe"
+    );
+    assert_eq!(rig.state(), CircuitState::Open, "asking changes nothing");
+    let (_tx, rx) = oneshot::channel();
+    let _probe = rig.svc.ready().await.unwrap().call(Step::Hold(rx));
+    assert!(!rig.handle.is_call_permitted(), "the only permit is taken");
+    rig.handle.force_open();
+    assert!(!rig.handle.is_call_permitted());
+    rig.handle.metrics_only();
+    assert!(rig.handle.is_call_permitted());
+}
+
+#[tokio::test]
 async fn successful_probes_close_and_clear_the_statistics() {
     let mut rig = Rig::new(consecutive(2).probes_to_close(2));
     trip(&mut rig, 2).await;

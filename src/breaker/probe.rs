@@ -74,6 +74,11 @@ impl HalfOpenProbes {
         }
     }
 
+    /// How many permits there are.
+    pub(crate) fn permits(&self) -> u32 {
+        self.slots.len() as u32
+    }
+
     /// Permits held and not yet expired at `now`.
     pub(crate) fn in_flight(&self, now: u64) -> u32 {
         self.slots

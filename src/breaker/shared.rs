@@ -314,6 +314,21 @@ impl SharedCircuit {
         self.load_word().state()
     }
 
+    /// Whether a call made now would be admitted, without admitting it (no permit taken,
+    /// no transition, nothing recorded).
+    pub(crate) fn is_call_permitted(&self) -> bool {
+        let word = self.load_word();
+        match word.state() {
+            CircuitState::Closed | CircuitState::ForcedClosed | CircuitState::MetricsOnly => true,
+            CircuitState::ForcedOpen => false,
+            CircuitState::Open => self.clock.now() >= self.open_until.load(Ordering::Acquire),
+            CircuitState::HalfOpen => {
+                let now = self.clock.now();
+                self.probes.in_flight(now) < self.probes.permits()
+            }
+        }
+    }
+
     pub(crate) fn force(&self, to: CircuitState) {
         self.transition(|c| c.force(to));
     }

@@ -238,7 +238,7 @@ fn concurrent_records_within_one_bucket_are_all_counted() {
 }
 
 #[test]
-fn concurrent_records_across_rollovers_lose_at_most_one_event_per_thread_per_roll() {
+fn threads_sharing_stripes_across_rollovers_lose_only_a_few_events() {
     // 4 threads, each recording events 0.1 ms apart through 100 epochs of a 10-bucket
     // window of 1 ms buckets; count what the final window holds against what was
     // recorded into its epochs.
@@ -268,9 +268,11 @@ fn concurrent_records_across_rollovers_lose_at_most_one_event_per_thread_per_rol
     // The window at `end` holds epochs 90..=99: events 900..1000 of each thread.
     let expected = threads * 100;
     let got = w.counts(end).successes;
-    // Each of the 10 buckets was claimed once for its final epoch; at most one event
-    // per thread per claim is wiped or misplaced.
-    let bound = threads * 10;
+    // Two threads share each stripe. Each of the 20 cells was claimed once for its
+    // final epoch; a claim may wipe or misplace one event of the other thread, or more
+    // if the claimer is descheduled while clearing (the other thread records 10 events
+    // per epoch): allow two epochs' worth per thread.
+    let bound = threads * 20;
     assert!(
         got.abs_diff(expected) <= bound,
         "got {got}, expected {expected} +- {bound}"
@@ -285,4 +287,94 @@ fn one_bucket_window_covers_exactly_its_length() {
     w.record(999 * MS, Event::Success, 0);
     assert_eq!(w.counts(999 * MS).successes, 1);
     assert_eq!(w.counts(SEC).successes, 0);
+}
+
+#[test]
+fn absurd_latencies_do_not_wrap_the_mean() {
+    let w = hystrix();
+    for _ in 0..100 {
+        w.record(0, Event::Success, u64::MAX);
+    }
+    let l = w.snapshot(0).latency;
+    assert_eq!(l.max, Duration::from_nanos(u64::MAX));
+    assert_eq!(l.mean, Duration::from_nanos(1 << 44));
+    assert!(l.p50 > Duration::from_secs(3_600));
+}
+
+#[test]
+fn readers_racing_writers_rollovers_and_resets_never_see_more_than_was_recorded() {
+    let w = Arc::new(
+        WindowConfig::time(Duration::from_millis(1), 4)
+            .stripes(2)
+            .build()
+            .unwrap(),
+    );
+    let writers: Vec<_> = (0..3u64)
+        .map(|t| {
+            let w = w.clone();
+            std::thread::spawn(move || {
+                for i in 0..30_000u64 {
+                    let event = Event::ALL[((i + t) % 5) as usize];
+                    w.record(i * 1_000, event, i % 7_000 * 1_000);
+                    if t == 0 && i % 10_000 == 0 {
+                        w.reset();
+                    }
+                }
+            })
+        })
+        .collect();
+    let reader = {
+        let w = w.clone();
+        std::thread::spawn(move || {
+            for i in 0..3_000u64 {
+                let s = w.snapshot(i * 10_000);
+                // A 1 ms window of 4 buckets at 1 µs per event per writer holds at most
+                // 3 writers x 1000 events, give or take a racing rollover.
+                assert!(
+                    s.counts.total() + s.counts.short_circuits <= 3 * 1_100,
+                    "{s:?}"
+                );
+                assert!(s.latency.p50 <= s.latency.p90 && s.latency.p90 <= s.latency.p99);
+                assert!(s.latency.p99 <= s.latency.max || s.latency.count == 0);
+            }
+        })
+    };
+    for h in writers {
+        h.join().unwrap();
+    }
+    reader.join().unwrap();
+}
+
+#[test]
+fn threads_with_stripes_of_their_own_roll_over_exactly() {
+    // With more stripes than threads in this test binary, every thread has its own
+    // cells, and only it claims and clears them: counts are exact under concurrency.
+    let threads = 4u64;
+    let w = Arc::new(
+        WindowConfig::time(Duration::from_millis(10), 10)
+            .stripes(64)
+            .build()
+            .unwrap(),
+    );
+    let per_thread = 2_000u64;
+    let step = MS / 20;
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let w = w.clone();
+            std::thread::spawn(move || {
+                for i in 0..per_thread {
+                    w.record(i * step, Event::Failure, i);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let end = (per_thread - 1) * step;
+    let s = w.snapshot(end);
+    // Epochs 90..=99, 20 events each, from every thread.
+    assert_eq!(s.counts.failures, threads * 200);
+    assert_eq!(s.latency.count, threads * 200);
+    assert_eq!(s.latency.max, Duration::from_nanos(per_thread - 1));
 }

@@ -1,13 +1,14 @@
 //! The count-based window: the last `size` recorded events.
 //!
 //! A ring of `size` slots, each holding one event packed into a `u64` (its kind, its
-//! slow flag and its latency), and striped running totals. Recording takes the next
+//! slow flag and its latency), and striped running counts. Recording takes the next
 //! position from a shared sequence counter, swaps the new event into that slot, and
-//! adds the new event to (and subtracts the evicted one from) the totals: O(1), no
-//! lock, no allocation. [`counts`](super::RollingWindow::counts) sums the stripes of
-//! the totals; [`snapshot`](super::RollingWindow::snapshot) also reads every slot to
-//! build the latency histogram, so it is O(`size`) (each slot is the bucket of one
-//! call).
+//! adds the new event to (and subtracts the evicted one from) the counts, unless the
+//! two are of the same kind and slowness (the steady state of a healthy service, which
+//! then costs two atomic operations): O(1), no lock, no allocation.
+//! [`counts`](super::RollingWindow::counts) sums the stripes of the totals;
+//! [`snapshot`](super::RollingWindow::snapshot) also reads every slot to build the
+//! latency histogram, so it is O(`size`) (each slot is the bucket of one call).
 //!
 //! Because every event that enters a slot is added to the totals once and subtracted
 //! once when it leaves (by a later record's swap, or by a reset's), the totals always
@@ -65,11 +66,20 @@ impl CountWindow {
             event.carries_latency() && self.slow_nanos != 0 && latency_nanos >= self.slow_nanos;
         let position = self.size.rem(self.seq.fetch_add(1, Ordering::Relaxed)) as usize;
         let evicted = self.slots[position].swap(encode(event, slow, latency), Ordering::AcqRel);
-        let totals = &self.totals[thread_stripe() & (self.totals.len() - 1)];
-        totals.add(event, slow, latency);
-        if let Some((event, slow, latency)) = decode(evicted) {
-            totals.sub(event, slow, latency);
+        if let Some((old_event, old_slow, _)) = decode(evicted) {
+            if old_event == event && old_slow == slow {
+                // The usual steady state: an event replaces one of its own kind, and
+                // the totals do not change.
+                return;
+            }
+            self.stripe().sub_count(old_event, old_slow);
         }
+        self.stripe().add_count(event, slow);
+    }
+
+    #[inline]
+    fn stripe(&self) -> &EventCounters {
+        &self.totals[thread_stripe() & (self.totals.len() - 1)]
     }
 
     fn sums(&self) -> StripeSums {
@@ -87,13 +97,13 @@ impl CountWindow {
     pub(crate) fn snapshot(&self, _now: u64) -> Snapshot {
         let counts = self.sums().counts;
         let mut hist = Histogram::new();
-        let (mut count, mut sum, mut max) = (0u64, 0u64, 0u64);
+        let (mut count, mut sum, mut max) = (0u64, 0u128, 0u64);
         for slot in self.slots.iter() {
             if let Some((event, _, latency)) = decode(slot.load(Ordering::Acquire)) {
                 if event.carries_latency() {
                     hist.record(latency);
                     count += 1;
-                    sum = sum.wrapping_add(latency);
+                    sum += u128::from(latency);
                     max = max.max(latency);
                 }
             }
@@ -108,10 +118,10 @@ impl CountWindow {
         // Swap every event out and subtract it, rather than zeroing the totals, so that
         // a record racing with the reset cannot leave the totals out of step with the
         // slots.
-        let totals = &self.totals[thread_stripe() & (self.totals.len() - 1)];
+        let totals = self.stripe();
         for slot in self.slots.iter() {
-            if let Some((event, slow, latency)) = decode(slot.swap(0, Ordering::AcqRel)) {
-                totals.sub(event, slow, latency);
+            if let Some((event, slow, _)) = decode(slot.swap(0, Ordering::AcqRel)) {
+                totals.sub_count(event, slow);
             }
         }
     }

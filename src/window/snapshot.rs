@@ -63,6 +63,42 @@ impl Counts {
     }
 }
 
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, other: Counts) {
+        self.successes += other.successes;
+        self.failures += other.failures;
+        self.timeouts += other.timeouts;
+        self.rejections += other.rejections;
+        self.short_circuits += other.short_circuits;
+        self.slow_calls += other.slow_calls;
+    }
+}
+
+impl std::ops::Add for Counts {
+    type Output = Counts;
+
+    fn add(mut self, other: Counts) -> Counts {
+        self += other;
+        self
+    }
+}
+
+/// Sums counts, for example of the windows of several endpoints.
+///
+/// ```
+/// use palisade::window::Counts;
+///
+/// let a = Counts { successes: 2, ..Counts::default() };
+/// let b = Counts { failures: 1, ..Counts::default() };
+/// let all: Counts = [a, b].into_iter().sum();
+/// assert_eq!(all.total(), 3);
+/// ```
+impl std::iter::Sum for Counts {
+    fn sum<I: Iterator<Item = Counts>>(iter: I) -> Counts {
+        iter.fold(Counts::default(), |acc, c| acc + c)
+    }
+}
+
 fn percentage(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
@@ -89,7 +125,8 @@ pub struct Snapshot {
 pub struct LatencySummary {
     /// How many latencies were recorded (successes + failures + timeouts).
     pub count: u64,
-    /// The mean latency (exact, to the nanosecond).
+    /// The mean latency (exact, to the nanosecond, for latencies up to about 4.9 hours;
+    /// see the [module docs](super#latency)).
     pub mean: Duration,
     /// The largest latency (exact).
     pub max: Duration,
@@ -104,7 +141,12 @@ pub struct LatencySummary {
 impl LatencySummary {
     /// Summarises `count` latencies with sum `sum_nanos`, maximum `max_nanos`, binned
     /// in `hist`.
-    pub(crate) fn from_parts(hist: &Histogram, count: u64, sum_nanos: u64, max_nanos: u64) -> Self {
+    pub(crate) fn from_parts(
+        hist: &Histogram,
+        count: u64,
+        sum_nanos: u128,
+        max_nanos: u64,
+    ) -> Self {
         if count == 0 {
             return Self::default();
         }
@@ -113,7 +155,7 @@ impl LatencySummary {
         let binned = hist.count();
         Self {
             count,
-            mean: Duration::from_nanos(sum_nanos / count),
+            mean: Duration::from_nanos((sum_nanos / u128::from(count)) as u64),
             max: Duration::from_nanos(max_nanos),
             p50: hist.percentile(50, binned, max_nanos),
             p90: hist.percentile(90, binned, max_nanos),

@@ -1,11 +1,12 @@
 //! The time-based window: a ring of buckets, each covering `length / buckets` of time.
 //!
 //! Time is cut into *epochs* of one bucket width, numbered `now / width`; epoch `e`
-//! lives in bucket `e % buckets`, and each bucket remembers which epoch it holds. There
-//! is no background task: a writer that finds a bucket holding an older epoch claims it
-//! with a compare-and-swap on the epoch and clears it, and readers skip buckets whose
-//! epoch is outside the window. A gap of any length is therefore handled the same way
-//! as a roll of one bucket.
+//! lives in bucket `e % buckets`. Each bucket is kept in `stripes` cells (see
+//! [striping](super::stripe)), and each cell remembers which epoch it holds. There is
+//! no background task: a writer that finds its cell holding an older epoch claims it
+//! with a compare-and-swap on the cell's epoch and clears it, and readers skip cells
+//! whose epoch is outside the window. A gap of any length is therefore handled the same
+//! way as a roll of one bucket.
 //!
 //! The window seen by a read at `now` is the `buckets` epochs ending at the later of
 //! `now`'s epoch and the newest epoch any writer has recorded into, so a reader whose
@@ -14,17 +15,17 @@
 //! **Late events.** An event is counted in the bucket of its own timestamp, even when
 //! a newer epoch has already been recorded (a thread that read the clock, was
 //! descheduled, then recorded; a clock that stepped back a little). If its epoch is so
-//! old that its bucket already holds a newer epoch, it lies outside every window that
-//! can still be read, and it is dropped. So counts are exact for any order of
-//! timestamps.
+//! old that its cell already holds a newer epoch, it lies outside every window that can
+//! still be read, and it is dropped. So counts are exact for any order of timestamps.
 //!
-//! **Rollover under concurrency.** Claiming a bucket is lock-free: the thread whose CAS
-//! moves the epoch forward clears the bucket's counters. A thread that loaded the
-//! epoch just before that CAS (or just after it, before the clearing finished) may
-//! have its add wiped by the clearing or land in the new epoch; so at the instant a
-//! bucket is reused, at most one event per concurrently recording thread may be lost
-//! or counted in the adjacent epoch. [`reset`](super::RollingWindow::reset) has the
-//! same bound. Single-threaded use is exact.
+//! **Rollover under concurrency.** Only a thread recording into a cell claims and
+//! clears it, so a thread that has its stripe to itself rolls over exactly, however
+//! many other threads record into other stripes. When threads share a stripe, one that
+//! records into the cell at the instant another claims it may have its event wiped by
+//! the clearing, or counted in the new epoch: one event per such thread, plus any they
+//! record while the claiming thread is descheduled in the middle of clearing the 1 KiB
+//! cell. [`reset`](super::RollingWindow::reset) clears the cells while records may race
+//! with it; a racing record may be lost. Single-threaded use is exact.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -70,6 +71,10 @@ impl Divisor {
     }
 }
 
+/// The largest latency that enters the latency sum as itself (about 4.9 hours): a
+/// bucket's `u64` sum then overflows only after a million such calls.
+const MEAN_LATENCY_LIMIT: u64 = 1 << 44;
+
 /// One stripe of one bucket: its counters and its latency histogram, 1 KiB.
 #[repr(align(128))]
 struct BucketStripe {
@@ -97,9 +102,12 @@ pub(crate) const BUCKET_STRIPE_BYTES: usize = std::mem::size_of::<BucketStripe>(
 pub(crate) struct TimeWindow {
     width: Divisor,
     buckets: Divisor,
+    bucket_count: u64,
     stripes: usize,
     slow_nanos: u64,
-    /// Per bucket, the epoch it holds plus one; 0 for a bucket that holds nothing.
+    /// Per cell, the epoch it holds plus one; 0 for a cell that holds nothing. Kept
+    /// apart from the cells, so that the line they share is written only at rollover
+    /// and otherwise stays shared by every core that reads it.
     tags: Box<[AtomicU64]>,
     /// `buckets * stripes` cells, bucket-major.
     cells: Box<[BucketStripe]>,
@@ -107,15 +115,15 @@ pub(crate) struct TimeWindow {
 
 impl TimeWindow {
     pub(crate) fn new(width_nanos: u64, buckets: u32, stripes: u32, slow_nanos: u64) -> Self {
-        let n = buckets as usize;
-        let stripes = stripes as usize;
+        let cells = buckets as usize * stripes as usize;
         Self {
             width: Divisor::new(width_nanos),
             buckets: Divisor::new(u64::from(buckets)),
-            stripes,
+            bucket_count: u64::from(buckets),
+            stripes: stripes as usize,
             slow_nanos,
-            tags: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            cells: (0..n * stripes).map(|_| BucketStripe::new()).collect(),
+            tags: (0..cells).map(|_| AtomicU64::new(0)).collect(),
+            cells: (0..cells).map(|_| BucketStripe::new()).collect(),
         }
     }
 
@@ -126,14 +134,16 @@ impl TimeWindow {
     #[inline]
     pub(crate) fn record(&self, now: u64, event: Event, latency_nanos: u64) {
         let epoch = self.width.div(now);
-        let Some(bucket) = self.claim(epoch) else {
+        let bucket = self.buckets.rem(epoch) as usize;
+        let index = bucket * self.stripes + (thread_stripe() & (self.stripes - 1));
+        if !self.claim(index, epoch) {
             return;
-        };
-        let stripe = thread_stripe() & (self.stripes - 1);
-        let cell = &self.cells[bucket * self.stripes + stripe];
+        }
+        let cell = &self.cells[index];
         if event.carries_latency() {
             let slow = self.slow_nanos != 0 && latency_nanos >= self.slow_nanos;
-            cell.counters.add(event, slow, latency_nanos);
+            cell.counters
+                .add(event, slow, latency_nanos.min(MEAN_LATENCY_LIMIT));
             cell.histogram.record(latency_nanos);
             cell.counters.raise_max(latency_nanos);
         } else {
@@ -141,38 +151,33 @@ impl TimeWindow {
         }
     }
 
-    /// The bucket to record an event of `epoch` into, claimed and cleared if it held
-    /// an older epoch; `None` when it holds a newer one (the event is too old).
+    /// Makes cell `index` hold `epoch`, claiming and clearing it if it held an older
+    /// one. False when it holds a newer one: the event is older than every window that
+    /// can still be read, and is dropped.
     #[inline]
-    fn claim(&self, epoch: u64) -> Option<usize> {
-        let bucket = self.buckets.rem(epoch) as usize;
+    fn claim(&self, index: usize, epoch: u64) -> bool {
         let tag = epoch.saturating_add(1);
-        let slot = &self.tags[bucket];
+        let slot = &self.tags[index];
         let mut current = slot.load(Ordering::Acquire);
         loop {
             if current == tag {
-                return Some(bucket);
+                return true;
             }
             if current > tag {
-                return None;
+                return false;
             }
             match slot.compare_exchange_weak(current, tag, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {
-                    self.clear_bucket(bucket);
-                    return Some(bucket);
+                    self.cells[index].clear();
+                    return true;
                 }
                 Err(actual) => current = actual,
             }
         }
     }
 
-    fn clear_bucket(&self, bucket: usize) {
-        for cell in &self.cells[bucket * self.stripes..(bucket + 1) * self.stripes] {
-            cell.clear();
-        }
-    }
-
-    /// Calls `f` on every cell of every bucket inside the window read at `now`.
+    /// Calls `f` on every cell inside the window read at `now`: the `buckets` epochs
+    /// ending at the later of `now`'s epoch and the newest epoch recorded.
     fn for_each_live_cell(&self, now: u64, mut f: impl FnMut(&BucketStripe)) {
         let now_tag = self.width.div(now).saturating_add(1);
         let newest = self
@@ -182,13 +187,11 @@ impl TimeWindow {
             .max()
             .unwrap_or(0);
         let end = now_tag.max(newest);
-        let start = end.saturating_sub(self.tags.len() as u64);
-        for (bucket, slot) in self.tags.iter().enumerate() {
+        let start = end.saturating_sub(self.bucket_count);
+        for (slot, cell) in self.tags.iter().zip(self.cells.iter()) {
             let tag = slot.load(Ordering::Acquire);
             if tag > start && tag <= end {
-                for cell in &self.cells[bucket * self.stripes..(bucket + 1) * self.stripes] {
-                    f(cell);
-                }
+                f(cell);
             }
         }
     }
@@ -212,16 +215,16 @@ impl TimeWindow {
             latency: LatencySummary::from_parts(
                 &hist,
                 c.completed(),
-                sums.latency_sum,
+                u128::from(sums.latency_sum),
                 sums.latency_max,
             ),
         }
     }
 
     pub(crate) fn reset(&self) {
-        for (bucket, slot) in self.tags.iter().enumerate() {
+        for (slot, cell) in self.tags.iter().zip(self.cells.iter()) {
             slot.store(0, Ordering::Release);
-            self.clear_bucket(bucket);
+            cell.clear();
         }
     }
 }

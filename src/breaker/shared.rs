@@ -268,14 +268,19 @@ impl SharedCircuit {
 
     #[cold]
     fn evaluate(&self, word: Word, now: u64, consecutive_failures: u32) {
-        let counts = self.window.counts(now);
-        let sample = TripSample {
-            total: counts.total(),
-            errors: counts.errors(),
-            completed: counts.completed(),
-            slow: counts.slow_calls,
+        let mut sample = TripSample {
             consecutive_failures,
+            ..TripSample::default()
         };
+        // The run of failures alone may decide; only read the window when a percentage
+        // has to be checked.
+        if self.policy.reads_window() && !self.policy.run_trips(consecutive_failures) {
+            let counts = self.window.counts(now);
+            sample.total = counts.total();
+            sample.errors = counts.errors();
+            sample.completed = counts.completed();
+            sample.slow = counts.slow_calls;
+        }
         if let Some(reason) = self.policy.verdict(&sample) {
             self.transition(|c| c.trip(word.generation(), now, reason));
         }

@@ -710,3 +710,38 @@ async fn custom_classifier_ignores_client_errors_and_fails_server_errors() {
     assert!(err.is::<BreakerOpen>());
     assert_eq!(calls.load(Ordering::SeqCst), 105);
 }
+
+#[tokio::test(start_paused = true)]
+async fn tokio_clock_on_a_paused_runtime_drives_the_open_period() {
+    let config = BreakerConfig::builder()
+        .clock(Clock::tokio())
+        .without_error_percentage()
+        .consecutive_failures(1)
+        .sleep_window(10 * SEC)
+        .build()
+        .unwrap();
+    let mut svc = CircuitBreaker::new(
+        tower::service_fn(|ok: bool| async move {
+            tokio::time::sleep(100 * MS).await;
+            if ok {
+                Ok(())
+            } else {
+                Err(Boom)
+            }
+        }),
+        &config,
+    );
+    let handle = svc.handle();
+    svc.ready().await.unwrap().call(false).await.unwrap_err();
+    assert_eq!(handle.state(), CircuitState::Open);
+    tokio::time::advance(4 * SEC).await;
+    let err = svc.ready().await.unwrap().call(true).await.unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<BreakerOpen>().unwrap().retry_after(),
+        Some(6 * SEC)
+    );
+    tokio::time::advance(6 * SEC).await;
+    svc.ready().await.unwrap().call(true).await.unwrap();
+    assert_eq!(handle.state(), CircuitState::Closed);
+    assert_eq!(handle.metrics().window.latency.count, 0, "cleared on close");
+}

@@ -135,19 +135,8 @@ impl SharedCircuit {
         let mut now = self.clock.now();
         for _ in 0..ADMISSION_ATTEMPTS {
             match word.state() {
-                CircuitState::Closed | CircuitState::MetricsOnly => {
-                    return Ok(Admission {
-                        word,
-                        start: now,
-                        probe: None,
-                    })
-                }
-                CircuitState::ForcedClosed => {
-                    return Ok(Admission {
-                        word,
-                        start: 0,
-                        probe: None,
-                    })
+                CircuitState::Closed | CircuitState::MetricsOnly | CircuitState::ForcedClosed => {
+                    return Ok(Self::pass(word, now))
                 }
                 CircuitState::ForcedOpen => {
                     return Err(self.reject(CircuitState::ForcedOpen, now, BreakerOpen::forced()))
@@ -161,32 +150,41 @@ impl SharedCircuit {
                     self.transition(|c| c.open_period_elapsed(word.generation(), now));
                 }
                 CircuitState::HalfOpen => {
-                    if let Some(permit) = self.probes.try_acquire(now) {
-                        // The permit is only good for the half-open period it was taken
-                        // in: check that the period did not end meanwhile.
-                        if self.load_word() == word {
-                            return Ok(Admission {
-                                word,
-                                start: now,
-                                probe: Some(permit),
-                            });
-                        }
-                        self.probes.release(permit);
-                    } else {
-                        return Err(self.reject(
-                            CircuitState::HalfOpen,
-                            now,
-                            BreakerOpen::new(Duration::ZERO),
-                        ));
+                    let Some(permit) = self.probes.try_acquire(now) else {
+                        let all_taken = BreakerOpen::new(Duration::ZERO);
+                        return Err(self.reject(CircuitState::HalfOpen, now, all_taken));
+                    };
+                    // The permit is only good for the half-open period it was taken in:
+                    // check that the period did not end meanwhile.
+                    if self.load_word() == word {
+                        return Ok(Admission {
+                            word,
+                            start: now,
+                            probe: Some(permit),
+                        });
                     }
+                    self.probes.release(permit);
                 }
             }
             word = self.load_word();
             now = self.clock.now();
         }
+        if word.state().admits_all() {
+            return Ok(Self::pass(word, now));
+        }
         // The state changed under this call on every attempt: an extreme race. Reject
         // rather than spin; the caller may retry at once.
         Err(self.reject(word.state(), now, BreakerOpen::new(Duration::ZERO)))
+    }
+
+    /// Admission in a state that admits every call.
+    fn pass(word: Word, now: u64) -> Admission {
+        let records = word.state() != CircuitState::ForcedClosed;
+        Admission {
+            word,
+            start: if records { now } else { 0 },
+            probe: None,
+        }
     }
 
     fn reject(&self, state: CircuitState, now: u64, error: BreakerOpen) -> BreakerOpen {

@@ -745,3 +745,32 @@ async fn tokio_clock_on_a_paused_runtime_drives_the_open_period() {
     assert_eq!(handle.state(), CircuitState::Closed);
     assert_eq!(handle.metrics().window.latency.count, 0, "cleared on close");
 }
+
+#[tokio::test]
+async fn lagging_event_stream_keeps_the_newest_and_counts_what_it_lost() {
+    let mut rig = Rig::new(consecutive(1).event_buffer(4));
+    let mut stream = rig.handle.events();
+    trip(&mut rig, 1).await;
+    for _ in 0..10 {
+        rig.rejected().await;
+    }
+    assert_eq!(stream.dropped(), 7, "11 events into a buffer of 4");
+    let kept: Vec<_> = std::iter::from_fn(|| stream.try_next()).collect();
+    assert_eq!(kept.len(), 4);
+    assert!(kept.iter().all(|e| matches!(
+        e,
+        BreakerEvent::Rejected {
+            state: CircuitState::Open,
+            ..
+        }
+    )));
+    // The stream keeps going after a lag.
+    rig.handle.reset();
+    assert!(matches!(
+        stream.next().await,
+        Some(BreakerEvent::StateChanged {
+            reason: TransitionReason::Reset,
+            ..
+        })
+    ));
+}

@@ -89,9 +89,12 @@
 //! # Cost
 //! On a closed circuit a call costs one atomic load and one clock read to admit; one
 //! clock read, one more load, a few striped atomic adds in the window and one read of the
-//! consecutive-failure counter to complete. No lock, no allocation, and no write to a
-//! cache line that other threads write on success. Locks are taken only to change state
-//! (and to deliver events when somebody listens).
+//! consecutive-failure counter to complete; and the response future holds a reference
+//! to a small record owned by the service clone that made it (one uncontended
+//! reference-count increment and decrement). No lock, no allocation, and, as long as
+//! each thread calls its own clone, no write to a cache line that another thread writes
+//! on success. Locks are taken only to change state (and to deliver events when somebody
+//! listens).
 //!
 //! # Events
 //! Transitions and rejections go to the [`on_event`](BreakerConfigBuilder::on_event)

@@ -204,6 +204,7 @@ impl SharedCircuit {
 
     /// A call admitted under `admission` was dropped before it finished: give its probe
     /// permit back (a cancelled call counts as nothing).
+    #[inline]
     pub(crate) fn abandon(&self, admission: &mut Admission) {
         if let Some(permit) = admission.take_probe() {
             self.probes.release(permit);

@@ -76,7 +76,8 @@ pub(crate) struct SharedCircuit {
     /// Short circuits go into time windows; in a count window they would push real
     /// outcomes out, so they are left out of it.
     record_short_circuits: bool,
-    circuit: Mutex<Circuit>,
+    /// Written by transitions and `metrics()`: kept off the lines the call path reads.
+    circuit: CachePadded<Mutex<Circuit>>,
     events: EventHub,
 }
 
@@ -100,7 +101,7 @@ impl SharedCircuit {
             policy: config.policy,
             slow_nanos: config.slow_call_threshold.map_or(u64::MAX, duration_nanos),
             record_short_circuits: matches!(config.window.kind(), WindowKind::Time { .. }),
-            circuit: Mutex::new(circuit),
+            circuit: CachePadded(Mutex::new(circuit)),
             events: EventHub::new(config.on_event.clone(), config.event_buffer),
         }
     }

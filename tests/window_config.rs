@@ -115,9 +115,9 @@ fn default_stripe_count_is_a_small_power_of_two() {
 #[test]
 fn heap_bytes_follows_the_documented_formula() {
     let w = WindowConfig::default().stripes(1).build().unwrap();
-    assert_eq!(w.heap_bytes(), 10 * (1024 + 8));
+    assert_eq!(w.heap_bytes(), 10 * (1024 + 8 + 136));
     let w = WindowConfig::default().stripes(4).build().unwrap();
-    assert_eq!(w.heap_bytes(), 4 * 10 * (1024 + 8));
+    assert_eq!(w.heap_bytes(), 10 * (4 * (1024 + 8) + 136));
     let w = WindowConfig::count(100).stripes(2).build().unwrap();
     assert_eq!(w.heap_bytes(), 100 * 8 + 2 * 128);
 }

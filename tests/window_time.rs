@@ -238,7 +238,7 @@ fn concurrent_records_within_one_bucket_are_all_counted() {
 }
 
 #[test]
-fn threads_sharing_stripes_across_rollovers_lose_only_a_few_events() {
+fn threads_sharing_stripes_across_rollovers_count_all_but_a_few_events() {
     // 4 threads, each recording events 0.1 ms apart through 100 epochs of a 10-bucket
     // window of 1 ms buckets; count what the final window holds against what was
     // recorded into its epochs.
@@ -268,10 +268,10 @@ fn threads_sharing_stripes_across_rollovers_lose_only_a_few_events() {
     // The window at `end` holds epochs 90..=99: events 900..1000 of each thread.
     let expected = threads * 100;
     let got = w.counts(end).successes;
-    // Two threads share each stripe. Each of the 20 cells was claimed once for its
-    // final epoch; a claim may wipe or misplace one event of the other thread, or more
-    // if the claimer is descheduled while clearing (the other thread records 10 events
-    // per epoch): allow two epochs' worth per thread.
+    // Two threads share each stripe. A thread that finds its cell taken moves to the
+    // other stripe, and only when both are taken to the bucket's overflow cell, whose
+    // rollover may wipe or misplace the events racing with it (the threads record 10
+    // events per epoch each): allow two epochs' worth per thread.
     let bound = threads * 20;
     assert!(
         got.abs_diff(expected) <= bound,
@@ -298,7 +298,7 @@ fn absurd_latencies_do_not_wrap_the_mean() {
     let l = w.snapshot(0).latency;
     assert_eq!(l.max, Duration::from_nanos(u64::MAX));
     assert_eq!(l.mean, Duration::from_nanos(1 << 44));
-    assert!(l.p50 > Duration::from_secs(3_600));
+    assert!(l.p50 > Duration::from_secs(55 * 60));
 }
 
 #[test]
@@ -348,7 +348,7 @@ fn readers_racing_writers_rollovers_and_resets_never_see_more_than_was_recorded(
 #[test]
 fn threads_with_stripes_of_their_own_roll_over_exactly() {
     // With more stripes than threads in this test binary, every thread has its own
-    // cells, and only it claims and clears them: counts are exact under concurrency.
+    // cells and never needs the overflow: counts are exact under concurrency.
     let threads = 4u64;
     let w = Arc::new(
         WindowConfig::time(Duration::from_millis(10), 10)
@@ -377,4 +377,30 @@ fn threads_with_stripes_of_their_own_roll_over_exactly() {
     assert_eq!(s.counts.failures, threads * 200);
     assert_eq!(s.latency.count, threads * 200);
     assert_eq!(s.latency.max, Duration::from_nanos(per_thread - 1));
+}
+
+#[test]
+fn more_threads_than_stripes_within_one_epoch_count_exactly() {
+    // Eight threads on one stripe: writers that find the cell taken add into the
+    // bucket's overflow counters, and nothing is lost.
+    let w = Arc::new(WindowConfig::default().stripes(1).build().unwrap());
+    let handles: Vec<_> = (0..8u64)
+        .map(|t| {
+            let w = w.clone();
+            std::thread::spawn(move || {
+                for i in 0..20_000u64 {
+                    w.record(5 * SEC + i, Event::ALL[((i + t) % 5) as usize], i);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let s = w.snapshot(5 * SEC);
+    assert_eq!(s.counts.total() + s.counts.short_circuits, 160_000);
+    assert_eq!(s.counts.successes, 32_000);
+    assert_eq!(s.counts.short_circuits, 32_000);
+    assert_eq!(s.latency.count, 96_000);
+    assert_eq!(s.latency.max, Duration::from_nanos(19_999));
 }

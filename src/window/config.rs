@@ -88,11 +88,13 @@ impl WindowConfig {
 
     /// How many stripes the hot counters are spread over (a power of two from 1 to 64).
     ///
-    /// More stripes let more threads record without sharing a cache line; each one
-    /// costs memory (see the [module docs](super#memory)). The default is the
-    /// machine's parallelism rounded up to a power of two, at most 8. Use `1` for
-    /// windows that are recorded into by one thread at a time, such as one window per
-    /// endpoint of a large balancer.
+    /// More stripes let more threads record at once without sharing a cache line (see
+    /// [Concurrency](super#concurrency)); each costs memory, about 1 KiB per bucket
+    /// (see [Memory](super#memory)). The default is the machine's parallelism rounded
+    /// up to a power of two, at most 8. `1` suits windows that few threads record into
+    /// at once, such as one window per endpoint of a large balancer: the counts stay
+    /// exact, and a writer that finds the one cell taken adds into the bucket's
+    /// overflow counters instead.
     pub fn stripes(mut self, stripes: u32) -> Self {
         self.stripes = Some(stripes);
         self

@@ -22,10 +22,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::divisor::Divisor;
 use super::histogram::Histogram;
 use super::snapshot::{Counts, LatencySummary, Snapshot};
 use super::stripe::{thread_stripe, CachePadded, EventCounters, StripeSums};
-use super::time::Divisor;
 use super::Event;
 
 /// Latencies are stored in 60 bits: clamped at about 36 years.

@@ -2,18 +2,18 @@
 //!
 //! Latencies are quantised to whole microseconds and binned HdrHistogram-style: values
 //! below 16 µs get one bin each, and every power of two above that is split into
-//! [`SUB_BUCKETS`] equal linear bins. That gives [`BINS`] bins in all, covering
-//! 0 µs to 2³² µs (about 71.6 minutes); longer latencies are clamped into the top bin.
+//! [`SUB_BUCKETS`] equal linear bins. [`BINS`] bins in all cover 0 µs to
+//! 14 × 2²⁸ µs (about 62.6 minutes); longer latencies are clamped into the top bin.
 //!
 //! **Error bound.** A value is reported as the middle of its bin. A bin at or above
 //! 16 µs is at most 1/8 as wide as its lower edge, so the reported value is within
 //! **6.25 %** of the true one; below 16 µs bins are 1 µs wide and the report is within
 //! **0.5 µs**. In short: `|reported - true| <= max(true / 16, 500 ns)` for latencies up
-//! to 2³² µs. Reports are also capped at the exact maximum, which can only bring them
+//! to 62.6 minutes. Reports are also capped at the exact maximum, which can only bring them
 //! closer.
 //!
-//! **Memory.** One [`AtomicHistogram`] is 240 `u32` counters, 960 bytes (15 cache
-//! lines). A bin's counter wraps after 2³² events, which at one time bucket per stripe
+//! **Memory.** One [`AtomicHistogram`] is 238 `u32` counters, 952 bytes (so that a
+//! bucket's stripe, with its counters and lock, fits in 1 KiB). A bin's counter wraps after 2³² events, which at one time bucket per stripe
 //! takes more than a million calls per second in one bin for an hour.
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -23,9 +23,10 @@ use std::time::Duration;
 pub(crate) const SUB_BUCKETS: usize = 8;
 const SUB_BITS: u32 = SUB_BUCKETS.trailing_zeros();
 /// Total number of bins.
-pub(crate) const BINS: usize = 240;
-/// The largest latency, in microseconds, that is not clamped: 2³² - 1 µs.
-pub(crate) const MAX_MICROS: u64 = (1 << 32) - 1;
+pub(crate) const BINS: usize = 238;
+/// The largest latency, in microseconds, that is not clamped: the top of the top bin,
+/// 14 × 2²⁸ - 1 µs (about 62.6 minutes).
+pub(crate) const MAX_MICROS: u64 = (14 << 28) - 1;
 
 /// The bin holding a latency of `nanos` nanoseconds.
 #[inline]
@@ -77,9 +78,15 @@ impl AtomicHistogram {
         }
     }
 
+    /// Counts one latency, for a caller that holds the histogram exclusively (a time
+    /// window's cell lock): a plain load and store, no atomic read-modify-write.
     #[inline]
-    pub(crate) fn record(&self, nanos: u64) {
-        self.bins[bin_of(nanos)].fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn record_exclusive(&self, nanos: u64) {
+        let bin = &self.bins[bin_of(nanos)];
+        bin.store(
+            bin.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
     }
 
     pub(crate) fn clear(&self) {
@@ -229,15 +236,15 @@ mod tests {
         let max = u64::MAX;
         let p = h.percentile(50, 1, max);
         assert_eq!(p, Duration::from_nanos(bin_midpoint_nanos(BINS - 1)));
-        assert!(p > Duration::from_secs(60 * 60));
+        assert!(p > Duration::from_secs(55 * 60));
     }
 
     #[test]
     fn atomic_histogram_merges_and_clears() {
         let a = AtomicHistogram::new();
-        a.record(3_000);
-        a.record(3_400);
-        a.record(1_000_000);
+        a.record_exclusive(3_000);
+        a.record_exclusive(3_400);
+        a.record_exclusive(1_000_000);
         let mut h = Histogram::new();
         a.merge_into(&mut h);
         a.merge_into(&mut h);

@@ -41,8 +41,8 @@
 //!   sees between `length - length / buckets` and `length` of history. An event is
 //!   counted in the bucket of its own timestamp, also when it arrives late (racing
 //!   threads, a clock that stepped back a little); one older than every readable
-//!   window is dropped. See [Rollover](self#rollover) for the bounded
-//!   inaccuracy at the instant a bucket is reused by racing threads.
+//!   window is dropped. Counts are exact under concurrency too (see
+//!   [Concurrency](self#concurrency) for the rare exception).
 //! - **Count** ([`WindowConfig::count`]): the last `size` recorded events. Every event
 //!   kind takes a place, short circuits included; a breaker that does not want its own
 //!   rejections to push real outcomes out should not record them into a count window.
@@ -57,59 +57,67 @@
 //! # Latency
 //!
 //! Each time bucket keeps a fixed-size log-linear histogram (HdrHistogram-like): 1 µs
-//! bins below 16 µs, then 8 linear bins per power of two, 240 bins of `u32` in all,
-//! covering 0 to 2³² µs (about 71.6 minutes); longer latencies are clamped into the
-//! top bin. Percentiles use the nearest-rank method and report the middle of the bin,
-//! capped at the exact maximum, so each is within **6.25 %** of the true value or
+//! bins below 16 µs, then 8 linear bins per power of two, 238 bins of `u32` in all,
+//! covering 0 to 14 × 2²⁸ µs (about 62.6 minutes); longer latencies are clamped into
+//! the top bin. Percentiles use the nearest-rank method and report the middle of the
+//! bin, capped at the exact maximum, so each is within **6.25 %** of the true value or
 //! **0.5 µs**, whichever is larger. The count and the maximum are exact, and so is the
-//! mean, to the nanosecond (in a time window, latencies above 2⁴⁴ ns, about 4.9 hours,
-//! enter the mean as 2⁴⁴ ns so that a bucket's sum cannot overflow).
+//! mean, to the nanosecond (latencies above 2⁴⁴ ns, about 4.9 hours, enter a time
+//! window's mean as 2⁴⁴ ns so that a bucket's sum cannot overflow). In a time window,
+//! events recorded through a bucket's overflow cell (see [Concurrency](self#concurrency))
+//! are in the count, mean and maximum but not in the percentiles.
 //!
 //! # Cost
 //!
-//! [`RollingWindow::record`] is O(1), lock-free and allocation-free: a division by
-//! multiplication, a load of the cell's epoch, and three relaxed atomic adds (four for
-//! a slow call) on cache lines of the recording thread's stripe. The atomic adds are
-//! most of the cost: about 21 ns per record in all on the machine it was measured on,
-//! where one uncontended atomic add costs about 8 ns. A count window's record is two
-//! atomic operations when the event it evicts is of the same kind, about 15 ns. [`RollingWindow::counts`]
-//! sums the counters of every bucket and stripe (O(buckets × stripes)), and
-//! [`RollingWindow::snapshot`] also merges their histograms (a fixed 240 bins each).
-//! Neither allocates. For a count window, `snapshot` reads each of the `size` slots.
+//! [`RollingWindow::record`] on a time window is O(1), lock-free and allocation-free:
+//! a division by multiplication, then a try-lock on the recording thread's cell of the
+//! bucket (one atomic swap) and plain loads and stores into it. The swap is most of
+//! the cost: about 10 ns per record on the machine it was measured on, where one
+//! uncontended atomic read-modify-write costs about 8 ns. On a count window, a record
+//! is two atomic operations when the event it evicts is of the same kind, four to six
+//! otherwise. [`RollingWindow::counts`] sums the counters of every bucket and stripe
+//! (O(buckets × stripes)); [`RollingWindow::snapshot`] also merges their histograms (a
+//! fixed 238 bins each). Neither allocates. For a count window, `snapshot` reads each
+//! of the `size` slots.
 //!
-//! # Contention
+//! # Concurrency
 //!
-//! The hot counters are *striped* (like Java's `LongAdder`): each bucket has
-//! [`stripes`](WindowConfig::stripes) copies of its counters and histogram, each on its
-//! own cache lines, and a thread always records into the copy picked by its own
-//! round-robin index (threads take indexes in the order they first record, so
-//! `stripes` threads started together get one stripe each); reads sum the copies.
-//! Threads on different stripes share no written cache line: the cells' epochs are
-//! written once per bucket width, and only read otherwise. A count window stripes its
-//! counts the same way, but every record also increments one shared sequence counter,
-//! so prefer a time window for a window hammered by many threads.
+//! Each bucket of a time window is kept in [`stripes`](WindowConfig::stripes) *cells*,
+//! each on its own cache lines with its own counters, histogram, epoch and try-lock. A
+//! thread records into the cell of its own stripe (threads take stripes round-robin in
+//! the order they first record, so `stripes` threads started together get one each),
+//! and readers sum the cells, as in Java's `LongAdder`. Threads on different stripes
+//! share no written cache line, so throughput grows with threads up to the stripe
+//! count. Holding the cell's lock, a writer alone checks the cell's epoch, clears the
+//! cell when it rolls over, and adds its event, so counts are exact under any
+//! concurrency. A writer that finds its cell taken (a thread on the same stripe is
+//! inside its few-nanosecond critical section, or was descheduled there) tries the
+//! bucket's other cells, and moves to the stripe where it succeeds (so threads that
+//! collide spread apart); if all are taken, it adds into the bucket's *overflow* cell
+//! with atomic adds: nobody ever waits. The overflow cell is claimed by compare-and-swap
+//! on its epoch and then cleared, so a writer adding into it at the instant another
+//! rolls it over may have that event wiped or counted in the new epoch; the overflow is
+//! only used when every cell of a bucket is taken at once. [`RollingWindow::reset`]
+//! waits for each cell's writer (a few nanoseconds) to clear it; records racing with a
+//! reset may be lost.
+//!
+//! A count window stripes its counts the same way (with atomic adds), but every record
+//! also increments one shared sequence counter, so prefer a time window for a window
+//! hammered by many threads.
 //!
 //! # Memory
 //!
-//! A time window takes `buckets × stripes × 1032` bytes (per bucket and stripe: 64 bytes
-//! of counters and 960 of histogram, padded to cache lines, and an 8-byte epoch): the
-//! Hystrix default is about 10 KiB per stripe, so 20 KiB on a 2-core machine and at most
-//! 80 KiB with the default stripe count; `.stripes(1)` keeps one window per endpoint
-//! of a large balancer at 10 KiB. A count window takes 8 bytes per slot plus 128 bytes
-//! per stripe. [`RollingWindow::heap_bytes`] reports the figure.
-//!
-//! # Rollover
-//!
-//! Each stripe of each bucket remembers its epoch, and only a thread recording into it
-//! claims (by compare-and-swap) and clears it. A thread with a stripe to itself
-//! therefore rolls over exactly under any concurrency. Threads that share a stripe may, at the instant
-//! it rolls, have an event wiped by the clearing or counted in the new epoch (one per
-//! thread, more only if the claiming thread is descheduled in the middle of clearing
-//! the 1 KiB cell); [`RollingWindow::reset`] racing with records may lose the racing
-//! records. With one thread at a time, every count is exact.
+//! A time window takes `buckets × (stripes × 1032 + 136)` bytes: per bucket and stripe,
+//! a 1 KiB cell (64 bytes of counters, the lock, a 952-byte histogram) and an 8-byte
+//! epoch; per bucket, a 128-byte overflow cell and its epoch. With the Hystrix default
+//! of 10 buckets that is 11.4 KiB with `.stripes(1)` (for one window per endpoint of a
+//! large balancer), 21.5 KiB with 2 stripes and 82 KiB with 8, the largest default. A
+//! count window takes 8 bytes per slot plus 128 bytes per stripe.
+//! [`RollingWindow::heap_bytes`] reports the figure.
 
 mod config;
 mod count;
+mod divisor;
 mod histogram;
 mod snapshot;
 mod stripe;

@@ -2,10 +2,12 @@
 //!
 //! Many threads adding to one atomic fight over its cache line, and throughput falls
 //! as threads are added. As in Java's `LongAdder`, each logical counter is kept in a
-//! small power-of-two number of *stripes*, each on its own cache lines; a thread always
-//! adds into the stripe picked by its [`thread_stripe`] index, and readers sum the
-//! stripes. Threads get indexes round-robin at their first record, so up to `stripes`
-//! threads never share a line.
+//! small power-of-two number of *stripes*, each on its own cache lines; a thread adds
+//! into the stripe picked by its [`thread_stripe`] index, and readers sum the stripes.
+//! Threads get indexes round-robin at their first record, so `stripes` threads started
+//! together do not share a line; a thread that finds its stripe's cell of a time window
+//! taken records into another one and [moves](move_thread_stripe) there for good, so
+//! threads that happen to collide spread apart.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -30,13 +32,14 @@ pub(crate) const MAX_DEFAULT_STRIPES: u32 = 8;
 /// The largest stripe count a configuration may ask for.
 pub(crate) const MAX_STRIPES: u32 = 64;
 
+thread_local! {
+    static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
 /// This thread's stripe index; callers mask it with `stripes - 1`.
 #[inline]
 pub(crate) fn thread_stripe() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
     INDEX.with(|i| {
         let v = i.get();
         if v != usize::MAX {
@@ -46,6 +49,14 @@ pub(crate) fn thread_stripe() -> usize {
         i.set(v);
         v
     })
+}
+
+/// Moves this thread to another stripe index, after it found its own stripe taken and
+/// another free: like `LongAdder`'s rehash on contention, threads that collide spread
+/// apart instead of colliding again.
+#[inline]
+pub(crate) fn move_thread_stripe(to: usize) {
+    INDEX.with(|i| i.set(to & (usize::MAX >> 1)));
 }
 
 /// Aligns its content to 128 bytes: two cache lines, because Intel's spatial
@@ -70,6 +81,10 @@ const SLOW: usize = 5;
 const LATENCY_SUM: usize = 6;
 const LATENCY_MAX: usize = 7;
 
+/// The largest latency that enters the latency sum as itself (2⁴⁴ ns, about 4.9
+/// hours): a stripe's `u64` sum then overflows only after a million such calls.
+pub(crate) const SUM_LATENCY_LIMIT: u64 = 1 << 44;
+
 /// The per-event counters of one stripe: eight `u64`s, one cache line.
 ///
 /// Counts are added and subtracted with wrapping arithmetic, so a count window may
@@ -81,15 +96,48 @@ pub(crate) struct EventCounters {
 }
 
 impl EventCounters {
-    /// Adds one event. `slow` is whether it is a slow call; `latency_nanos` is ignored
-    /// for events that carry no latency. Does not touch the latency maximum.
+    /// Adds one event with atomic read-modify-writes, for counters several threads may
+    /// add to at once. `slow` is whether it is a slow call; `latency_nanos` is ignored
+    /// for events that carry no latency, enters the sum clamped at
+    /// [`SUM_LATENCY_LIMIT`], and raises the maximum.
     #[inline]
     pub(crate) fn add(&self, event: Event, slow: bool, latency_nanos: u64) {
         self.cells[index(event)].fetch_add(1, Ordering::Relaxed);
         if event.carries_latency() {
-            self.cells[LATENCY_SUM].fetch_add(latency_nanos, Ordering::Relaxed);
+            self.cells[LATENCY_SUM]
+                .fetch_add(latency_nanos.min(SUM_LATENCY_LIMIT), Ordering::Relaxed);
             if slow {
                 self.cells[SLOW].fetch_add(1, Ordering::Relaxed);
+            }
+            // A plain load first, so that the usual case (not a new maximum) writes
+            // nothing.
+            let max = &self.cells[LATENCY_MAX];
+            if latency_nanos > max.load(Ordering::Relaxed) {
+                max.fetch_max(latency_nanos, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// [`add`](Self::add) for a caller that holds these counters exclusively: plain
+    /// loads and stores, no atomic read-modify-write.
+    #[inline]
+    pub(crate) fn add_exclusive(&self, event: Event, slow: bool, latency_nanos: u64) {
+        let bump = |i: usize, by: u64| {
+            let c = &self.cells[i];
+            c.store(
+                c.load(Ordering::Relaxed).wrapping_add(by),
+                Ordering::Relaxed,
+            );
+        };
+        bump(index(event), 1);
+        if event.carries_latency() {
+            bump(LATENCY_SUM, latency_nanos.min(SUM_LATENCY_LIMIT));
+            if slow {
+                bump(SLOW, 1);
+            }
+            let max = &self.cells[LATENCY_MAX];
+            if latency_nanos > max.load(Ordering::Relaxed) {
+                max.store(latency_nanos, Ordering::Relaxed);
             }
         }
     }
@@ -111,16 +159,6 @@ impl EventCounters {
         self.cells[index(event)].fetch_sub(1, Ordering::Relaxed);
         if slow {
             self.cells[SLOW].fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Raises the latency maximum to `nanos`. A plain load first, so that the common
-    /// case (not a new maximum) writes nothing.
-    #[inline]
-    pub(crate) fn raise_max(&self, nanos: u64) {
-        let max = &self.cells[LATENCY_MAX];
-        if nanos > max.load(Ordering::Relaxed) {
-            max.fetch_max(nanos, Ordering::Relaxed);
         }
     }
 
@@ -198,6 +236,18 @@ mod tests {
         assert_eq!(thread_stripe(), mine);
         let other = std::thread::spawn(thread_stripe).join().unwrap();
         assert_ne!(other, mine);
+    }
+
+    #[test]
+    fn a_moved_thread_stays_on_its_new_stripe() {
+        std::thread::spawn(|| {
+            let before = thread_stripe();
+            move_thread_stripe(before + 1);
+            assert_eq!(thread_stripe(), before + 1);
+            assert_eq!(thread_stripe(), before + 1);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

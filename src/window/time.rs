@@ -1,10 +1,10 @@
 //! The time-based window: a ring of buckets, each covering `length / buckets` of time.
 //!
 //! Time is cut into *epochs* of one bucket width, numbered `now / width`; epoch `e`
-//! lives in bucket `e % buckets`. Each bucket is kept in `stripes` cells (see
-//! [striping](super::stripe)), and each cell remembers which epoch it holds. There is
-//! no background task: a writer that finds its cell holding an older epoch claims it
-//! with a compare-and-swap on the cell's epoch and clears it, and readers skip cells
+//! lives in bucket `e % buckets`. Each bucket is kept in `stripes` *cells* (see
+//! [striping](super::stripe)) plus one *overflow* cell, and each cell remembers which
+//! epoch it holds. There is no background task: a writer that finds its cell holding
+//! an older epoch clears it and moves it to the new epoch, and readers skip cells
 //! whose epoch is outside the window. A gap of any length is therefore handled the same
 //! way as a roll of one bucket.
 //!
@@ -18,67 +18,41 @@
 //! old that its cell already holds a newer epoch, it lies outside every window that can
 //! still be read, and it is dropped. So counts are exact for any order of timestamps.
 //!
-//! **Rollover under concurrency.** Only a thread recording into a cell claims and
-//! clears it, so a thread that has its stripe to itself rolls over exactly, however
-//! many other threads record into other stripes. When threads share a stripe, one that
-//! records into the cell at the instant another claims it may have its event wiped by
-//! the clearing, or counted in the new epoch: one event per such thread, plus any they
-//! record while the claiming thread is descheduled in the middle of clearing the 1 KiB
-//! cell. [`reset`](super::RollingWindow::reset) clears the cells while records may race
-//! with it; a racing record may be lost. Single-threaded use is exact.
+//! **Recording.** A writer takes its cell with a try-lock: one atomic swap on the
+//! cell's lock word. Holding it, the writer alone checks the cell's epoch, clears the
+//! cell if it is stale, and adds the event with plain loads and stores, then releases
+//! the lock with a plain store. That is one atomic read-modify-write per record, where
+//! adding into shared counters would take three, and rollover is exact however many
+//! threads record at once. A writer that finds its stripe's cell taken (another thread
+//! on the same stripe is inside its few-nanosecond critical section, or was descheduled
+//! there) tries the other stripes' cells of the bucket, and moves to the stripe where
+//! it succeeds; if all are taken, it records into the bucket's overflow cell with
+//! atomic adds, so no writer ever waits.
+//!
+//! The overflow cell has counters but no histogram: its events are in the counts, the
+//! latency count, mean and maximum, but not in the percentiles. It is claimed by a
+//! compare-and-swap on its epoch and then cleared, so a writer adding into it at the
+//! instant another rolls it over may have its event wiped or counted in the new epoch;
+//! the overflow is only used when every cell of a bucket is taken at once, so this is
+//! rare and small.
+//!
+//! [`reset`](super::RollingWindow::reset) takes each cell's lock in turn (waiting for a
+//! writer inside it) and clears it; records that race with a reset may be lost.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::divisor::Divisor;
 use super::histogram::{AtomicHistogram, Histogram};
 use super::snapshot::{Counts, LatencySummary, Snapshot};
-use super::stripe::{thread_stripe, EventCounters, StripeSums};
+use super::stripe::{move_thread_stripe, thread_stripe, CachePadded, EventCounters, StripeSums};
 use super::Event;
 
-/// Division by a divisor fixed at construction, by multiplication (a hardware `div`
-/// costs tens of cycles; this is two multiplications and a compare).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Divisor {
-    d: u64,
-    /// floor(2^64 / d); up to 2^64 when d = 1, hence u128.
-    m: u128,
-}
-
-impl Divisor {
-    pub(crate) fn new(d: u64) -> Self {
-        assert!(d > 0, "divisor must be positive");
-        Self {
-            d,
-            m: (1u128 << 64) / u128::from(d),
-        }
-    }
-
-    /// `n / d`. The estimate `floor(n * m / 2^64)` is `n / d` or one less, because
-    /// `m > 2^64 / d - 1` and `n < 2^64`; one compare fixes it.
-    #[inline]
-    pub(crate) fn div(&self, n: u64) -> u64 {
-        let q = ((u128::from(n) * self.m) >> 64) as u64;
-        if n - q * self.d >= self.d {
-            q + 1
-        } else {
-            q
-        }
-    }
-
-    /// `n % d`.
-    #[inline]
-    pub(crate) fn rem(&self, n: u64) -> u64 {
-        n - self.div(n) * self.d
-    }
-}
-
-/// The largest latency that enters the latency sum as itself (about 4.9 hours): a
-/// bucket's `u64` sum then overflows only after a million such calls.
-const MEAN_LATENCY_LIMIT: u64 = 1 << 44;
-
-/// One stripe of one bucket: its counters and its latency histogram, 1 KiB.
-#[repr(align(128))]
+/// One stripe of one bucket: its counters, its lock and its latency histogram, 1 KiB.
+#[repr(C, align(128))]
 struct BucketStripe {
     counters: EventCounters,
+    /// 0 when free, 1 while a writer holds the cell.
+    lock: AtomicU64,
     histogram: AtomicHistogram,
 }
 
@@ -86,8 +60,21 @@ impl BucketStripe {
     fn new() -> Self {
         Self {
             counters: EventCounters::default(),
+            lock: AtomicU64::new(0),
             histogram: AtomicHistogram::new(),
         }
+    }
+
+    /// Takes the lock if it is free. The plain load first keeps a writer that finds
+    /// the cell taken from pulling its line away from the holder.
+    #[inline]
+    fn try_lock(&self) -> bool {
+        self.lock.load(Ordering::Relaxed) == 0 && self.lock.swap(1, Ordering::Acquire) == 0
+    }
+
+    #[inline]
+    fn unlock(&self) {
+        self.lock.store(0, Ordering::Release);
     }
 
     fn clear(&self) {
@@ -99,23 +86,38 @@ impl BucketStripe {
 /// The bytes one bucket of one stripe takes.
 pub(crate) const BUCKET_STRIPE_BYTES: usize = std::mem::size_of::<BucketStripe>();
 
+/// The bytes of one bucket's overflow cell.
+pub(crate) const OVERFLOW_BYTES: usize = std::mem::size_of::<CachePadded<EventCounters>>();
+
 pub(crate) struct TimeWindow {
     width: Divisor,
     buckets: Divisor,
     bucket_count: u64,
     stripes: usize,
     slow_nanos: u64,
-    /// Per cell, the epoch it holds plus one; 0 for a cell that holds nothing. Kept
-    /// apart from the cells, so that the line they share is written only at rollover
-    /// and otherwise stays shared by every core that reads it.
+    /// Per cell, the epoch it holds plus one; 0 for a cell that holds nothing. Written
+    /// only under the cell's lock, at rollover; kept apart from the cells so that the
+    /// line they share stays shared by every core that reads it.
     tags: Box<[AtomicU64]>,
     /// `buckets * stripes` cells, bucket-major.
     cells: Box<[BucketStripe]>,
+    /// Per bucket, the epoch its overflow cell holds plus one (claimed by CAS).
+    overflow_tags: Box<[AtomicU64]>,
+    overflow: Box<[CachePadded<EventCounters>]>,
+}
+
+/// What became of a try at recording into one cell.
+enum Attempt {
+    Recorded,
+    /// The event is older than the cell's epoch: outside every readable window.
+    Expired,
+    Taken,
 }
 
 impl TimeWindow {
     pub(crate) fn new(width_nanos: u64, buckets: u32, stripes: u32, slow_nanos: u64) -> Self {
-        let cells = buckets as usize * stripes as usize;
+        let n = buckets as usize;
+        let cells = n * stripes as usize;
         Self {
             width: Divisor::new(width_nanos),
             buckets: Divisor::new(u64::from(buckets)),
@@ -124,91 +126,149 @@ impl TimeWindow {
             slow_nanos,
             tags: (0..cells).map(|_| AtomicU64::new(0)).collect(),
             cells: (0..cells).map(|_| BucketStripe::new()).collect(),
+            overflow_tags: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            overflow: (0..n).map(|_| CachePadded::default()).collect(),
         }
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.tags.len() * 8 + self.cells.len() * BUCKET_STRIPE_BYTES
+        (self.tags.len() + self.overflow_tags.len()) * 8
+            + self.cells.len() * BUCKET_STRIPE_BYTES
+            + self.overflow.len() * OVERFLOW_BYTES
     }
 
     #[inline]
     pub(crate) fn record(&self, now: u64, event: Event, latency_nanos: u64) {
         let epoch = self.width.div(now);
+        let tag = epoch.saturating_add(1);
         let bucket = self.buckets.rem(epoch) as usize;
-        let index = bucket * self.stripes + (thread_stripe() & (self.stripes - 1));
-        if !self.claim(index, epoch) {
-            return;
+        let slow =
+            event.carries_latency() && self.slow_nanos != 0 && latency_nanos >= self.slow_nanos;
+        let first = thread_stripe();
+        for k in 0..self.stripes {
+            let stripe = first.wrapping_add(k);
+            let index = bucket * self.stripes + (stripe & (self.stripes - 1));
+            match self.try_record(index, tag, event, slow, latency_nanos) {
+                Attempt::Recorded | Attempt::Expired => {
+                    if k > 0 {
+                        move_thread_stripe(stripe);
+                    }
+                    return;
+                }
+                Attempt::Taken => {}
+            }
         }
-        let cell = &self.cells[index];
-        if event.carries_latency() {
-            let slow = self.slow_nanos != 0 && latency_nanos >= self.slow_nanos;
-            cell.counters
-                .add(event, slow, latency_nanos.min(MEAN_LATENCY_LIMIT));
-            cell.histogram.record(latency_nanos);
-            cell.counters.raise_max(latency_nanos);
-        } else {
-            cell.counters.add(event, false, 0);
-        }
+        self.record_overflow(bucket, tag, event, slow, latency_nanos);
     }
 
-    /// Makes cell `index` hold `epoch`, claiming and clearing it if it held an older
-    /// one. False when it holds a newer one: the event is older than every window that
-    /// can still be read, and is dropped.
     #[inline]
-    fn claim(&self, index: usize, epoch: u64) -> bool {
-        let tag = epoch.saturating_add(1);
+    fn try_record(
+        &self,
+        index: usize,
+        tag: u64,
+        event: Event,
+        slow: bool,
+        latency_nanos: u64,
+    ) -> Attempt {
+        let cell = &self.cells[index];
+        if !cell.try_lock() {
+            return Attempt::Taken;
+        }
         let slot = &self.tags[index];
+        let current = slot.load(Ordering::Relaxed);
+        if current > tag {
+            cell.unlock();
+            return Attempt::Expired;
+        }
+        if current < tag {
+            cell.clear();
+            slot.store(tag, Ordering::Release);
+        }
+        cell.counters.add_exclusive(event, slow, latency_nanos);
+        if event.carries_latency() {
+            cell.histogram.record_exclusive(latency_nanos);
+        }
+        cell.unlock();
+        Attempt::Recorded
+    }
+
+    #[cold]
+    fn record_overflow(
+        &self,
+        bucket: usize,
+        tag: u64,
+        event: Event,
+        slow: bool,
+        latency_nanos: u64,
+    ) {
+        let slot = &self.overflow_tags[bucket];
         let mut current = slot.load(Ordering::Acquire);
         loop {
-            if current == tag {
-                return true;
-            }
             if current > tag {
-                return false;
+                return;
+            }
+            if current == tag {
+                break;
             }
             match slot.compare_exchange_weak(current, tag, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {
-                    self.cells[index].clear();
-                    return true;
+                    // An overflow that held nothing is already clear; not clearing it
+                    // again spares the adds racing with this claim.
+                    if current != 0 {
+                        self.overflow[bucket].clear();
+                    }
+                    break;
                 }
                 Err(actual) => current = actual,
             }
         }
+        self.overflow[bucket].add(event, slow, latency_nanos);
     }
 
-    /// Calls `f` on every cell inside the window read at `now`: the `buckets` epochs
-    /// ending at the later of `now`'s epoch and the newest epoch recorded.
-    fn for_each_live_cell(&self, now: u64, mut f: impl FnMut(&BucketStripe)) {
+    /// The first and last tag (epoch plus one) of the window read at `now`: the
+    /// `buckets` epochs ending at the later of `now`'s epoch and the newest recorded.
+    fn window_tags(&self, now: u64) -> (u64, u64) {
         let now_tag = self.width.div(now).saturating_add(1);
         let newest = self
             .tags
             .iter()
+            .chain(self.overflow_tags.iter())
             .map(|t| t.load(Ordering::Acquire))
             .max()
             .unwrap_or(0);
         let end = now_tag.max(newest);
-        let start = end.saturating_sub(self.bucket_count);
+        (end.saturating_sub(self.bucket_count) + 1, end)
+    }
+
+    /// Sums the counters of every cell inside the window read at `now`, and merges
+    /// their histograms into `hist` if given.
+    fn sum(&self, now: u64, mut hist: Option<&mut Histogram>) -> StripeSums {
+        let (first, last) = self.window_tags(now);
+        let live = |slot: &AtomicU64| (first..=last).contains(&slot.load(Ordering::Acquire));
+        let mut sums = StripeSums::default();
         for (slot, cell) in self.tags.iter().zip(self.cells.iter()) {
-            let tag = slot.load(Ordering::Acquire);
-            if tag > start && tag <= end {
-                f(cell);
+            if live(slot) {
+                cell.counters.sum_into(&mut sums);
+                if let Some(h) = hist.as_deref_mut() {
+                    cell.histogram.merge_into(h);
+                }
             }
         }
+        for (slot, overflow) in self.overflow_tags.iter().zip(self.overflow.iter()) {
+            if live(slot) {
+                overflow.sum_into(&mut sums);
+            }
+        }
+        sums
     }
 
     pub(crate) fn counts(&self, now: u64) -> Counts {
-        let mut sums = StripeSums::default();
-        self.for_each_live_cell(now, |cell| cell.counters.sum_into(&mut sums));
-        sums.counts
+        self.sum(now, None).counts
     }
 
     pub(crate) fn snapshot(&self, now: u64) -> Snapshot {
-        let mut sums = StripeSums::default();
         let mut hist = Histogram::new();
-        self.for_each_live_cell(now, |cell| {
-            cell.counters.sum_into(&mut sums);
-            cell.histogram.merge_into(&mut hist);
-        });
+        let sums = self.sum(now, Some(&mut hist));
         let c = sums.counts;
         Snapshot {
             counts: c,
@@ -223,49 +283,141 @@ impl TimeWindow {
 
     pub(crate) fn reset(&self) {
         for (slot, cell) in self.tags.iter().zip(self.cells.iter()) {
+            // A writer holds a cell for a few nanoseconds (unless descheduled there).
+            while !cell.try_lock() {
+                std::thread::yield_now();
+            }
             slot.store(0, Ordering::Release);
             cell.clear();
+            cell.unlock();
         }
+        for (slot, overflow) in self.overflow_tags.iter().zip(self.overflow.iter()) {
+            slot.store(0, Ordering::Release);
+            overflow.clear();
+        }
+    }
+
+    /// Records into the overflow cell as if every cell of the bucket were taken.
+    #[cfg(test)]
+    fn record_into_overflow(&self, now: u64, event: Event, latency_nanos: u64) {
+        let epoch = self.width.div(now);
+        let slow =
+            event.carries_latency() && self.slow_nanos != 0 && latency_nanos >= self.slow_nanos;
+        let bucket = self.buckets.rem(epoch) as usize;
+        self.record_overflow(bucket, epoch.saturating_add(1), event, slow, latency_nanos);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn divisor_matches_hardware_division() {
-        let divisors = [
-            1u64,
-            2,
-            3,
-            7,
-            10,
-            1_000,
-            100_000_000,
-            1_000_000_007,
-            u64::MAX / 3,
-            u64::MAX,
-        ];
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        for &d in &divisors {
-            let div = Divisor::new(d);
-            for n in [0, 1, d - 1, d, d.wrapping_add(1), u64::MAX - 1, u64::MAX] {
-                assert_eq!(div.div(n), n / d, "{n} / {d}");
-                assert_eq!(div.rem(n), n % d, "{n} % {d}");
-            }
-            for _ in 0..10_000 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                assert_eq!(div.div(x), x / d, "{x} / {d}");
-                assert_eq!(div.rem(x), x % d, "{x} % {d}");
-            }
-        }
-    }
+    use std::time::Duration;
 
     #[test]
     fn bucket_stripe_is_one_kibibyte() {
         assert_eq!(BUCKET_STRIPE_BYTES, 1024);
+        assert_eq!(OVERFLOW_BYTES, 128);
+    }
+
+    #[test]
+    fn taken_cell_sends_the_writer_to_another_stripe() {
+        let w = TimeWindow::new(1_000, 10, 2, 0);
+        let mine = thread_stripe() & 1;
+        assert!(w.cells[mine].try_lock());
+        w.record(0, Event::Failure, 5);
+        w.cells[mine].unlock();
+        let other = 1 - mine;
+        let mut s = StripeSums::default();
+        w.cells[other].counters.sum_into(&mut s);
+        assert_eq!(s.counts.failures, 1);
+        assert_eq!(w.counts(0).failures, 1);
+    }
+
+    #[test]
+    fn all_cells_taken_sends_the_writer_to_the_overflow() {
+        let w = TimeWindow::new(1_000, 10, 2, 100);
+        assert!(w.cells[0].try_lock() && w.cells[1].try_lock());
+        w.record(0, Event::Success, 300);
+        w.record(0, Event::Rejected, 0);
+        w.cells[0].unlock();
+        w.cells[1].unlock();
+        w.record(0, Event::Success, 100);
+        let s = w.snapshot(0);
+        assert_eq!(s.counts.successes, 2);
+        assert_eq!(s.counts.rejections, 1);
+        assert_eq!(s.counts.slow_calls, 2);
+        // The overflow's latency is in the count, mean and max, not the percentiles.
+        assert_eq!(s.latency.count, 2);
+        assert_eq!(s.latency.max, Duration::from_nanos(300));
+        assert_eq!(s.latency.mean, Duration::from_nanos(200));
+    }
+
+    #[test]
+    fn overflow_rolls_over_and_drops_expired_events_like_cells() {
+        let w = TimeWindow::new(1_000, 4, 1, 0);
+        w.record_into_overflow(500, Event::Failure, 0); // epoch 0
+        w.record_into_overflow(4_500, Event::Success, 0); // epoch 4, same bucket
+        w.record_into_overflow(200, Event::Failure, 0); // epoch 0 again: expired
+        let c = w.counts(4_500);
+        assert_eq!((c.failures, c.successes), (0, 1));
+        w.reset();
+        assert_eq!(w.counts(4_500), Counts::default());
+        w.record_into_overflow(4_600, Event::Timeout, 0);
+        assert_eq!(w.counts(4_600).timeouts, 1);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+        /// Counts agree exactly with a naive model whichever mix of cells and overflow
+        /// the events go through.
+        #[test]
+        fn counts_through_cells_and_overflow_match_the_naive_model(
+            buckets in 1u64..=6,
+            ops in proptest::collection::vec((0u8..8, 0u64..4_000, proptest::bool::ANY), 1..120),
+        ) {
+            let width = 1_000;
+            let w = TimeWindow::new(width, buckets as u32, 2, 0);
+            let mut events: Vec<(u64, Event)> = Vec::new();
+            let mut now = 0u64;
+            for (kind, amount, overflow) in ops {
+                match kind {
+                    0..=4 => {
+                        let event = Event::ALL[kind as usize];
+                        if overflow {
+                            w.record_into_overflow(now, event, amount);
+                        } else {
+                            w.record(now, event, amount);
+                        }
+                        events.push((now, event));
+                    }
+                    5 => now += amount,
+                    6 => now = now.saturating_sub(amount / 4),
+                    _ => {
+                        if amount < 200 {
+                            w.reset();
+                            events.clear();
+                        } else {
+                            now += amount * buckets * 10;
+                        }
+                    }
+                }
+                let newest = events.iter().map(|e| e.0 / width).max().unwrap_or(0);
+                let end = (now / width).max(newest);
+                let mut want = Counts::default();
+                for &(t, event) in &events {
+                    if t / width <= end && t / width + buckets > end {
+                        match event {
+                            Event::Success => want.successes += 1,
+                            Event::Failure => want.failures += 1,
+                            Event::Timeout => want.timeouts += 1,
+                            Event::Rejected => want.rejections += 1,
+                            Event::ShortCircuited => want.short_circuits += 1,
+                        }
+                    }
+                }
+                proptest::prop_assert_eq!(w.counts(now), want);
+            }
+        }
     }
 }

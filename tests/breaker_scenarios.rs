@@ -355,6 +355,27 @@ async fn half_open_admits_exactly_n_of_100_concurrent_callers() {
 }
 
 #[tokio::test]
+async fn is_call_permitted_tells_without_admitting() {
+    let mut rig = Rig::new(consecutive(1));
+    assert!(rig.handle.is_call_permitted());
+    trip(&mut rig, 1).await;
+    assert!(!rig.handle.is_call_permitted());
+    rig.hand.advance(5 * SEC);
+    assert!(
+        rig.handle.is_call_permitted(),
+        "the next call would be a probe"
+    );
+    assert_eq!(rig.state(), CircuitState::Open, "asking changes nothing");
+    let (_tx, rx) = oneshot::channel();
+    let _probe = rig.svc.ready().await.unwrap().call(Step::Hold(rx));
+    assert!(!rig.handle.is_call_permitted(), "the only permit is taken");
+    rig.handle.force_open();
+    assert!(!rig.handle.is_call_permitted());
+    rig.handle.metrics_only();
+    assert!(rig.handle.is_call_permitted());
+}
+
+#[tokio::test]
 async fn successful_probes_close_and_clear_the_statistics() {
     let mut rig = Rig::new(consecutive(2).probes_to_close(2));
     trip(&mut rig, 2).await;
@@ -688,4 +709,68 @@ async fn custom_classifier_ignores_client_errors_and_fails_server_errors() {
     let err = svc.ready().await.unwrap().call(200).await.unwrap_err();
     assert!(err.is::<BreakerOpen>());
     assert_eq!(calls.load(Ordering::SeqCst), 105);
+}
+
+#[tokio::test(start_paused = true)]
+async fn tokio_clock_on_a_paused_runtime_drives_the_open_period() {
+    let config = BreakerConfig::builder()
+        .clock(Clock::tokio())
+        .without_error_percentage()
+        .consecutive_failures(1)
+        .sleep_window(10 * SEC)
+        .build()
+        .unwrap();
+    let mut svc = CircuitBreaker::new(
+        tower::service_fn(|ok: bool| async move {
+            tokio::time::sleep(100 * MS).await;
+            if ok {
+                Ok(())
+            } else {
+                Err(Boom)
+            }
+        }),
+        &config,
+    );
+    let handle = svc.handle();
+    svc.ready().await.unwrap().call(false).await.unwrap_err();
+    assert_eq!(handle.state(), CircuitState::Open);
+    tokio::time::advance(4 * SEC).await;
+    let err = svc.ready().await.unwrap().call(true).await.unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<BreakerOpen>().unwrap().retry_after(),
+        Some(6 * SEC)
+    );
+    tokio::time::advance(6 * SEC).await;
+    svc.ready().await.unwrap().call(true).await.unwrap();
+    assert_eq!(handle.state(), CircuitState::Closed);
+    assert_eq!(handle.metrics().window.latency.count, 0, "cleared on close");
+}
+
+#[tokio::test]
+async fn lagging_event_stream_keeps_the_newest_and_counts_what_it_lost() {
+    let mut rig = Rig::new(consecutive(1).event_buffer(4));
+    let mut stream = rig.handle.events();
+    trip(&mut rig, 1).await;
+    for _ in 0..10 {
+        rig.rejected().await;
+    }
+    assert_eq!(stream.dropped(), 7, "11 events into a buffer of 4");
+    let kept: Vec<_> = std::iter::from_fn(|| stream.try_next()).collect();
+    assert_eq!(kept.len(), 4);
+    assert!(kept.iter().all(|e| matches!(
+        e,
+        BreakerEvent::Rejected {
+            state: CircuitState::Open,
+            ..
+        }
+    )));
+    // The stream keeps going after a lag.
+    rig.handle.reset();
+    assert!(matches!(
+        stream.next().await,
+        Some(BreakerEvent::StateChanged {
+            reason: TransitionReason::Reset,
+            ..
+        })
+    ));
 }

@@ -238,3 +238,14 @@ fn services_handles_and_layers_are_send_sync_and_debug() {
     let _: &(dyn Send + Sync) = &svc;
     let _: BoxError = BreakerOpen::forced().into();
 }
+
+#[test]
+fn response_future_adds_little_to_the_inner_future() {
+    type Inner = std::future::Ready<Result<u64, Boom>>;
+    type Fut = palisade::breaker::ResponseFuture<Inner, palisade::classify::ErrIsFailure>;
+    let added = std::mem::size_of::<Fut>() - std::mem::size_of::<Inner>();
+    assert!(
+        added <= 56,
+        "the breaker adds {added} bytes to the inner future"
+    );
+}

@@ -79,22 +79,29 @@ where
         };
         let result = ready!(future.poll(cx));
         let Some(mut record) = this.call.take() else {
-            // Polled again after completion: pass the inner future's answer through.
+            // Polled after it completed (the inner future allowed it): count nothing twice.
             return Poll::Ready(result.map_err(Into::into));
         };
         let outcome = record.site.classify.classify(&result);
         let result = result.map_err(Into::into);
-        let event = match (outcome, &result) {
-            (Outcome::Ignored, _) => None,
-            (Outcome::Success, _) => Some(Event::Success),
-            (Outcome::Failure, Err(e)) => Some(failure_event(e)),
-            (Outcome::Failure, Ok(_)) => Some(Event::Failure),
-        };
         let admission = record.admission;
         // The permit now travels with `admission`; the record's drop finds none left.
         record.admission.take_probe();
-        record.site.shared.complete(admission, event);
+        record
+            .site
+            .shared
+            .complete(admission, window_event(outcome, &result));
         Poll::Ready(result)
+    }
+}
+
+/// What the window counts for a classified result (`None`: nothing).
+fn window_event<T>(outcome: Outcome, result: &Result<T, BoxError>) -> Option<Event> {
+    match (outcome, result) {
+        (Outcome::Ignored, _) => None,
+        (Outcome::Success, _) => Some(Event::Success),
+        (Outcome::Failure, Err(e)) => Some(failure_event(e)),
+        (Outcome::Failure, Ok(_)) => Some(Event::Failure),
     }
 }
 

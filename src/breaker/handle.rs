@@ -65,6 +65,14 @@ impl BreakerHandle {
         self.shared.state()
     }
 
+    /// Whether a call made now would be admitted (closed; open with its period over, so
+    /// the call would become a probe; half-open with a free permit). It admits nothing
+    /// and changes nothing, and other callers may change the answer at once: a hint for
+    /// routing (a balancer steering around open endpoints), not a reservation.
+    pub fn is_call_permitted(&self) -> bool {
+        self.shared.is_call_permitted()
+    }
+
     /// The statistics now.
     pub fn metrics(&self) -> BreakerMetrics {
         self.shared.metrics()

@@ -77,12 +77,24 @@
 //! - The future is `Send` when the inner future and the classifier are, and `'static`
 //!   when they are.
 //!
+//! # Statistics
+//! The window ([`BreakerConfigBuilder::window`], 10 s in 10 buckets by default) counts
+//! successes, failures, timeouts, bulkhead rejections, slow calls and latency of the calls
+//! the circuit admitted, and the calls it rejected as short circuits (in a time window
+//! only: in a count window they would push real outcomes out). It is cleared when the
+//! circuit closes from half-open and on [`reset`](BreakerHandle::reset), so a closed
+//! circuit judges only what happened since it closed. [`BreakerHandle::metrics`] reads
+//! it, with the consecutive-failure count and the trip counts.
+//!
 //! # Cost
 //! On a closed circuit a call costs one atomic load and one clock read to admit; one
 //! clock read, one more load, a few striped atomic adds in the window and one read of the
-//! consecutive-failure counter to complete. No lock, no allocation, and no write to a
-//! cache line that other threads write on success. Locks are taken only to change state
-//! (and to deliver events when somebody listens).
+//! consecutive-failure counter to complete; and the response future holds a reference
+//! to a small record owned by the service clone that made it (one uncontended
+//! reference-count increment and decrement). No lock, no allocation, and, as long as
+//! each thread calls its own clone, no write to a cache line that another thread writes
+//! on success. Locks are taken only to change state (and to deliver events when somebody
+//! listens).
 //!
 //! # Events
 //! Transitions and rejections go to the [`on_event`](BreakerConfigBuilder::on_event)

@@ -47,10 +47,8 @@ impl TripPolicy {
         let volume = s.total >= self.minimum_requests && s.total > 0;
         let reached =
             |count: u64, of: u64, threshold: f64| count as f64 * 100.0 >= threshold * of as f64;
-        if let Some(n) = self.consecutive_failures {
-            if s.consecutive_failures >= n {
-                return Some(TransitionReason::ConsecutiveFailures);
-            }
+        if self.run_trips(s.consecutive_failures) {
+            return Some(TransitionReason::ConsecutiveFailures);
         }
         if let Some(threshold) = self.error_percentage {
             if volume && s.errors > 0 && reached(s.errors, s.total, threshold) {
@@ -63,6 +61,17 @@ impl TripPolicy {
             }
         }
         None
+    }
+
+    /// Whether any condition reads the window (a percentage is configured).
+    pub(crate) fn reads_window(&self) -> bool {
+        self.error_percentage.is_some() || self.slow_call_percentage.is_some()
+    }
+
+    /// Whether a run of `consecutive_failures` trips on its own.
+    pub(crate) fn run_trips(&self, consecutive_failures: u32) -> bool {
+        self.consecutive_failures
+            .is_some_and(|n| consecutive_failures >= n)
     }
 
     /// Whether any condition reads the slow-call count.

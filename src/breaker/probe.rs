@@ -14,13 +14,15 @@
 //! period starts a whole open period after any earlier probe started. So a late holder
 //! can never give back somebody else's permit.
 
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A taken probe permit: which slot, and the ticket written in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ProbePermit {
     slot: u32,
-    ticket: u64,
+    /// Never zero (zero marks a free slot), which also keeps `Option<ProbePermit>` small.
+    ticket: NonZeroU64,
 }
 
 /// The probe slots of one circuit. See the [module docs](self).
@@ -41,13 +43,14 @@ impl HalfOpenProbes {
 
     /// Takes a free or expired permit at `now`, if there is one.
     pub(crate) fn try_acquire(&self, now: u64) -> Option<ProbePermit> {
-        let ticket = now.saturating_add(self.max_wait);
+        // `max_wait >= 1`, so the ticket is never zero.
+        let ticket = NonZeroU64::new(now.saturating_add(self.max_wait)).unwrap_or(NonZeroU64::MAX);
         for (slot, cell) in self.slots.iter().enumerate() {
             let held = cell.load(Ordering::Acquire);
             let free = held == 0 || now >= held;
             if free
                 && cell
-                    .compare_exchange(held, ticket, Ordering::AcqRel, Ordering::Acquire)
+                    .compare_exchange(held, ticket.get(), Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
             {
                 return Some(ProbePermit {
@@ -63,7 +66,7 @@ impl HalfOpenProbes {
     /// cleared): only then does its probe's result count.
     pub(crate) fn release(&self, permit: ProbePermit) -> bool {
         self.slots[permit.slot as usize]
-            .compare_exchange(permit.ticket, 0, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(permit.ticket.get(), 0, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
     }
 
@@ -72,6 +75,11 @@ impl HalfOpenProbes {
         for cell in self.slots.iter() {
             cell.store(0, Ordering::Release);
         }
+    }
+
+    /// How many permits there are.
+    pub(crate) fn permits(&self) -> u32 {
+        self.slots.len() as u32
     }
 
     /// Permits held and not yet expired at `now`.

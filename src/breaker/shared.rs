@@ -76,7 +76,8 @@ pub(crate) struct SharedCircuit {
     /// Short circuits go into time windows; in a count window they would push real
     /// outcomes out, so they are left out of it.
     record_short_circuits: bool,
-    circuit: Mutex<Circuit>,
+    /// Written by transitions and `metrics()`: kept off the lines the call path reads.
+    circuit: CachePadded<Mutex<Circuit>>,
     events: EventHub,
 }
 
@@ -100,7 +101,7 @@ impl SharedCircuit {
             policy: config.policy,
             slow_nanos: config.slow_call_threshold.map_or(u64::MAX, duration_nanos),
             record_short_circuits: matches!(config.window.kind(), WindowKind::Time { .. }),
-            circuit: Mutex::new(circuit),
+            circuit: CachePadded(Mutex::new(circuit)),
             events: EventHub::new(config.on_event.clone(), config.event_buffer),
         }
     }
@@ -135,19 +136,8 @@ impl SharedCircuit {
         let mut now = self.clock.now();
         for _ in 0..ADMISSION_ATTEMPTS {
             match word.state() {
-                CircuitState::Closed | CircuitState::MetricsOnly => {
-                    return Ok(Admission {
-                        word,
-                        start: now,
-                        probe: None,
-                    })
-                }
-                CircuitState::ForcedClosed => {
-                    return Ok(Admission {
-                        word,
-                        start: 0,
-                        probe: None,
-                    })
+                CircuitState::Closed | CircuitState::MetricsOnly | CircuitState::ForcedClosed => {
+                    return Ok(Self::pass(word, now))
                 }
                 CircuitState::ForcedOpen => {
                     return Err(self.reject(CircuitState::ForcedOpen, now, BreakerOpen::forced()))
@@ -161,32 +151,41 @@ impl SharedCircuit {
                     self.transition(|c| c.open_period_elapsed(word.generation(), now));
                 }
                 CircuitState::HalfOpen => {
-                    if let Some(permit) = self.probes.try_acquire(now) {
-                        // The permit is only good for the half-open period it was taken
-                        // in: check that the period did not end meanwhile.
-                        if self.load_word() == word {
-                            return Ok(Admission {
-                                word,
-                                start: now,
-                                probe: Some(permit),
-                            });
-                        }
-                        self.probes.release(permit);
-                    } else {
-                        return Err(self.reject(
-                            CircuitState::HalfOpen,
-                            now,
-                            BreakerOpen::new(Duration::ZERO),
-                        ));
+                    let Some(permit) = self.probes.try_acquire(now) else {
+                        let all_taken = BreakerOpen::new(Duration::ZERO);
+                        return Err(self.reject(CircuitState::HalfOpen, now, all_taken));
+                    };
+                    // The permit is only good for the half-open period it was taken in:
+                    // check that the period did not end meanwhile.
+                    if self.load_word() == word {
+                        return Ok(Admission {
+                            word,
+                            start: now,
+                            probe: Some(permit),
+                        });
                     }
+                    self.probes.release(permit);
                 }
             }
             word = self.load_word();
             now = self.clock.now();
         }
+        if word.state().admits_all() {
+            return Ok(Self::pass(word, now));
+        }
         // The state changed under this call on every attempt: an extreme race. Reject
         // rather than spin; the caller may retry at once.
         Err(self.reject(word.state(), now, BreakerOpen::new(Duration::ZERO)))
+    }
+
+    /// Admission in a state that admits every call.
+    fn pass(word: Word, now: u64) -> Admission {
+        let records = word.state() != CircuitState::ForcedClosed;
+        Admission {
+            word,
+            start: if records { now } else { 0 },
+            probe: None,
+        }
     }
 
     fn reject(&self, state: CircuitState, now: u64, error: BreakerOpen) -> BreakerOpen {
@@ -206,6 +205,7 @@ impl SharedCircuit {
 
     /// A call admitted under `admission` was dropped before it finished: give its probe
     /// permit back (a cancelled call counts as nothing).
+    #[inline]
     pub(crate) fn abandon(&self, admission: &mut Admission) {
         if let Some(permit) = admission.take_probe() {
             self.probes.release(permit);
@@ -268,14 +268,19 @@ impl SharedCircuit {
 
     #[cold]
     fn evaluate(&self, word: Word, now: u64, consecutive_failures: u32) {
-        let counts = self.window.counts(now);
-        let sample = TripSample {
-            total: counts.total(),
-            errors: counts.errors(),
-            completed: counts.completed(),
-            slow: counts.slow_calls,
+        let mut sample = TripSample {
             consecutive_failures,
+            ..TripSample::default()
         };
+        // The run of failures alone may decide; only read the window when a percentage
+        // has to be checked.
+        if self.policy.reads_window() && !self.policy.run_trips(consecutive_failures) {
+            let counts = self.window.counts(now);
+            sample.total = counts.total();
+            sample.errors = counts.errors();
+            sample.completed = counts.completed();
+            sample.slow = counts.slow_calls;
+        }
         if let Some(reason) = self.policy.verdict(&sample) {
             self.transition(|c| c.trip(word.generation(), now, reason));
         }
@@ -312,6 +317,21 @@ impl SharedCircuit {
 
     pub(crate) fn state(&self) -> CircuitState {
         self.load_word().state()
+    }
+
+    /// Whether a call made now would be admitted, without admitting it (no permit taken,
+    /// no transition, nothing recorded).
+    pub(crate) fn is_call_permitted(&self) -> bool {
+        let word = self.load_word();
+        match word.state() {
+            CircuitState::Closed | CircuitState::ForcedClosed | CircuitState::MetricsOnly => true,
+            CircuitState::ForcedOpen => false,
+            CircuitState::Open => self.clock.now() >= self.open_until.load(Ordering::Acquire),
+            CircuitState::HalfOpen => {
+                let now = self.clock.now();
+                self.probes.in_flight(now) < self.probes.permits()
+            }
+        }
     }
 
     pub(crate) fn force(&self, to: CircuitState) {

@@ -417,6 +417,20 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         self.scratch = polling;
     }
 
+    #[cfg(debug_assertions)]
+    pub(crate) fn check_invariants(&self) {
+        for (pos, &slot) in self.ready.iter().enumerate() {
+            let m = &self.metas[slot as usize];
+            assert!(m.live, "ready slot {slot} not live");
+            assert_eq!(m.ready_pos as usize, pos, "slot {slot} ready_pos");
+            assert!(self.services[slot as usize].is_some());
+        }
+        for (pos, &slot) in self.members.iter().enumerate() {
+            assert_eq!(self.metas[slot as usize].member_pos as usize, pos);
+        }
+        assert_eq!(self.members.len(), self.keys.len());
+    }
+
     /// The slot at ready `position` takes a call: it stays in the ready list (so the
     /// order is stable) but must be re-polled before the next pick.
     #[inline]

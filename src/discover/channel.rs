@@ -12,7 +12,9 @@ use tower::discover::Change;
 use super::Weighted;
 
 /// A discovery source fed by [`ChannelHandle`]s: each `insert` or `remove` on a handle
-/// becomes one change, delivered in order. The stream ends when every handle is dropped
+/// becomes one change, delivered in order, and a change sent before the balancer's next
+/// `poll_ready` is applied by it (even when the task has used up tokio's cooperative
+/// budget). The stream ends when every handle is dropped
 /// (the balancer keeps the endpoints it has).
 ///
 /// ```
@@ -86,7 +88,13 @@ impl<K, S> Stream for ChannelSet<K, S> {
     type Item = Result<Change<K, Weighted<S>>, Infallible>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx).map(|c| c.map(Ok))
+        // `try_recv` first: it is not subject to tokio's cooperative budget, so a change
+        // already sent is seen by the very next `poll_ready`, even in a busy task.
+        match self.rx.try_recv() {
+            Ok(change) => Poll::Ready(Some(Ok(change))),
+            Err(mpsc::error::TryRecvError::Disconnected) => Poll::Ready(None),
+            Err(mpsc::error::TryRecvError::Empty) => self.rx.poll_recv(cx).map(|c| c.map(Ok)),
+        }
     }
 }
 

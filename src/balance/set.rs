@@ -476,11 +476,13 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         if self.attention.swap(false, Ordering::AcqRel) {
             self.eject_failing(now);
         }
-        if self.ejected > 0 {
-            self.lift_expired(now);
-        }
+        // Sweep before lifting: an ejection ending at an interval boundary still counts as
+        // ejected for that interval, so its ejection count does not decay at once.
         if now >= self.next_sweep {
             self.sweep(now);
+        }
+        if self.ejected > 0 {
+            self.lift_expired(now);
         }
         if now >= self.next_slow_start {
             self.step_slow_start(now);

@@ -127,7 +127,9 @@ async fn churn<P: Picker + Send + 'static>(picker: P, changes: usize, requests: 
     let mut next_key = 0u32;
     for _ in 0..10 {
         present.lock().insert(next_key);
-        handle.insert(next_key, endpoint(next_key), 1 + next_key % 4).unwrap();
+        handle
+            .insert(next_key, endpoint(next_key), 1 + next_key % 4)
+            .unwrap();
         next_key += 1;
     }
     let mut balance = Builder::new(Reporting {
@@ -177,7 +179,11 @@ async fn churn<P: Picker + Send + 'static>(picker: P, changes: usize, requests: 
     assert_eq!(tally.wrong_endpoint.load(Ordering::SeqCst), 0);
     assert_eq!(tally.not_a_member.load(Ordering::SeqCst), 0);
     assert_eq!(tally.active.load(Ordering::SeqCst), 0);
-    assert_eq!(balance.in_flight(), 0, "every in-flight count returns to zero");
+    assert_eq!(
+        balance.in_flight(),
+        0,
+        "every in-flight count returns to zero"
+    );
     let served = tally.served.load(Ordering::SeqCst);
     assert!(
         served + no_endpoints as usize >= requests * 9 / 10,

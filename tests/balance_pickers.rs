@@ -383,3 +383,58 @@ async fn out_of_range_pick_is_reduced_not_trusted() {
     let mut b = Balance::new(list, Wild);
     assert_eq!(send(&mut b, 0).await, "b");
 }
+
+/// An endpoint that answers after a fixed delay (on tokio's clock).
+#[derive(Clone)]
+struct Delayed {
+    name: &'static str,
+    delay: std::time::Duration,
+}
+
+impl Service<u64> for Delayed {
+    type Response = &'static str;
+    type Error = Infallible;
+    type Future = Reply;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: u64) -> Reply {
+        let (name, delay) = (self.name, self.delay);
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            Ok(name)
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn p2c_peak_ewma_prefers_the_faster_endpoint() {
+    use std::time::Duration;
+    let ms = Duration::from_millis;
+    let list = FixedList::unweighted([
+        (
+            "fast",
+            Delayed {
+                name: "fast",
+                delay: ms(10),
+            },
+        ),
+        (
+            "slow",
+            Delayed {
+                name: "slow",
+                delay: ms(200),
+            },
+        ),
+    ]);
+    let mut b = Builder::new(PowerOfTwoChoices::seeded(8).peak_ewma(ms(50)))
+        .clock(palisade::clock::Clock::tokio())
+        .build(list)
+        .unwrap();
+    let c = counts(&picks(&mut b, 200).await);
+    let slow = c.get("slow").copied().unwrap_or(0);
+    assert!(slow <= 2, "slow took {slow}");
+    assert_eq!(c["fast"] + slow, 200);
+}

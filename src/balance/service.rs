@@ -217,8 +217,6 @@ where
                 }
             }
             self.set.poll_endpoints::<Req>();
-            #[cfg(debug_assertions)]
-            self.set.check_invariants();
             if self.set.ready_len() > 0 {
                 self.waiting_until = None;
                 self.fail_next = false;

@@ -97,6 +97,9 @@ pub(crate) struct EndpointSet<K, S> {
     ramping: bool,
     next_sweep: u64,
     next_slow_start: u64,
+    /// The earliest end of a current ejection (may be early after a removal, which only
+    /// costs one idle housekeeping pass).
+    next_lift: u64,
     decay_ns: f64,
 }
 
@@ -132,6 +135,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             ramping: false,
             next_sweep,
             next_slow_start: u64::MAX,
+            next_lift: u64::MAX,
             decay_ns,
         }
     }
@@ -417,20 +421,6 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         self.scratch = polling;
     }
 
-    #[cfg(debug_assertions)]
-    pub(crate) fn check_invariants(&self) {
-        for (pos, &slot) in self.ready.iter().enumerate() {
-            let m = &self.metas[slot as usize];
-            assert!(m.live, "ready slot {slot} not live");
-            assert_eq!(m.ready_pos as usize, pos, "slot {slot} ready_pos");
-            assert!(self.services[slot as usize].is_some());
-        }
-        for (pos, &slot) in self.members.iter().enumerate() {
-            assert_eq!(self.metas[slot as usize].member_pos as usize, pos);
-        }
-        assert_eq!(self.members.len(), self.keys.len());
-    }
-
     /// The slot at ready `position` takes a call: it stays in the ready list (so the
     /// order is stable) but must be re-polled before the next pick.
     #[inline]
@@ -459,15 +449,9 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
 
     /// The clock reading at which [`housekeep`](Self::housekeep) next has work.
     pub(crate) fn next_housekeeping(&self) -> u64 {
-        let mut t = self.next_sweep.min(self.next_slow_start);
-        if self.ejected > 0 {
-            for &slot in &self.members {
-                if let Some(until) = self.metas[slot as usize].ejection.ejected_until {
-                    t = t.min(until);
-                }
-            }
-        }
-        t
+        self.next_sweep
+            .min(self.next_slow_start)
+            .min(self.next_lift)
     }
 
     /// Applies consecutive-failure ejections, lifts expired ejections, runs the
@@ -481,7 +465,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         if now >= self.next_sweep {
             self.sweep(now);
         }
-        if self.ejected > 0 {
+        if now >= self.next_lift {
             self.lift_expired(now);
         }
         if now >= self.next_slow_start {
@@ -506,9 +490,10 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         if m.ejection.is_ejected() {
             return false;
         }
-        let _until = m.ejection.eject(detection, now);
+        let until = m.ejection.eject(detection, now);
         #[cfg(feature = "tracing")]
-        tracing::debug!(slot, until = _until, "endpoint ejected");
+        tracing::debug!(slot, until, "endpoint ejected");
+        self.next_lift = self.next_lift.min(until);
         self.ejected += 1;
         self.counters.ejections += 1;
         self.sync_ready(slot);
@@ -534,14 +519,19 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
     }
 
     fn lift_expired(&mut self, now: u64) {
+        self.next_lift = u64::MAX;
         for k in 0..self.members.len() {
             let slot = self.members[k];
             let m = &mut self.metas[slot as usize];
-            if m.ejection.ejected_until.is_some_and(|until| until <= now) {
-                m.ejection.ejected_until = None;
-                m.stats.reset_consecutive_failures();
-                self.ejected -= 1;
-                self.sync_ready(slot);
+            match m.ejection.ejected_until {
+                Some(until) if until <= now => {
+                    m.ejection.ejected_until = None;
+                    m.stats.reset_consecutive_failures();
+                    self.ejected -= 1;
+                    self.sync_ready(slot);
+                }
+                Some(until) => self.next_lift = self.next_lift.min(until),
+                None => {}
             }
         }
         self.refresh_panic();
@@ -628,6 +618,152 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
                 let slot = self.members[k];
                 self.sync_ready(slot);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parking_lot::Mutex;
+    use proptest::prelude::*;
+    use std::future::{ready, Ready};
+
+    /// 0: ready, 1: pending, 2: fails.
+    #[derive(Default)]
+    struct Switch {
+        state: Mutex<(u8, Option<Waker>)>,
+    }
+
+    impl Switch {
+        fn set(&self, state: u8) {
+            let mut g = self.state.lock();
+            g.0 = state;
+            if let Some(w) = g.1.take() {
+                w.wake();
+            }
+        }
+    }
+
+    struct Fake(Arc<Switch>);
+
+    impl Service<()> for Fake {
+        type Response = ();
+        type Error = std::io::Error;
+        type Future = Ready<Result<(), std::io::Error>>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), std::io::Error>> {
+            let mut g = self.0.state.lock();
+            match g.0 {
+                0 => Poll::Ready(Ok(())),
+                1 => {
+                    g.1 = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+                _ => Poll::Ready(Err(std::io::Error::other("down"))),
+            }
+        }
+
+        fn call(&mut self, _: ()) -> Self::Future {
+            ready(Ok(()))
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u8, u32),
+        Remove(u8),
+        Set(u8, u8),
+        Poll,
+        Call(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..12u8, 1..5u32).prop_map(|(k, w)| Op::Insert(k, w)),
+            (0..12u8).prop_map(Op::Remove),
+            (
+                0..12u8,
+                prop_oneof![4 => Just(0u8), 3 => Just(1u8), 1 => Just(2u8)]
+            )
+                .prop_map(|(k, s)| Op::Set(k, s)),
+            Just(Op::Poll),
+            any::<usize>().prop_map(Op::Call),
+        ]
+    }
+
+    fn check(set: &EndpointSet<u8, Fake>, after_poll: bool) {
+        for (pos, &slot) in set.ready.iter().enumerate() {
+            let m = &set.metas[slot as usize];
+            assert!(m.live, "ready slot {slot} is not a member");
+            assert_eq!(m.ready_pos as usize, pos);
+            assert!(set.services[slot as usize].is_some());
+            if after_poll {
+                assert_eq!(
+                    m.readiness,
+                    Readiness::Reserved,
+                    "unreserved slot {slot} pickable"
+                );
+            }
+        }
+        for (pos, &slot) in set.members.iter().enumerate() {
+            let m = &set.metas[slot as usize];
+            assert_eq!(m.member_pos as usize, pos);
+            if after_poll && m.readiness == Readiness::Reserved {
+                assert!(
+                    m.ready_position().is_some(),
+                    "reserved slot {slot} not pickable"
+                );
+            }
+        }
+        assert_eq!(set.members.len(), set.keys.len());
+        for (&k, &slot) in &set.keys {
+            assert!(
+                set.metas[slot as usize].live,
+                "key {k} maps to a vacant slot"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn ready_list_always_holds_exactly_the_reserved_members(ops in prop::collection::vec(op(), 1..200)) {
+            let mut set: EndpointSet<u8, Fake> = EndpointSet::new(None, None, 1e9, 0);
+            let mut switches: std::collections::HashMap<u8, Arc<Switch>> = Default::default();
+            let mut held = Vec::new();
+            for op in ops {
+                let mut polled = false;
+                match op {
+                    Op::Insert(k, w) => {
+                        let sw = switches.entry(k).or_default().clone();
+                        set.upsert(k, k as u64, Fake(sw), w, 0);
+                    }
+                    Op::Remove(k) => set.remove_key(&k),
+                    Op::Set(k, s) => {
+                        if let Some(sw) = switches.get(&k) {
+                            sw.set(s);
+                        }
+                    }
+                    Op::Poll => {
+                        set.poll_endpoints::<()>();
+                        polled = true;
+                    }
+                    Op::Call(i) => {
+                        set.poll_endpoints::<()>();
+                        if set.ready_len() > 0 {
+                            let pos = i % set.ready_len();
+                            let (svc, stats) = set.begin_call(pos);
+                            drop(svc.call(()));
+                            held.push(stats);
+                        }
+                    }
+                }
+                check(&set, polled);
+            }
+            for s in held.drain(..) {
+                s.end();
+            }
+            prop_assert_eq!(set.in_flight(), 0);
         }
     }
 }

@@ -14,12 +14,18 @@ use super::{mix64, Candidates, PickRng, Picker};
 /// again. Requests without a key (no [`HashKey`](super::super::HashKey) configured, or it
 /// returned `None`) go to a random ready endpoint.
 ///
-/// The ring is rebuilt when membership or discovered weights change; a pick is a binary
-/// search, O(log(points)).
+/// The ring is rebuilt when membership or discovered weights change. A pick jumps through
+/// a bucket index to its point: O(1) expected, plus the walk past endpoints that are not
+/// ready.
 #[derive(Debug, Clone)]
 pub struct ConsistentHash {
     replicas: u32,
     ring: Vec<(u64, EndpointId)>,
+    /// `buckets[b]`: the first ring position whose point's top bits are `>= b`, so a
+    /// lookup jumps close to its point instead of binary-searching a ring that can be
+    /// megabytes long.
+    buckets: Vec<u32>,
+    shift: u32,
     epochs: Option<(u64, u64)>,
     weights: Vec<(EndpointId, u32)>,
     rng: PickRng,
@@ -37,6 +43,8 @@ impl ConsistentHash {
         Self {
             replicas: replicas.max(1),
             ring: Vec::new(),
+            buckets: Vec::new(),
+            shift: 63,
             epochs: None,
             weights: Vec::new(),
             rng: PickRng::seeded(0x5eed),
@@ -55,6 +63,33 @@ impl ConsistentHash {
             self.weights.push((e.id(), e.weight()));
         }
         self.ring.sort_unstable();
+        self.index();
+    }
+
+    fn index(&mut self) {
+        let bits = (self.ring.len().max(2) as u64)
+            .next_power_of_two()
+            .trailing_zeros();
+        self.shift = 64 - bits;
+        let n = 1usize << bits;
+        self.buckets.clear();
+        self.buckets.reserve(n + 1);
+        let mut i = 0usize;
+        for b in 0..n as u64 {
+            while i < self.ring.len() && (self.ring[i].0 >> self.shift) < b {
+                i += 1;
+            }
+            self.buckets.push(i as u32);
+        }
+    }
+
+    /// The first ring position whose point is `>= point` (may equal the ring's length).
+    fn locate(&self, point: u64) -> usize {
+        let mut i = self.buckets[(point >> self.shift) as usize] as usize;
+        while i < self.ring.len() && self.ring[i].0 < point {
+            i += 1;
+        }
+        i
     }
 
     fn weights_changed(&self, candidates: &Candidates<'_>) -> bool {
@@ -96,7 +131,7 @@ impl Picker for ConsistentHash {
             return 0;
         }
         let point = Self::point(key);
-        let start = self.ring.partition_point(|&(p, _)| p < point);
+        let start = self.locate(point);
         let len = self.ring.len();
         for step in 0..len {
             let (_, id) = self.ring[(start + step) % len];
@@ -105,5 +140,25 @@ impl Picker for ConsistentHash {
             }
         }
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_index_finds_the_same_position_as_a_binary_search() {
+        let mut ch = ConsistentHash::with_replicas(1);
+        let id = EndpointId::new(0, 0);
+        ch.ring = (0..1000u64).map(|i| (mix64(i), id)).collect();
+        ch.ring.sort_unstable();
+        ch.index();
+        for k in 0..10_000u64 {
+            let p = mix64(k ^ 0xabc);
+            assert_eq!(ch.locate(p), ch.ring.partition_point(|&(q, _)| q < p));
+        }
+        assert_eq!(ch.locate(u64::MAX), ch.ring.len());
+        assert_eq!(ch.locate(0), 0);
     }
 }

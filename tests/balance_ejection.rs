@@ -285,3 +285,34 @@ async fn slow_start_ramps_a_new_endpoints_share() {
     let picks = run(&mut b, 30).await;
     assert_eq!(share(&picks), 10);
 }
+
+#[tokio::test(start_paused = true)]
+async fn request_waits_for_an_ejection_to_end_when_every_endpoint_is_ejected() {
+    let detection = OutlierDetection::builder()
+        .consecutive_failures(1)
+        .success_rate(false)
+        .base_ejection_time(Duration::from_secs(3))
+        .max_ejection_percent(100)
+        .panic_threshold_percent(0)
+        .build()
+        .unwrap();
+    let only = ep("only", Mode::Failing);
+    let failing = only.failing.clone();
+    let list = FixedList::unweighted([("only", only)]);
+    let mut b = Builder::new(RoundRobin::new())
+        .clock(Clock::tokio())
+        .no_endpoint_deadline(Duration::from_secs(10))
+        .outlier_detection(detection)
+        .build(list)
+        .unwrap();
+    assert!(b.ready().await.unwrap().call(()).await.is_err());
+    failing.store(false, Ordering::SeqCst);
+    let start = tokio::time::Instant::now();
+    let served = b.ready().await.unwrap().call(()).await.unwrap();
+    assert_eq!(served, "only");
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(3),
+        "woken by the ejection's end, not the no-endpoint deadline"
+    );
+}

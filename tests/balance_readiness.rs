@@ -464,3 +464,30 @@ async fn futures_are_send_and_static() {
     let _ = Gate::close;
     fut.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn enormous_durations_do_not_overflow() {
+    let a = Gate::closed();
+    let list = FixedList::unweighted([("a", gated("a", &a))]);
+    let detection = palisade::balance::OutlierDetection::builder()
+        .interval(Duration::MAX)
+        .base_ejection_time(Duration::MAX)
+        .max_ejection_time(Duration::MAX)
+        .build()
+        .unwrap();
+    let slow_start = palisade::balance::SlowStart::builder()
+        .window(Duration::MAX)
+        .build()
+        .unwrap();
+    let mut bal = Builder::new(RoundRobin::new())
+        .no_endpoint_deadline(Duration::MAX)
+        .latency_decay(Duration::MAX)
+        .outlier_detection(detection)
+        .slow_start(slow_start)
+        .build(list)
+        .unwrap();
+    let mut waiting = task::spawn(bal.ready());
+    assert!(waiting.poll().is_pending());
+    a.open();
+    assert!(waiting.poll().is_ready());
+}

@@ -69,8 +69,8 @@ impl OutlierDetection {
 
     /// How long the `times`-th ejection of one endpoint lasts, in nanoseconds.
     pub(crate) fn ejection_nanos(&self, times: u32) -> u64 {
-        let base = self.base_ejection_time.as_nanos() as u64;
-        let max = self.max_ejection_time.as_nanos() as u64;
+        let base = super::nanos(self.base_ejection_time);
+        let max = super::nanos(self.max_ejection_time);
         base.saturating_mul(times.max(1) as u64).min(max)
     }
 

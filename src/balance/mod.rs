@@ -40,7 +40,10 @@
 //!   `poll_ready` returns `Ready(Ok(()))` and the next `call`'s future fails with
 //!   [`NoEndpoints`](crate::error::NoEndpoints). It never waits forever (tower issue
 //!   #824), and it never returns the rejection from `poll_ready`, which would mean the
-//!   balancer itself is dead.
+//!   balancer itself is dead. The wait runs from the first `poll_ready` that found no
+//!   ready endpoint: a caller that abandons a wait and comes back after the deadline,
+//!   with still no endpoint ready, fails at once. Waiting uses tokio's timer, so it needs
+//!   a tokio runtime with time enabled (a zero deadline never waits).
 //! - **Errors.** An endpoint whose `poll_ready` fails is removed and counted
 //!   ([`Balance::removed_on_error`]); requests already in flight on it finish normally.
 //!   An error from the discovery source *is* returned from `poll_ready`: the balancer
@@ -91,3 +94,8 @@ pub use picker::{
 };
 pub use service::{Balance, Builder, Weigher};
 pub use slow_start::{SlowStart, SlowStartBuilder};
+
+/// A duration in nanoseconds, saturating at `u64::MAX` (about 584 years).
+pub(crate) fn nanos(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}

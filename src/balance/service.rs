@@ -37,6 +37,12 @@ fn weight_of<K, S>(_: &K, service: &Weighted<S>) -> u32 {
     service.weight()
 }
 
+/// `now + d`, or about thirty years from now if that overflows.
+fn far_or(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400))
+}
+
 fn hash_of<K: Hash>(key: &K) -> u64 {
     // SipHash with fixed keys: the same key hashes the same in every balancer of one
     // build, so hash rings agree between instances.
@@ -230,7 +236,7 @@ where
             let now = Instant::now();
             let deadline = *self
                 .waiting_until
-                .get_or_insert_with(|| now + self.no_endpoint_deadline);
+                .get_or_insert_with(|| far_or(now, self.no_endpoint_deadline));
             if now >= deadline {
                 // Give up: poll_ready reports ready so that the caller's `call` gets the
                 // typed NoEndpoints error; the next wait starts afresh.

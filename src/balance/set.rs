@@ -110,9 +110,9 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         decay_ns: f64,
         now: u64,
     ) -> Self {
-        let next_sweep = detection.as_ref().map_or(u64::MAX, |d| {
-            now.saturating_add(d.interval.as_nanos() as u64)
-        });
+        let next_sweep = detection
+            .as_ref()
+            .map_or(u64::MAX, |d| now.saturating_add(super::nanos(d.interval)));
         Self {
             metas: Vec::new(),
             services: Vec::new(),
@@ -542,7 +542,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             self.next_sweep = u64::MAX;
             return;
         };
-        self.next_sweep = now.saturating_add(detection.interval.as_nanos() as u64);
+        self.next_sweep = now.saturating_add(super::nanos(detection.interval));
         let counts: Vec<(u32, u32, u32)> = self
             .members
             .iter()

@@ -56,7 +56,7 @@ impl SlowStart {
     }
 
     pub(crate) fn window_nanos(&self) -> u64 {
-        self.window.as_nanos() as u64
+        super::nanos(self.window)
     }
 
     pub(crate) fn step_nanos(&self) -> u64 {

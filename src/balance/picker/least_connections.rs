@@ -16,7 +16,7 @@ pub struct LeastConnections {
 }
 
 impl LeastConnections {
-    /// Unweighted, seeded from the OS.
+    /// Unweighted, seeded from the OS (a clone draws a new seed).
     pub fn new() -> Self {
         Self {
             weighted: false,
@@ -24,7 +24,7 @@ impl LeastConnections {
         }
     }
 
-    /// Unweighted, seeded with `seed` (ties then break reproducibly).
+    /// Unweighted, seeded with `seed` (ties then break reproducibly; a clone repeats the sequence).
     pub fn seeded(seed: u64) -> Self {
         Self {
             weighted: false,

@@ -271,29 +271,55 @@ impl fmt::Debug for Endpoint<'_> {
 }
 
 /// The small, fast, seedable generator the random pickers share.
-#[derive(Debug, Clone)]
-pub(crate) struct PickRng(SmallRng);
+///
+/// A clone of a generator seeded from the OS draws a fresh seed, so balancers made by one
+/// layer do not make the same "random" choices in lockstep; a clone of an explicitly
+/// seeded generator repeats its sequence, for reproducible tests.
+#[derive(Debug)]
+pub(crate) struct PickRng {
+    rng: SmallRng,
+    seeded: bool,
+}
+
+impl Clone for PickRng {
+    fn clone(&self) -> Self {
+        if self.seeded {
+            PickRng {
+                rng: self.rng.clone(),
+                seeded: true,
+            }
+        } else {
+            PickRng::from_entropy()
+        }
+    }
+}
 
 impl PickRng {
     pub(crate) fn seeded(seed: u64) -> Self {
-        PickRng(SmallRng::seed_from_u64(seed))
+        PickRng {
+            rng: SmallRng::seed_from_u64(seed),
+            seeded: true,
+        }
     }
 
     pub(crate) fn from_entropy() -> Self {
-        PickRng(SmallRng::from_rng(&mut rand::rng()))
+        PickRng {
+            rng: SmallRng::from_rng(&mut rand::rng()),
+            seeded: false,
+        }
     }
 
     /// A uniform integer in `0..n` (`n > 0`), by multiply-shift (bias below 2^-32 for
     /// any `n` a balancer can hold).
     #[inline]
     pub(crate) fn below(&mut self, n: usize) -> usize {
-        ((self.0.next_u64() as u128 * n as u128) >> 64) as usize
+        ((self.rng.next_u64() as u128 * n as u128) >> 64) as usize
     }
 
     /// A uniform float in `[0, 1)`.
     #[inline]
     pub(crate) fn unit(&mut self) -> f64 {
-        (self.0.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+        (self.rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 }
 

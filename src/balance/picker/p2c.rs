@@ -29,7 +29,7 @@ pub struct PowerOfTwoChoices {
 }
 
 impl PowerOfTwoChoices {
-    /// Compares in-flight counts; seeded from the OS.
+    /// Compares in-flight counts; seeded from the OS (a clone draws a new seed).
     pub fn new() -> Self {
         Self {
             cost: Cost::InFlight,
@@ -37,7 +37,7 @@ impl PowerOfTwoChoices {
         }
     }
 
-    /// Compares in-flight counts; seeded with `seed`.
+    /// Compares in-flight counts; seeded with `seed` (a clone repeats the sequence).
     pub fn seeded(seed: u64) -> Self {
         Self {
             cost: Cost::InFlight,

@@ -61,12 +61,12 @@ impl AliasTable {
 }
 
 impl Random {
-    /// Uniform, seeded from the OS.
+    /// Uniform, seeded from the OS (a clone draws a new seed).
     pub fn new() -> Self {
         Self::with_rng(PickRng::from_entropy())
     }
 
-    /// Uniform, seeded with `seed`.
+    /// Uniform, seeded with `seed` (a clone repeats the sequence).
     pub fn seeded(seed: u64) -> Self {
         Self::with_rng(PickRng::seeded(seed))
     }

@@ -285,15 +285,14 @@ where
         }
         let key = self.key.hash_key(&req);
         let len = self.set.ready_len();
-        let mut position = self.picker.pick(&self.set.candidates(&self.clock), key);
+        let now = self.track_latency.then(|| self.clock.now());
+        let mut position = self
+            .picker
+            .pick(&self.set.candidates(&self.clock, now), key);
         if position >= len {
             position %= len;
         }
-        let start = if self.track_latency {
-            Some((self.clock.clone(), self.clock.now()))
-        } else {
-            None
-        };
+        let start = now.map(|now| (self.clock.clone(), now));
         let classify = self.track_outcomes.then(|| self.classify.clone());
         let (service, stats) = self.set.begin_call(position);
         let future = service.call(req);

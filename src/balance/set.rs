@@ -143,12 +143,13 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
     // ----- views ---------------------------------------------------------------------
 
     #[inline]
-    pub(crate) fn candidates<'a>(&'a self, clock: &'a Clock) -> Candidates<'a> {
+    pub(crate) fn candidates<'a>(&'a self, clock: &'a Clock, now: Option<u64>) -> Candidates<'a> {
         Candidates {
             ready: &self.ready,
             members: &self.members,
             metas: &self.metas,
             clock,
+            now,
             members_epoch: self.members_epoch,
             weights_epoch: self.weights_epoch,
         }

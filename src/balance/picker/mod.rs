@@ -97,6 +97,8 @@ pub struct Candidates<'a> {
     pub(crate) members: &'a [u32],
     pub(crate) metas: &'a [Meta],
     pub(crate) clock: &'a Clock,
+    /// The clock reading taken by `call` when it times the request anyway.
+    pub(crate) now: Option<u64>,
     pub(crate) members_epoch: u64,
     pub(crate) weights_epoch: u64,
 }
@@ -170,10 +172,11 @@ impl<'a> Candidates<'a> {
         self.weights_epoch
     }
 
-    /// The balancer's clock reading now, in nanoseconds.
+    /// The balancer's clock reading now, in nanoseconds (read once per request when the
+    /// balancer times requests, so repeated calls may return the same value).
     #[inline]
     pub fn now(&self) -> u64 {
-        self.clock.now()
+        self.now.unwrap_or_else(|| self.clock.now())
     }
 }
 

@@ -491,3 +491,61 @@ async fn enormous_durations_do_not_overflow() {
     a.open();
     assert!(waiting.poll().is_ready());
 }
+
+#[tokio::test]
+async fn weighted_random_keeps_proportions_among_the_ready_endpoints() {
+    let (a, b, c) = (Gate::default(), Gate::default(), Gate::closed());
+    let list = FixedList::builder()
+        .endpoint("a", gated("a", &a), 1)
+        .endpoint("b", gated("b", &b), 2)
+        .endpoint("c", gated("c", &c), 7)
+        .build()
+        .unwrap();
+    let mut bal = Builder::new(palisade::balance::Random::seeded(21).weighted())
+        .build_weighted(list)
+        .unwrap();
+    let n = 30_000;
+    let mut to_b = 0;
+    for _ in 0..n {
+        match send(&mut bal).await.unwrap() {
+            "b" => to_b += 1,
+            "a" => {}
+            other => panic!("{other} is not ready"),
+        }
+    }
+    let share = to_b as f64 / n as f64;
+    assert!((share - 2.0 / 3.0).abs() < 0.015, "b took {share}");
+}
+
+#[tokio::test]
+async fn consistent_hash_falls_through_to_the_next_member_while_the_owner_is_pending() {
+    let gates: Vec<Gate> = (0..5).map(|_| Gate::default()).collect();
+    const NAMES: [&str; 5] = ["a", "b", "c", "d", "e"];
+    let list = FixedList::unweighted((0..5).map(|i| (NAMES[i], gated(NAMES[i], &gates[i]))));
+    let mut bal = Builder::new(palisade::balance::ConsistentHash::new())
+        .hash_key(|k: &u64| *k)
+        .build(list)
+        .unwrap();
+    let mut owner = Vec::new();
+    for k in 0..500u64 {
+        owner.push(bal.ready().await.unwrap().call(k).await.unwrap());
+    }
+    gates[0].close();
+    // "a" is re-polled (and found pending) after its next call; then its keys move.
+    let mut moved = 0;
+    for k in 0..500u64 {
+        let got = bal.ready().await.unwrap().call(k).await.unwrap();
+        if owner[k as usize] == "a" && got != "a" {
+            moved += 1;
+        }
+        if owner[k as usize] != "a" {
+            assert_eq!(got, owner[k as usize], "only the pending owner's keys move");
+        }
+    }
+    assert!(moved > 0);
+    gates[0].open();
+    for k in 0..500u64 {
+        let got = bal.ready().await.unwrap().call(k).await.unwrap();
+        assert_eq!(got, owner[k as usize], "key {k} returns to its owner");
+    }
+}

@@ -549,3 +549,29 @@ async fn consistent_hash_falls_through_to_the_next_member_while_the_owner_is_pen
         assert_eq!(got, owner[k as usize], "key {k} returns to its owner");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_balance_serves_concurrent_callers() {
+    let list = FixedList::unweighted([
+        ("a", gated("a", &Gate::default())),
+        ("b", gated("b", &Gate::default())),
+    ]);
+    let balance = Balance::new(list, RoundRobin::new());
+    let buffer = tower::buffer::Buffer::new(balance, 64);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let mut svc = buffer.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seen = HashSet::new();
+            for _ in 0..50 {
+                seen.insert(svc.ready().await.unwrap().call(0).await.unwrap());
+            }
+            seen
+        }));
+    }
+    let mut all = HashSet::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    assert_eq!(all, HashSet::from(["a", "b"]));
+}

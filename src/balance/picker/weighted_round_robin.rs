@@ -41,11 +41,19 @@ impl WeightedRoundRobin {
             .map(|e| (e.id(), e.effective_weight()))
             .collect();
         let weights = integer_weights(members.iter().map(|m| m.1));
+        let (old_len, old_cursor) = (self.schedule.len(), self.cursor);
         self.schedule = schedule(&weights)
             .into_iter()
             .map(|i| members[i].0)
             .collect();
-        self.cursor = 0;
+        // Resume at the same fraction of the rotation: restarting at 0 on every change
+        // would favour the members whose turns come first when changes are frequent.
+        self.cursor = if old_len == 0 || self.schedule.is_empty() {
+            0
+        } else {
+            (old_cursor as u128 * self.schedule.len() as u128 / old_len as u128) as usize
+                % self.schedule.len()
+        };
     }
 }
 

@@ -439,9 +439,13 @@ async fn layer_and_make_service_forms_build_working_balancers() {
             gated(name, &Gate::default()),
         )]))
     });
-    let mut make_balance = layer.make(make);
+    let mut make_balance = layer.clone().make(make);
     let mut bal = make_balance.ready().await.unwrap().call("m").await.unwrap();
     assert_eq!(send(&mut bal).await.unwrap(), "m");
+
+    let mut via_layer = layer.into_make_layer().layer(make);
+    let mut bal = via_layer.ready().await.unwrap().call("n").await.unwrap();
+    assert_eq!(send(&mut bal).await.unwrap(), "n");
 }
 
 #[test]

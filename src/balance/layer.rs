@@ -3,7 +3,8 @@
 //! - [`BalanceLayer`] turns a discovery source into a balancer:
 //!   `ServiceBuilder::new().layer(layer).service(discover)`.
 //! - [`MakeBalance`] wraps a service that *makes* discovery sources (one per target, as
-//!   `tower::balance::p2c::MakeBalance` does) and answers each target with a balancer.
+//!   `tower::balance::p2c::MakeBalance` does) and answers each target with a balancer;
+//!   [`MakeBalanceLayer`] is its layer form.
 //!
 //! Both hold only a validated configuration and clone the picker for each balancer.
 
@@ -47,6 +48,40 @@ impl<P, H, C> BalanceLayer<P, H, C> {
             make,
             builder: self.builder,
         }
+    }
+
+    /// The same configuration as a layer over make-services: wraps a service that makes
+    /// discovery sources into a [`MakeBalance`].
+    pub fn into_make_layer(self) -> MakeBalanceLayer<P, H, C> {
+        MakeBalanceLayer {
+            builder: self.builder,
+        }
+    }
+}
+
+/// Wraps a service that makes discovery sources into a [`MakeBalance`]. Made by
+/// [`BalanceLayer::into_make_layer`].
+#[derive(Clone)]
+pub struct MakeBalanceLayer<P, H, C> {
+    builder: Builder<P, H, C>,
+}
+
+impl<M, P: Clone, H: Clone, C: Clone> Layer<M> for MakeBalanceLayer<P, H, C> {
+    type Service = MakeBalance<M, P, H, C>;
+
+    fn layer(&self, make: M) -> Self::Service {
+        MakeBalance {
+            make,
+            builder: self.builder.clone(),
+        }
+    }
+}
+
+impl<P: fmt::Debug, H, C> fmt::Debug for MakeBalanceLayer<P, H, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MakeBalanceLayer")
+            .field("builder", &self.builder)
+            .finish()
     }
 }
 

@@ -87,7 +87,7 @@ pub use ejection::{OutlierDetection, OutlierDetectionBuilder};
 pub use endpoint::{EndpointId, Weighted};
 pub use future::ResponseFuture;
 pub use key::{HashKey, NoKey};
-pub use layer::{BalanceLayer, MakeBalance, MakeFuture, WeightedBalanceLayer};
+pub use layer::{BalanceLayer, MakeBalance, MakeBalanceLayer, MakeFuture, WeightedBalanceLayer};
 pub use picker::{
     Candidates, ConsistentHash, Cost, Endpoint, LeastConnections, Picker, PowerOfTwoChoices,
     Random, RoundRobin, WeightedRoundRobin,

@@ -14,6 +14,8 @@
 //! | [`bulkhead`] | a cap on concurrent calls: fail fast, or queue FIFO for a bounded wait |
 //! | [`preset`] | the Hystrix command: breaker over bulkhead over timeout, with Hystrix's knobs |
 //! | [`timeout`] | a deadline per call, with an optional per-request override |
+//! | [`balance`] | a load balancer over a changing endpoint set, with pluggable pickers |
+//! | [`discover`] | simple endpoint sources: a fixed list, a channel-fed set |
 //!
 //! [tower]: https://docs.rs/tower
 #![warn(missing_docs)]
@@ -21,8 +23,10 @@
 
 pub mod breaker;
 pub mod bulkhead;
+pub mod balance;
 pub mod classify;
 pub mod clock;
+pub mod discover;
 pub mod error;
 pub mod preset;
 pub mod timeout;

@@ -1,0 +1,101 @@
+//! Load balancing over a changing set of endpoints.
+//!
+//! [`Balance`] is a tower [`Service`](tower_service::Service) over any
+//! [`Discover`](tower::discover::Discover) source: endpoints arrive and leave as
+//! `Change::Insert` / `Change::Remove`, and each request goes to one ready endpoint chosen
+//! by a [`Picker`]. Build it with [`Builder`], wrap a source with [`BalanceLayer`], or make
+//! one per target with [`MakeBalance`].
+//!
+//! ```
+//! use palisade::balance::{Balance, RoundRobin};
+//! use palisade::discover::FixedList;
+//! use tower::{service_fn, Service, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), palisade::BoxError> {
+//! let echo = |name: &'static str| service_fn(move |_: ()| async move { Ok::<_, std::io::Error>(name) });
+//! let list = FixedList::unweighted([("a", echo("a")), ("b", echo("b"))]);
+//! let mut balance = Balance::new(list, RoundRobin::new());
+//! assert_eq!(balance.ready().await?.call(()).await?, "a");
+//! assert_eq!(balance.ready().await?.call(()).await?, "b");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The contract
+//!
+//! - **`poll_ready`** takes every pending change from the discovery source, polls the
+//!   endpoints that need it (just inserted, just called, or woken after being pending),
+//!   and is `Ready` as soon as one endpoint is ready. It never polls all endpoints per
+//!   request: each endpoint is polled with its own waker, allocated once, and only the
+//!   ones that woke are polled again.
+//! - **`call`** asks the picker for one of the ready endpoints and sends the request to
+//!   it. The pick and the send happen in the same `call`, so no index survives between
+//!   `poll_ready` and `call` and a request can never go to an endpoint other than the one
+//!   picked, nor to a removed one (compare tower issue #856).
+//! - **No endpoint.** When no endpoint is ready (none discovered, all pending, all ejected
+//!   outside panic), `poll_ready` is `Pending` for at most the
+//!   [`no_endpoint_deadline`](Builder::no_endpoint_deadline), re-polling discovery and
+//!   endpoints as they wake it, with no new request needed. If the deadline passes,
+//!   `poll_ready` returns `Ready(Ok(()))` and the next `call`'s future fails with
+//!   [`NoEndpoints`](crate::error::NoEndpoints). It never waits forever (tower issue
+//!   #824), and it never returns the rejection from `poll_ready`, which would mean the
+//!   balancer itself is dead. The wait runs from the first `poll_ready` that found no
+//!   ready endpoint: a caller that abandons a wait and comes back after the deadline,
+//!   with still no endpoint ready, fails at once. Waiting uses tokio's timer, so it needs
+//!   a tokio runtime with time enabled (a zero deadline never waits).
+//! - **Errors.** An endpoint whose `poll_ready` fails is removed and counted
+//!   ([`Balance::removed_on_error`]); requests already in flight on it finish normally.
+//!   An error from the discovery source *is* returned from `poll_ready`: the balancer
+//!   can no longer track its endpoints.
+//! - **Inserts replace.** An `Insert` for a key already present replaces the endpoint's
+//!   service and weight but keeps its statistics and ejection history; this is how a
+//!   source updates a weight at runtime.
+//! - **Drop.** Dropping a response future ends its in-flight count at once. Dropping the
+//!   balancer drops its endpoints; their in-flight requests are unaffected.
+//! - `Balance` is not `Clone`; use `tower::buffer::Buffer` to share it. Its futures are
+//!   `Send` when the endpoint futures are. A `call` without a successful `poll_ready`
+//!   does not panic: its future fails with `NoEndpoints`.
+//!
+//! # Weights, health and ejection
+//!
+//! An endpoint's weight comes from its source ([`Builder::build_weighted`] for
+//! [`Weighted`] endpoints, or any [`Weigher`]). [`SlowStart`] ramps a new endpoint's
+//! effective weight up over a window. [`OutlierDetection`] ejects endpoints that fail in
+//! a row or whose success rate is far below the set's, for a time that grows with each
+//! ejection, never more than a set percentage at once, and ignored in panic.
+//!
+//! Per-endpoint health shows up as **readiness**: an endpoint whose `poll_ready` is
+//! `Pending` is skipped and polled again when it wakes its waker. A per-endpoint circuit
+//! breaker plugs in as a layer around each endpoint (see
+//! [`discover::Layered`](crate::discover::Layered)) whose `poll_ready` is `Pending` while
+//! the circuit is open and wakes the waker when a probe is due; it classifies its own
+//! outcomes with [`Classify`](crate::classify::Classify). The balancer needs nothing more.
+
+mod ejection;
+mod endpoint;
+mod future;
+mod key;
+mod layer;
+pub mod picker;
+mod readiness;
+mod service;
+mod set;
+mod slow_start;
+
+pub use ejection::{OutlierDetection, OutlierDetectionBuilder};
+pub use endpoint::{EndpointId, Weighted};
+pub use future::ResponseFuture;
+pub use key::{HashKey, NoKey};
+pub use layer::{BalanceLayer, MakeBalance, MakeBalanceLayer, MakeFuture, WeightedBalanceLayer};
+pub use picker::{
+    Candidates, ConsistentHash, Cost, Endpoint, LeastConnections, Picker, PowerOfTwoChoices,
+    Random, RoundRobin, WeightedRoundRobin,
+};
+pub use service::{Balance, Builder, Weigher};
+pub use slow_start::{SlowStart, SlowStartBuilder};
+
+/// A duration in nanoseconds, saturating at `u64::MAX` (about 584 years).
+pub(crate) fn nanos(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,523 @@
+//! The [`Balance`] service and its [`Builder`].
+
+use std::fmt;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+use tower::discover::{Change, Discover};
+use tower_service::Service;
+
+use super::ejection::OutlierDetection;
+use super::endpoint::{EndpointId, Weighted};
+use super::future::{ResponseFuture, Tracking};
+use super::key::{HashKey, NoKey};
+use super::picker::Picker;
+use super::set::EndpointSet;
+use super::slow_start::SlowStart;
+use crate::classify::{Classify, ErrIsFailure};
+use crate::clock::Clock;
+use crate::error::{BoxError, ConfigError, NoEndpoints};
+
+/// Changes taken from the discovery source per `poll_ready` before serving requests
+/// again, so an endless stream of changes cannot starve callers.
+const MAX_CHANGES_PER_POLL: usize = 1024;
+
+/// Reads an endpoint's weight from its key and service when it is inserted.
+pub type Weigher<K, S> = fn(&K, &S) -> u32;
+
+fn unit_weight<K, S>(_: &K, _: &S) -> u32 {
+    1
+}
+
+fn weight_of<K, S>(_: &K, service: &Weighted<S>) -> u32 {
+    service.weight()
+}
+
+/// `now + d`, or about thirty years from now if that overflows.
+fn far_or(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400))
+}
+
+fn hash_of<K: Hash>(key: &K) -> u64 {
+    // SipHash with fixed keys: the same key hashes the same in every balancer of one
+    // build, so hash rings agree between instances.
+    let mut h = std::hash::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
+}
+
+/// A load balancer over the endpoints of a [`Discover`] source. See the
+/// [module docs](super) for the contract.
+///
+/// `Balance` is not `Clone`: it owns its endpoints and their readiness. Share one between
+/// tasks with `tower::buffer::Buffer`.
+pub struct Balance<D, P, H = NoKey, C = ErrIsFailure>
+where
+    D: Discover,
+{
+    discover: D,
+    discover_done: bool,
+    set: EndpointSet<D::Key, D::Service>,
+    picker: P,
+    key: H,
+    classify: C,
+    weigher: Weigher<D::Key, D::Service>,
+    clock: Clock,
+    track_latency: bool,
+    track_outcomes: bool,
+    no_endpoint_deadline: Duration,
+    waiting_until: Option<Instant>,
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+    fail_next: bool,
+}
+
+impl<D, P> Balance<D, P>
+where
+    D: Discover,
+    D::Key: Hash + Eq,
+    P: Picker,
+{
+    /// A balancer with default settings and unit weights: see [`Builder`] for the rest.
+    pub fn new(discover: D, picker: P) -> Self {
+        Builder::new(picker)
+            .build(discover)
+            .expect("the default configuration is valid")
+    }
+}
+
+impl<D, P, H, C> Balance<D, P, H, C>
+where
+    D: Discover,
+    D::Key: Hash + Eq,
+{
+    /// How many endpoints are members (ready or not).
+    pub fn len(&self) -> usize {
+        self.set.member_count()
+    }
+
+    /// Whether there are no members.
+    pub fn is_empty(&self) -> bool {
+        self.set.member_count() == 0
+    }
+
+    /// How many endpoints are ready and pickable right now.
+    pub fn ready_len(&self) -> usize {
+        self.set.ready_len()
+    }
+
+    /// How many members are ejected by outlier detection.
+    pub fn ejected_len(&self) -> usize {
+        self.set.ejected_count()
+    }
+
+    /// Whether too few members are healthy, so ejections are ignored.
+    pub fn in_panic(&self) -> bool {
+        self.set.in_panic()
+    }
+
+    /// Endpoints removed because their `poll_ready` failed, since creation.
+    pub fn removed_on_error(&self) -> u64 {
+        self.set.counters().removed_on_error
+    }
+
+    /// Ejections by outlier detection, since creation.
+    pub fn ejections(&self) -> u64 {
+        self.set.counters().ejections
+    }
+
+    /// Requests in flight on current members (requests on removed endpoints are no
+    /// longer counted here, but still finish normally).
+    pub fn in_flight(&self) -> usize {
+        self.set.in_flight()
+    }
+
+    /// The id of the member with discovery key `key`.
+    pub fn endpoint_id(&self, key: &D::Key) -> Option<EndpointId> {
+        self.set.id_of(key)
+    }
+
+    /// Whether member `id` is currently ejected (`None` if it is not a member).
+    pub fn is_ejected(&self, id: EndpointId) -> Option<bool> {
+        self.set.meta(id).map(|m| m.ejection.is_ejected())
+    }
+
+    /// The effective weight of member `id` (after slow start).
+    pub fn effective_weight(&self, id: EndpointId) -> Option<f64> {
+        self.set.meta(id).map(|m| m.effective_weight)
+    }
+
+    /// The picker.
+    pub fn picker(&self) -> &P {
+        &self.picker
+    }
+
+    /// The picker, mutably (to change a picker's settings at runtime).
+    pub fn picker_mut(&mut self) -> &mut P {
+        &mut self.picker
+    }
+
+    /// Takes every pending change from the discovery source; returns an error if the
+    /// source failed.
+    fn poll_discover(&mut self, cx: &mut Context<'_>) -> Result<(), BoxError>
+    where
+        D: Unpin,
+        D::Error: Into<BoxError>,
+    {
+        if self.discover_done {
+            return Ok(());
+        }
+        for _ in 0..MAX_CHANGES_PER_POLL {
+            match Pin::new(&mut self.discover).poll_discover(cx) {
+                Poll::Pending => return Ok(()),
+                Poll::Ready(None) => {
+                    self.discover_done = true;
+                    return Ok(());
+                }
+                Poll::Ready(Some(Err(e))) => return Err(e.into()),
+                Poll::Ready(Some(Ok(Change::Insert(key, service)))) => {
+                    let weight = (self.weigher)(&key, &service);
+                    let key_hash = hash_of(&key);
+                    let now = self.clock.now();
+                    self.set.upsert(key, key_hash, service, weight, now);
+                }
+                Poll::Ready(Some(Ok(Change::Remove(key)))) => self.set.remove_key(&key),
+            }
+        }
+        // More changes are waiting: make sure we are polled again.
+        cx.waker().wake_by_ref();
+        Ok(())
+    }
+}
+
+impl<D, P, H, C, Req> Service<Req> for Balance<D, P, H, C>
+where
+    D: Discover + Unpin,
+    D::Key: Hash + Eq,
+    D::Error: Into<BoxError>,
+    D::Service: Service<Req>,
+    <D::Service as Service<Req>>::Error: Into<BoxError>,
+    P: Picker,
+    H: HashKey<Req>,
+    C: Classify<<D::Service as Service<Req>>::Response, <D::Service as Service<Req>>::Error>
+        + Clone,
+{
+    type Response = <D::Service as Service<Req>>::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<<D::Service as Service<Req>>::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Bounded: each extra round needs a timer or a wake-up that fired, which changes
+        // the state; the bound guards against a clock that disagrees with tokio's.
+        for _ in 0..8 {
+            self.poll_discover(cx)?;
+            if self.set.keeps_house() {
+                let now = self.clock.now();
+                if self.set.attention_raised() || now >= self.set.next_housekeeping() {
+                    self.set.housekeep(now);
+                }
+            }
+            self.set.poll_endpoints::<Req>();
+            if self.set.ready_len() > 0 {
+                self.waiting_until = None;
+                self.fail_next = false;
+                self.armed = true;
+                return Poll::Ready(Ok(()));
+            }
+            if self.fail_next {
+                self.armed = true;
+                return Poll::Ready(Ok(()));
+            }
+            let now = Instant::now();
+            let deadline = *self
+                .waiting_until
+                .get_or_insert_with(|| far_or(now, self.no_endpoint_deadline));
+            if now >= deadline {
+                // Give up: poll_ready reports ready so that the caller's `call` gets the
+                // typed NoEndpoints error; the next wait starts afresh.
+                self.waiting_until = None;
+                self.fail_next = true;
+                self.armed = true;
+                return Poll::Ready(Ok(()));
+            }
+            self.set.queue().register(cx.waker());
+            if self.set.queue().has_woken() {
+                continue;
+            }
+            let mut wake_at = deadline;
+            if self.set.keeps_house() {
+                let next = self.set.next_housekeeping();
+                if next != u64::MAX {
+                    wake_at = wake_at.min(self.clock.to_tokio_instant(next).max(now));
+                }
+            }
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(wake_at)));
+            if sleep.deadline() != wake_at {
+                sleep.as_mut().reset(wake_at);
+            }
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        // The clock and tokio's timer disagree; try again shortly rather than spin.
+        let retry = Instant::now() + Duration::from_millis(1);
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(retry)));
+        sleep.as_mut().reset(retry);
+        let _ = sleep.as_mut().poll(cx);
+        Poll::Pending
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let armed = std::mem::take(&mut self.armed);
+        if std::mem::take(&mut self.fail_next) || !armed || self.set.ready_len() == 0 {
+            // Either the wait for an endpoint ran out, or `call` came without a
+            // successful `poll_ready` (a contract breach that must not panic).
+            return ResponseFuture::failed(NoEndpoints::new(self.set.member_count()));
+        }
+        let key = self.key.hash_key(&req);
+        let len = self.set.ready_len();
+        let now = self.track_latency.then(|| self.clock.now());
+        let mut position = self
+            .picker
+            .pick(&self.set.candidates(&self.clock, now), key);
+        if position >= len {
+            position %= len;
+        }
+        let start = now.map(|now| (self.clock.clone(), now));
+        let classify = self.track_outcomes.then(|| self.classify.clone());
+        let (service, stats) = self.set.begin_call(position);
+        let future = service.call(req);
+        ResponseFuture::called(future, Tracking::new(stats, classify, start))
+    }
+}
+
+impl<D, P, H, C> fmt::Debug for Balance<D, P, H, C>
+where
+    D: Discover,
+    D::Key: Hash + Eq,
+    P: fmt::Debug,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Balance")
+            .field("members", &self.set.member_count())
+            .field("ready", &self.set.ready_len())
+            .field("ejected", &self.set.ejected_count())
+            .field("picker", &self.picker)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`Balance`]. Every setter's name is the field a [`ConfigError`] reports.
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade::balance::{Builder, PowerOfTwoChoices};
+/// use palisade::discover::FixedList;
+///
+/// # fn main() -> Result<(), palisade::ConfigError> {
+/// let svc = tower::service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x) });
+/// let endpoints = FixedList::builder()
+///     .endpoint("a", svc.clone(), 3)
+///     .endpoint("b", svc, 1)
+///     .build()?;
+/// let balance = Builder::new(PowerOfTwoChoices::new())
+///     .no_endpoint_deadline(Duration::from_secs(2))
+///     .build_weighted(endpoints)?;
+/// # let _ = balance;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Builder<P, H = NoKey, C = ErrIsFailure> {
+    picker: P,
+    key: H,
+    classify: C,
+    no_endpoint_deadline: Duration,
+    latency_decay: Duration,
+    clock: Clock,
+    outlier_detection: Option<OutlierDetection>,
+    slow_start: Option<SlowStart>,
+}
+
+impl<P: Picker> Builder<P> {
+    /// A builder with `picker`, no hash key, errors counted as failures, a 10 s
+    /// no-endpoint deadline, a 10 s latency decay, the system clock, no outlier detection
+    /// and no slow start.
+    pub fn new(picker: P) -> Self {
+        Self {
+            picker,
+            key: NoKey,
+            classify: ErrIsFailure,
+            no_endpoint_deadline: Duration::from_secs(10),
+            latency_decay: Duration::from_secs(10),
+            clock: Clock::system(),
+            outlier_detection: None,
+            slow_start: None,
+        }
+    }
+}
+
+impl<P: Picker, H, C> Builder<P, H, C> {
+    /// How long a request waits for some endpoint to become ready before it fails with
+    /// [`NoEndpoints`]. Zero fails at once. While waiting, `poll_ready` is `Pending` and
+    /// the balancer re-polls discovery and endpoints as they wake it.
+    pub fn no_endpoint_deadline(mut self, d: Duration) -> Self {
+        self.no_endpoint_deadline = d;
+        self
+    }
+
+    /// The time constant of the peak-EWMA latency estimate. Must be positive.
+    pub fn latency_decay(mut self, d: Duration) -> Self {
+        self.latency_decay = d;
+        self
+    }
+
+    /// The clock for latency, ejection and slow start (the no-endpoint deadline uses
+    /// tokio's timer).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Turns on outlier ejection.
+    pub fn outlier_detection(mut self, detection: OutlierDetection) -> Self {
+        self.outlier_detection = Some(detection);
+        self
+    }
+
+    /// Turns on slow start.
+    pub fn slow_start(mut self, slow_start: SlowStart) -> Self {
+        self.slow_start = Some(slow_start);
+        self
+    }
+
+    /// Extracts each request's hash key (for [`ConsistentHash`](super::ConsistentHash)).
+    pub fn hash_key<H2>(self, key: H2) -> Builder<P, H2, C> {
+        Builder {
+            picker: self.picker,
+            key,
+            classify: self.classify,
+            no_endpoint_deadline: self.no_endpoint_deadline,
+            latency_decay: self.latency_decay,
+            clock: self.clock,
+            outlier_detection: self.outlier_detection,
+            slow_start: self.slow_start,
+        }
+    }
+
+    /// Classifies responses for outlier detection (default: every `Err` is a failure).
+    pub fn classify<C2>(self, classify: C2) -> Builder<P, H, C2> {
+        Builder {
+            picker: self.picker,
+            key: self.key,
+            classify,
+            no_endpoint_deadline: self.no_endpoint_deadline,
+            latency_decay: self.latency_decay,
+            clock: self.clock,
+            outlier_detection: self.outlier_detection,
+            slow_start: self.slow_start,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.latency_decay.is_zero() {
+            return Err(ConfigError::new(
+                "latency_decay",
+                "must be greater than zero",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Builds a balancer over `discover` in which every endpoint has weight 1.
+    pub fn build<D>(self, discover: D) -> Result<Balance<D, P, H, C>, ConfigError>
+    where
+        D: Discover,
+        D::Key: Hash + Eq,
+    {
+        self.build_with_weights(discover, unit_weight::<D::Key, D::Service>)
+    }
+
+    /// Builds a balancer that takes each endpoint's weight from its [`Weighted`]
+    /// wrapper, as the [`discover`](crate::discover) sources produce.
+    pub fn build_weighted<D, S>(self, discover: D) -> Result<Balance<D, P, H, C>, ConfigError>
+    where
+        D: Discover<Service = Weighted<S>>,
+        D::Key: Hash + Eq,
+    {
+        self.build_with_weights(discover, weight_of::<D::Key, S>)
+    }
+
+    /// Builds a balancer that reads each endpoint's weight with `weigher` when it is
+    /// inserted (again when an insert replaces it).
+    pub fn build_with_weights<D>(
+        self,
+        discover: D,
+        weigher: Weigher<D::Key, D::Service>,
+    ) -> Result<Balance<D, P, H, C>, ConfigError>
+    where
+        D: Discover,
+        D::Key: Hash + Eq,
+    {
+        self.validate()?;
+        let now = self.clock.now();
+        let track_outcomes = self.outlier_detection.is_some();
+        let track_latency = self.picker.uses_latency();
+        Ok(Balance {
+            discover,
+            discover_done: false,
+            set: EndpointSet::new(
+                self.outlier_detection,
+                self.slow_start,
+                self.latency_decay.as_nanos() as f64,
+                now,
+            ),
+            picker: self.picker,
+            key: self.key,
+            classify: self.classify,
+            weigher,
+            clock: self.clock,
+            track_latency,
+            track_outcomes,
+            no_endpoint_deadline: self.no_endpoint_deadline,
+            waiting_until: None,
+            sleep: None,
+            armed: false,
+            fail_next: false,
+        })
+    }
+
+    /// A [`Layer`](tower_layer::Layer) that wraps a discovery source in a balancer with
+    /// this configuration (unit weights; see
+    /// [`BalanceLayer::weighted`](super::BalanceLayer::weighted)).
+    pub fn into_layer(self) -> Result<super::BalanceLayer<P, H, C>, ConfigError>
+    where
+        P: Clone,
+        H: Clone,
+        C: Clone,
+    {
+        self.validate()?;
+        Ok(super::BalanceLayer::new(self))
+    }
+}
+
+impl<P: fmt::Debug, H, C> fmt::Debug for Builder<P, H, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("picker", &self.picker)
+            .field("no_endpoint_deadline", &self.no_endpoint_deadline)
+            .field("latency_decay", &self.latency_decay)
+            .field("outlier_detection", &self.outlier_detection)
+            .field("slow_start", &self.slow_start)
+            .finish_non_exhaustive()
+    }
+}

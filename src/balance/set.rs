@@ -1,0 +1,770 @@
+//! The endpoint set: who is a member, who is ready, who is ejected.
+//!
+//! Members live in slots (recycled through a free list, with a generation so a stale
+//! [`EndpointId`] never resolves). Three index structures keep every per-request step O(1):
+//!
+//! - `ready`: the slots that are *reserved* (their `poll_ready` returned `Ready` and they
+//!   have not been called since) and pickable (not ejected, or the set is in panic).
+//!   Pickers index into it. The endpoint a call goes to stays in place until the next
+//!   `poll_ready` re-polls it, so the order is stable in steady state.
+//! - `to_poll`: slots to poll on the next `poll_ready` — just inserted, just called, or
+//!   woken after returning `Pending`.
+//! - the [`WakeQueue`]: slots whose waker fired since the last look.
+//!
+//! Nothing scans all endpoints per request; scans happen only on rare events (an
+//! endpoint crossing the consecutive-failure threshold, an outlier-detection interval, a
+//! slow-start step, entering or leaving panic).
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use tower_service::Service;
+
+use super::ejection::{EjectionRecord, OutlierDetection};
+use super::endpoint::{EndpointId, EndpointStats};
+use super::picker::Candidates;
+use super::readiness::{SlotWaker, WakeQueue};
+use super::slow_start::SlowStart;
+use crate::clock::Clock;
+use crate::error::BoxError;
+
+const NONE: u32 = u32::MAX;
+
+/// Where an endpoint stands with its own `poll_ready`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Readiness {
+    /// Needs polling (queued in `to_poll`).
+    Unpolled,
+    /// Polled, returned `Pending`; its waker will queue it again.
+    Pending,
+    /// Polled, returned `Ready`, not called since.
+    Reserved,
+}
+
+/// Per-slot state that pickers may read (no service inside, so not generic).
+#[derive(Debug)]
+pub(crate) struct Meta {
+    pub(crate) generation: u32,
+    pub(crate) live: bool,
+    pub(crate) stats: Arc<EndpointStats>,
+    pub(crate) weight: u32,
+    pub(crate) effective_weight: f64,
+    pub(crate) added_at: u64,
+    pub(crate) key_hash: u64,
+    pub(crate) readiness: Readiness,
+    ready_pos: u32,
+    member_pos: u32,
+    in_to_poll: bool,
+    pub(crate) ejection: EjectionRecord,
+}
+
+impl Meta {
+    #[inline]
+    pub(crate) fn ready_position(&self) -> Option<usize> {
+        (self.ready_pos != NONE).then_some(self.ready_pos as usize)
+    }
+}
+
+/// Counters the balancer reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counters {
+    pub(crate) removed_on_error: u64,
+    pub(crate) ejections: u64,
+}
+
+pub(crate) struct EndpointSet<K, S> {
+    metas: Vec<Meta>,
+    services: Vec<Option<S>>,
+    wakers: Vec<(Arc<SlotWaker>, Waker)>,
+    keys: HashMap<K, u32>,
+    free: Vec<u32>,
+    ready: Vec<u32>,
+    members: Vec<u32>,
+    to_poll: Vec<u32>,
+    scratch: Vec<u32>,
+    queue: Arc<WakeQueue>,
+    attention: Arc<AtomicBool>,
+    members_epoch: u64,
+    weights_epoch: u64,
+    counters: Counters,
+    ejected: usize,
+    panic: bool,
+    detection: Option<OutlierDetection>,
+    slow_start: Option<SlowStart>,
+    ramping: bool,
+    next_sweep: u64,
+    next_slow_start: u64,
+    /// The earliest end of a current ejection (may be early after a removal, which only
+    /// costs one idle housekeeping pass).
+    next_lift: u64,
+    decay_ns: f64,
+}
+
+impl<K: Hash + Eq, S> EndpointSet<K, S> {
+    pub(crate) fn new(
+        detection: Option<OutlierDetection>,
+        slow_start: Option<SlowStart>,
+        decay_ns: f64,
+        now: u64,
+    ) -> Self {
+        let next_sweep = detection
+            .as_ref()
+            .map_or(u64::MAX, |d| now.saturating_add(super::nanos(d.interval)));
+        Self {
+            metas: Vec::new(),
+            services: Vec::new(),
+            wakers: Vec::new(),
+            keys: HashMap::new(),
+            free: Vec::new(),
+            ready: Vec::new(),
+            members: Vec::new(),
+            to_poll: Vec::new(),
+            scratch: Vec::new(),
+            queue: Arc::new(WakeQueue::default()),
+            attention: Arc::new(AtomicBool::new(false)),
+            members_epoch: 0,
+            weights_epoch: 0,
+            counters: Counters::default(),
+            ejected: 0,
+            panic: false,
+            detection,
+            slow_start,
+            ramping: false,
+            next_sweep,
+            next_slow_start: u64::MAX,
+            next_lift: u64::MAX,
+            decay_ns,
+        }
+    }
+
+    // ----- views ---------------------------------------------------------------------
+
+    #[inline]
+    pub(crate) fn candidates<'a>(&'a self, clock: &'a Clock, now: Option<u64>) -> Candidates<'a> {
+        Candidates {
+            ready: &self.ready,
+            members: &self.members,
+            metas: &self.metas,
+            clock,
+            now,
+            members_epoch: self.members_epoch,
+            weights_epoch: self.weights_epoch,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn ready_len(&self) -> usize {
+        self.ready.len()
+    }
+
+    pub(crate) fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    pub(crate) fn ejected_count(&self) -> usize {
+        self.ejected
+    }
+
+    pub(crate) fn in_panic(&self) -> bool {
+        self.panic
+    }
+
+    pub(crate) fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.members
+            .iter()
+            .map(|&s| self.metas[s as usize].stats.in_flight())
+            .sum()
+    }
+
+    pub(crate) fn queue(&self) -> &WakeQueue {
+        &self.queue
+    }
+
+    pub(crate) fn id_of(&self, key: &K) -> Option<EndpointId> {
+        let slot = *self.keys.get(key)?;
+        Some(EndpointId::new(slot, self.metas[slot as usize].generation))
+    }
+
+    pub(crate) fn meta(&self, id: EndpointId) -> Option<&Meta> {
+        let m = self.metas.get(id.slot())?;
+        (m.live && m.generation == id.generation()).then_some(m)
+    }
+
+    // ----- membership ----------------------------------------------------------------
+
+    /// Inserts an endpoint, or replaces the service and weight of the one with this key
+    /// (keeping its statistics, ejection history and slow-start age).
+    pub(crate) fn upsert(&mut self, key: K, key_hash: u64, service: S, weight: u32, now: u64) {
+        let weight = weight.max(1);
+        if let Some(&slot) = self.keys.get(&key) {
+            let i = slot as usize;
+            // The old service is dropped here; its in-flight requests finish on their own.
+            self.services[i] = Some(service);
+            let effective = self.effective(weight, self.metas[i].added_at, now);
+            let m = &mut self.metas[i];
+            m.readiness = Readiness::Unpolled;
+            if m.weight != weight {
+                m.weight = weight;
+                m.effective_weight = effective;
+                self.weights_epoch += 1;
+            }
+            self.sync_ready(slot);
+            self.push_to_poll(slot);
+            return;
+        }
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                let slot = self.metas.len() as u32;
+                self.wakers.push(SlotWaker::new(slot, self.queue.clone()));
+                self.services.push(None);
+                self.metas.push(Meta {
+                    generation: 0,
+                    live: false,
+                    stats: self.new_stats(),
+                    weight: 1,
+                    effective_weight: 1.0,
+                    added_at: 0,
+                    key_hash: 0,
+                    readiness: Readiness::Unpolled,
+                    ready_pos: NONE,
+                    member_pos: NONE,
+                    in_to_poll: false,
+                    ejection: EjectionRecord::default(),
+                });
+                slot
+            }
+        };
+        let stats = self.new_stats();
+        let effective_weight = self.effective(weight, now, now);
+        let member_pos = self.members.len() as u32;
+        let m = &mut self.metas[slot as usize];
+        m.live = true;
+        m.stats = stats;
+        m.weight = weight;
+        m.effective_weight = effective_weight;
+        m.added_at = now;
+        m.key_hash = key_hash;
+        m.readiness = Readiness::Unpolled;
+        m.ready_pos = NONE;
+        m.member_pos = member_pos;
+        m.ejection = EjectionRecord::default();
+        self.services[slot as usize] = Some(service);
+        self.members.push(slot);
+        self.keys.insert(key, slot);
+        self.members_epoch += 1;
+        self.weights_epoch += 1;
+        if let Some(ss) = &self.slow_start {
+            if !self.ramping {
+                self.ramping = true;
+                self.next_slow_start = now.saturating_add(ss.step_nanos());
+            }
+        }
+        self.push_to_poll(slot);
+        self.refresh_panic();
+    }
+
+    pub(crate) fn remove_key(&mut self, key: &K) {
+        if let Some(slot) = self.keys.remove(key) {
+            self.vacate(slot);
+        }
+    }
+
+    fn remove_slot(&mut self, slot: u32) {
+        self.keys.retain(|_, s| *s != slot);
+        self.vacate(slot);
+    }
+
+    fn vacate(&mut self, slot: u32) {
+        let i = slot as usize;
+        self.services[i] = None;
+        let m = &mut self.metas[i];
+        m.live = false;
+        // A new generation at once: ids held by pickers stop resolving now, not at reuse.
+        m.generation = m.generation.wrapping_add(1);
+        let was_ejected = m.ejection.is_ejected();
+        m.ejection = EjectionRecord::default();
+        let member_pos = std::mem::replace(&mut m.member_pos, NONE) as usize;
+        self.take_out_of_ready(slot);
+        self.members.swap_remove(member_pos);
+        if let Some(&moved) = self.members.get(member_pos) {
+            self.metas[moved as usize].member_pos = member_pos as u32;
+        }
+        if was_ejected {
+            self.ejected -= 1;
+        }
+        self.free.push(slot);
+        self.members_epoch += 1;
+        self.weights_epoch += 1;
+        self.refresh_panic();
+    }
+
+    fn new_stats(&self) -> Arc<EndpointStats> {
+        let threshold = self
+            .detection
+            .as_ref()
+            .map_or(0, |d| d.consecutive_failures);
+        Arc::new(EndpointStats::new(
+            self.decay_ns,
+            threshold,
+            self.attention.clone(),
+        ))
+    }
+
+    fn effective(&self, weight: u32, added_at: u64, now: u64) -> f64 {
+        match &self.slow_start {
+            Some(ss) => weight as f64 * ss.factor(now.saturating_sub(added_at)),
+            None => weight as f64,
+        }
+    }
+
+    // ----- readiness -----------------------------------------------------------------
+
+    fn push_to_poll(&mut self, slot: u32) {
+        let m = &mut self.metas[slot as usize];
+        if !m.in_to_poll {
+            m.in_to_poll = true;
+            self.to_poll.push(slot);
+        }
+    }
+
+    /// Puts `slot` into, or takes it out of, the ready list so that the list holds
+    /// exactly the reserved, pickable members.
+    fn sync_ready(&mut self, slot: u32) {
+        let m = &self.metas[slot as usize];
+        let want = m.live
+            && m.readiness == Readiness::Reserved
+            && (self.panic || !m.ejection.is_ejected());
+        match (want, m.ready_pos != NONE) {
+            (true, false) => {
+                self.metas[slot as usize].ready_pos = self.ready.len() as u32;
+                self.ready.push(slot);
+            }
+            (false, true) => self.take_out_of_ready(slot),
+            _ => {}
+        }
+    }
+
+    fn take_out_of_ready(&mut self, slot: u32) {
+        let pos = std::mem::replace(&mut self.metas[slot as usize].ready_pos, NONE);
+        if pos == NONE {
+            return;
+        }
+        self.ready.swap_remove(pos as usize);
+        if let Some(&moved) = self.ready.get(pos as usize) {
+            self.metas[moved as usize].ready_pos = pos;
+        }
+    }
+
+    /// Polls every endpoint that was inserted, called or woken since the last time.
+    /// Endpoints whose `poll_ready` fails are removed and counted.
+    pub(crate) fn poll_endpoints<Req>(&mut self)
+    where
+        S: Service<Req>,
+        S::Error: Into<BoxError>,
+    {
+        if self.queue.has_woken() {
+            let mut woken = std::mem::take(&mut self.scratch);
+            self.queue.drain_into(&mut woken);
+            for &slot in &woken {
+                self.wakers[slot as usize].0.clear();
+                let m = &self.metas[slot as usize];
+                // A stale wake (the endpoint is no longer pending, or the slot changed
+                // hands) needs nothing.
+                if m.live && m.readiness == Readiness::Pending {
+                    self.push_to_poll(slot);
+                }
+            }
+            woken.clear();
+            self.scratch = woken;
+        }
+        if self.to_poll.is_empty() {
+            return;
+        }
+        let mut polling = std::mem::take(&mut self.scratch);
+        std::mem::swap(&mut polling, &mut self.to_poll);
+        for &slot in &polling {
+            let i = slot as usize;
+            self.metas[i].in_to_poll = false;
+            if !self.metas[i].live {
+                continue;
+            }
+            let Some(service) = self.services[i].as_mut() else {
+                continue;
+            };
+            let mut cx = Context::from_waker(&self.wakers[i].1);
+            match service.poll_ready(&mut cx) {
+                Poll::Ready(Ok(())) => {
+                    self.metas[i].readiness = Readiness::Reserved;
+                    self.sync_ready(slot);
+                }
+                Poll::Pending => {
+                    self.metas[i].readiness = Readiness::Pending;
+                    self.sync_ready(slot);
+                }
+                Poll::Ready(Err(error)) => {
+                    let _error: BoxError = error.into();
+                    #[cfg(feature = "tracing")]
+                    tracing::debug!(slot, error = %_error, "endpoint failed poll_ready; removed");
+                    self.counters.removed_on_error += 1;
+                    self.remove_slot(slot);
+                }
+            }
+        }
+        polling.clear();
+        self.scratch = polling;
+    }
+
+    /// The slot at ready `position` takes a call: it stays in the ready list (so the
+    /// order is stable) but must be re-polled before the next pick.
+    #[inline]
+    pub(crate) fn begin_call(&mut self, position: usize) -> (&mut S, Arc<EndpointStats>) {
+        let slot = self.ready[position];
+        let i = slot as usize;
+        self.metas[i].readiness = Readiness::Unpolled;
+        if !self.metas[i].in_to_poll {
+            self.metas[i].in_to_poll = true;
+            self.to_poll.push(slot);
+        }
+        let stats = self.metas[i].stats.clone();
+        stats.begin();
+        let service = self.services[i]
+            .as_mut()
+            .expect("a ready slot always holds a service");
+        (service, stats)
+    }
+
+    // ----- health --------------------------------------------------------------------
+
+    /// Whether housekeeping (ejection review, slow-start steps) is configured at all.
+    pub(crate) fn keeps_house(&self) -> bool {
+        self.detection.is_some() || self.slow_start.is_some()
+    }
+
+    /// The clock reading at which [`housekeep`](Self::housekeep) next has work.
+    pub(crate) fn next_housekeeping(&self) -> u64 {
+        self.next_sweep
+            .min(self.next_slow_start)
+            .min(self.next_lift)
+    }
+
+    /// Applies consecutive-failure ejections, lifts expired ejections, runs the
+    /// success-rate check each interval and steps slow start.
+    pub(crate) fn housekeep(&mut self, now: u64) {
+        if self.attention.swap(false, Ordering::AcqRel) {
+            self.eject_failing(now);
+        }
+        // Sweep before lifting: an ejection ending at an interval boundary still counts as
+        // ejected for that interval, so its ejection count does not decay at once.
+        if now >= self.next_sweep {
+            self.sweep(now);
+        }
+        if now >= self.next_lift {
+            self.lift_expired(now);
+        }
+        if now >= self.next_slow_start {
+            self.step_slow_start(now);
+        }
+    }
+
+    /// Whether a response future asked for a consecutive-failure review.
+    #[inline]
+    pub(crate) fn attention_raised(&self) -> bool {
+        self.attention.load(Ordering::Relaxed)
+    }
+
+    fn eject(&mut self, slot: u32, now: u64) -> bool {
+        let Some(detection) = &self.detection else {
+            return false;
+        };
+        if !detection.may_eject(self.ejected, self.members.len()) {
+            return false;
+        }
+        let m = &mut self.metas[slot as usize];
+        if m.ejection.is_ejected() {
+            return false;
+        }
+        let until = m.ejection.eject(detection, now);
+        #[cfg(feature = "tracing")]
+        tracing::debug!(slot, until, "endpoint ejected");
+        self.next_lift = self.next_lift.min(until);
+        self.ejected += 1;
+        self.counters.ejections += 1;
+        self.sync_ready(slot);
+        self.refresh_panic();
+        true
+    }
+
+    fn eject_failing(&mut self, now: u64) {
+        let Some(threshold) = self.detection.as_ref().map(|d| d.consecutive_failures) else {
+            return;
+        };
+        if threshold == 0 {
+            return;
+        }
+        for k in 0..self.members.len() {
+            let slot = self.members[k];
+            let stats = &self.metas[slot as usize].stats;
+            if stats.consecutive_failures() >= threshold {
+                stats.reset_consecutive_failures();
+                self.eject(slot, now);
+            }
+        }
+    }
+
+    fn lift_expired(&mut self, now: u64) {
+        self.next_lift = u64::MAX;
+        for k in 0..self.members.len() {
+            let slot = self.members[k];
+            let m = &mut self.metas[slot as usize];
+            match m.ejection.ejected_until {
+                Some(until) if until <= now => {
+                    m.ejection.ejected_until = None;
+                    m.stats.reset_consecutive_failures();
+                    self.ejected -= 1;
+                    self.sync_ready(slot);
+                }
+                Some(until) => self.next_lift = self.next_lift.min(until),
+                None => {}
+            }
+        }
+        self.refresh_panic();
+    }
+
+    fn sweep(&mut self, now: u64) {
+        let Some(detection) = self.detection.clone() else {
+            self.next_sweep = u64::MAX;
+            return;
+        };
+        self.next_sweep = now.saturating_add(super::nanos(detection.interval));
+        let counts: Vec<(u32, u32, u32)> = self
+            .members
+            .iter()
+            .map(|&slot| {
+                let m = &mut self.metas[slot as usize];
+                if !m.ejection.is_ejected() && m.ejection.times_ejected > 0 {
+                    m.ejection.times_ejected -= 1;
+                }
+                let (ok, failed) = m.stats.take_interval();
+                (slot, ok, ok.saturating_add(failed))
+            })
+            .collect();
+        let Some(floor) = detection.success_rate_floor(counts.iter().map(|&(_, ok, t)| (ok, t)))
+        else {
+            return;
+        };
+        // Worst first, so that the ejection cap keeps the worst out.
+        let mut outliers: Vec<(u32, f64)> = counts
+            .iter()
+            .filter(|&&(_, ok, t)| detection.is_outlier(floor, ok, t))
+            .map(|&(slot, ok, t)| (slot, ok as f64 / t as f64))
+            .collect();
+        outliers.sort_by(|a, b| a.1.total_cmp(&b.1));
+        for (slot, _) in outliers {
+            self.eject(slot, now);
+        }
+    }
+
+    fn step_slow_start(&mut self, now: u64) {
+        let Some(ss) = self.slow_start.clone() else {
+            self.next_slow_start = u64::MAX;
+            return;
+        };
+        let mut ramping = false;
+        let mut changed = false;
+        for &slot in &self.members {
+            let m = &mut self.metas[slot as usize];
+            let age = now.saturating_sub(m.added_at);
+            let eff = m.weight as f64 * ss.factor(age);
+            if eff != m.effective_weight {
+                m.effective_weight = eff;
+                changed = true;
+            }
+            ramping |= age < ss.window_nanos();
+        }
+        if changed {
+            self.weights_epoch += 1;
+        }
+        self.ramping = ramping;
+        self.next_slow_start = if ramping {
+            now.saturating_add(ss.step_nanos())
+        } else {
+            u64::MAX
+        };
+    }
+
+    fn refresh_panic(&mut self) {
+        let Some(detection) = &self.detection else {
+            return;
+        };
+        let members = self.members.len();
+        let panic = detection.in_panic(members - self.ejected, members);
+        if panic != self.panic {
+            self.panic = panic;
+            #[cfg(feature = "tracing")]
+            tracing::debug!(
+                panic,
+                members,
+                ejected = self.ejected,
+                "balancer panic mode"
+            );
+            for k in 0..self.members.len() {
+                let slot = self.members[k];
+                self.sync_ready(slot);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parking_lot::Mutex;
+    use proptest::prelude::*;
+    use std::future::{ready, Ready};
+
+    /// 0: ready, 1: pending, 2: fails.
+    #[derive(Default)]
+    struct Switch {
+        state: Mutex<(u8, Option<Waker>)>,
+    }
+
+    impl Switch {
+        fn set(&self, state: u8) {
+            let mut g = self.state.lock();
+            g.0 = state;
+            if let Some(w) = g.1.take() {
+                w.wake();
+            }
+        }
+    }
+
+    struct Fake(Arc<Switch>);
+
+    impl Service<()> for Fake {
+        type Response = ();
+        type Error = std::io::Error;
+        type Future = Ready<Result<(), std::io::Error>>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), std::io::Error>> {
+            let mut g = self.0.state.lock();
+            match g.0 {
+                0 => Poll::Ready(Ok(())),
+                1 => {
+                    g.1 = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+                _ => Poll::Ready(Err(std::io::Error::other("down"))),
+            }
+        }
+
+        fn call(&mut self, _: ()) -> Self::Future {
+            ready(Ok(()))
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u8, u32),
+        Remove(u8),
+        Set(u8, u8),
+        Poll,
+        Call(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..12u8, 1..5u32).prop_map(|(k, w)| Op::Insert(k, w)),
+            (0..12u8).prop_map(Op::Remove),
+            (
+                0..12u8,
+                prop_oneof![4 => Just(0u8), 3 => Just(1u8), 1 => Just(2u8)]
+            )
+                .prop_map(|(k, s)| Op::Set(k, s)),
+            Just(Op::Poll),
+            any::<usize>().prop_map(Op::Call),
+        ]
+    }
+
+    fn check(set: &EndpointSet<u8, Fake>, after_poll: bool) {
+        for (pos, &slot) in set.ready.iter().enumerate() {
+            let m = &set.metas[slot as usize];
+            assert!(m.live, "ready slot {slot} is not a member");
+            assert_eq!(m.ready_pos as usize, pos);
+            assert!(set.services[slot as usize].is_some());
+            if after_poll {
+                assert_eq!(
+                    m.readiness,
+                    Readiness::Reserved,
+                    "unreserved slot {slot} pickable"
+                );
+            }
+        }
+        for (pos, &slot) in set.members.iter().enumerate() {
+            let m = &set.metas[slot as usize];
+            assert_eq!(m.member_pos as usize, pos);
+            if after_poll && m.readiness == Readiness::Reserved {
+                assert!(
+                    m.ready_position().is_some(),
+                    "reserved slot {slot} not pickable"
+                );
+            }
+        }
+        assert_eq!(set.members.len(), set.keys.len());
+        for (&k, &slot) in &set.keys {
+            assert!(
+                set.metas[slot as usize].live,
+                "key {k} maps to a vacant slot"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn ready_list_always_holds_exactly_the_reserved_members(ops in prop::collection::vec(op(), 1..200)) {
+            let mut set: EndpointSet<u8, Fake> = EndpointSet::new(None, None, 1e9, 0);
+            let mut switches: std::collections::HashMap<u8, Arc<Switch>> = Default::default();
+            let mut held = Vec::new();
+            for op in ops {
+                let mut polled = false;
+                match op {
+                    Op::Insert(k, w) => {
+                        let sw = switches.entry(k).or_default().clone();
+                        set.upsert(k, k as u64, Fake(sw), w, 0);
+                    }
+                    Op::Remove(k) => set.remove_key(&k),
+                    Op::Set(k, s) => {
+                        if let Some(sw) = switches.get(&k) {
+                            sw.set(s);
+                        }
+                    }
+                    Op::Poll => {
+                        set.poll_endpoints::<()>();
+                        polled = true;
+                    }
+                    Op::Call(i) => {
+                        set.poll_endpoints::<()>();
+                        if set.ready_len() > 0 {
+                            let pos = i % set.ready_len();
+                            let (svc, stats) = set.begin_call(pos);
+                            drop(svc.call(()));
+                            held.push(stats);
+                        }
+                    }
+                }
+                check(&set, polled);
+            }
+            for s in held.drain(..) {
+                s.end();
+            }
+            prop_assert_eq!(set.in_flight(), 0);
+        }
+    }
+}

@@ -1,0 +1,440 @@
+//! Distribution of every built-in picker, through a real `Balance`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::{pending, Future};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use palisade::balance::{
+    Balance, Builder, Candidates, ConsistentHash, LeastConnections, Picker, PowerOfTwoChoices,
+    Random, RoundRobin, WeightedRoundRobin,
+};
+use palisade::discover::{ChannelSet, FixedList};
+use palisade::BoxError;
+use parking_lot::Mutex;
+use tower::{Service, ServiceExt};
+
+type Reply = Pin<Box<dyn Future<Output = Result<&'static str, Infallible>> + Send>>;
+
+/// An endpoint that answers with its name, or (stuck) never answers so that its
+/// requests stay in flight.
+#[derive(Clone)]
+struct Ep {
+    name: &'static str,
+    stuck: bool,
+}
+
+impl Service<u64> for Ep {
+    type Response = &'static str;
+    type Error = Infallible;
+    type Future = Reply;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: u64) -> Reply {
+        if self.stuck {
+            Box::pin(pending())
+        } else {
+            let name = self.name;
+            Box::pin(async move { Ok(name) })
+        }
+    }
+}
+
+fn named(name: &'static str) -> Ep {
+    Ep { name, stuck: false }
+}
+
+fn stuck(name: &'static str) -> Ep {
+    Ep { name, stuck: true }
+}
+
+async fn send<S>(svc: &mut S, req: u64) -> &'static str
+where
+    S: Service<u64, Response = &'static str, Error = BoxError>,
+{
+    svc.ready().await.unwrap().call(req).await.unwrap()
+}
+
+async fn picks<S>(svc: &mut S, n: usize) -> Vec<&'static str>
+where
+    S: Service<u64, Response = &'static str, Error = BoxError>,
+{
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        out.push(send(svc, i as u64).await);
+    }
+    out
+}
+
+fn counts(picks: &[&'static str]) -> HashMap<&'static str, usize> {
+    let mut m = HashMap::new();
+    for p in picks {
+        *m.entry(*p).or_default() += 1;
+    }
+    m
+}
+
+#[tokio::test]
+async fn round_robin_visits_endpoints_in_order() {
+    let list = FixedList::unweighted([("a", named("a")), ("b", named("b")), ("c", named("c"))]);
+    let mut b = Balance::new(list, RoundRobin::new());
+    assert_eq!(picks(&mut b, 7).await, ["a", "b", "c", "a", "b", "c", "a"]);
+}
+
+#[tokio::test]
+async fn weighted_round_robin_five_one_one_every_seven_picks() {
+    let list = FixedList::builder()
+        .endpoint("a", named("a"), 5)
+        .endpoint("b", named("b"), 1)
+        .endpoint("c", named("c"), 1)
+        .build()
+        .unwrap();
+    let mut b = Builder::new(WeightedRoundRobin::new())
+        .build_weighted(list)
+        .unwrap();
+    let seq = picks(&mut b, 70).await;
+    assert_eq!(&seq[..7], ["a", "a", "a", "b", "c", "a", "a"]);
+    for window in seq.windows(7) {
+        let c = counts(window);
+        assert_eq!((c["a"], c["b"], c["c"]), (5, 1, 1), "window {window:?}");
+    }
+}
+
+#[tokio::test]
+async fn weighted_round_robin_follows_a_weight_change_at_runtime() {
+    let (set, handle) = ChannelSet::new();
+    handle.insert("a", named("a"), 3).unwrap();
+    handle.insert("b", named("b"), 1).unwrap();
+    let mut b = Builder::new(WeightedRoundRobin::new())
+        .build_weighted(set)
+        .unwrap();
+    let c = counts(&picks(&mut b, 40).await);
+    assert_eq!((c["a"], c["b"]), (30, 10));
+    // Update: the same key with a new weight.
+    handle.insert("b", named("b"), 9).unwrap();
+    let seq = picks(&mut b, 40).await;
+    for window in seq.windows(4) {
+        let c = counts(window);
+        assert_eq!((c["a"], c["b"]), (1, 3), "window {window:?}");
+    }
+}
+
+#[tokio::test]
+async fn weighted_random_matches_weights_within_bounds() {
+    let list = FixedList::builder()
+        .endpoint("a", named("a"), 1)
+        .endpoint("b", named("b"), 2)
+        .endpoint("c", named("c"), 7)
+        .build()
+        .unwrap();
+    let mut b = Builder::new(Random::seeded(7).weighted())
+        .build_weighted(list)
+        .unwrap();
+    let n = 50_000;
+    let c = counts(&picks(&mut b, n).await);
+    for (name, share) in [("a", 0.1), ("b", 0.2), ("c", 0.7)] {
+        let got = c[name] as f64 / n as f64;
+        assert!((got - share).abs() < 0.01, "{name}: {got} vs {share}");
+    }
+}
+
+#[tokio::test]
+async fn uniform_random_spreads_evenly_within_bounds() {
+    let names = ["a", "b", "c", "d", "e"];
+    let list = FixedList::unweighted(names.iter().map(|&n| (n, named(n))));
+    let mut b = Balance::new(list, Random::seeded(11));
+    let n = 50_000;
+    let c = counts(&picks(&mut b, n).await);
+    for name in names {
+        let got = c[name] as f64 / n as f64;
+        assert!((got - 0.2).abs() < 0.01, "{name}: {got}");
+    }
+}
+
+#[tokio::test]
+async fn p2c_spreads_evenly_when_loads_are_equal() {
+    let names = ["a", "b", "c", "d"];
+    let list = FixedList::unweighted(names.iter().map(|&n| (n, named(n))));
+    let mut b = Balance::new(list, PowerOfTwoChoices::seeded(3));
+    let n = 40_000;
+    let c = counts(&picks(&mut b, n).await);
+    for name in names {
+        let got = c[name] as f64 / n as f64;
+        assert!((got - 0.25).abs() < 0.015, "{name}: {got}");
+    }
+}
+
+#[tokio::test]
+async fn p2c_avoids_the_endpoint_with_requests_in_flight() {
+    let list = FixedList::unweighted([
+        ("slow", stuck("slow")),
+        ("a", named("a")),
+        ("b", named("b")),
+        ("c", named("c")),
+    ]);
+    let mut b = Balance::new(list, PowerOfTwoChoices::seeded(5));
+    let mut held = Vec::new();
+    let mut done = HashMap::<&str, usize>::new();
+    for i in 0..3_000u64 {
+        let mut fut = b.ready().await.unwrap().call(i);
+        match futures::poll!(&mut fut) {
+            Poll::Ready(r) => *done.entry(r.unwrap()).or_default() += 1,
+            // Only "slow" never answers: keep its request in flight.
+            Poll::Pending => held.push(fut),
+        }
+    }
+    // Once "slow" has a request in flight it loses every comparison, as the two choices
+    // are always distinct endpoints.
+    assert_eq!(held.len(), 1, "slow took more than its first request");
+    assert_eq!(b.in_flight(), 1);
+    let total: usize = done.values().sum();
+    for name in ["a", "b", "c"] {
+        let got = done[name] as f64 / total as f64;
+        assert!((got - 1.0 / 3.0).abs() < 0.05, "{name}: {got}");
+    }
+    drop(held);
+    assert_eq!(b.in_flight(), 0, "dropped futures release their count");
+}
+
+#[tokio::test]
+async fn least_connections_fills_endpoints_evenly() {
+    let list = FixedList::unweighted([("a", stuck("a")), ("b", stuck("b")), ("c", stuck("c"))]);
+    let mut b = Balance::new(list, Spread::new(LeastConnections::seeded(1)));
+    let mut held = Vec::new();
+    for i in 0..31 {
+        held.push(b.ready().await.unwrap().call(i));
+    }
+    let seen = b.picker().seen.lock().clone();
+    for (i, loads) in seen.iter().enumerate() {
+        let (min, max) = (loads.iter().min().unwrap(), loads.iter().max().unwrap());
+        assert!(max - min <= 1, "pick {i} saw {loads:?}");
+        if i % 3 == 0 {
+            assert_eq!(loads, &vec![i / 3; 3], "level before pick {i}");
+        }
+    }
+    drop(held);
+    assert_eq!(b.in_flight(), 0);
+}
+
+/// Wraps a picker and records the in-flight counts it was shown at each pick.
+struct Spread<P> {
+    inner: P,
+    seen: Mutex<Vec<Vec<usize>>>,
+}
+
+impl<P> Spread<P> {
+    fn new(inner: P) -> Self {
+        Self {
+            inner,
+            seen: Mutex::default(),
+        }
+    }
+}
+
+impl<P: Picker> Picker for Spread<P> {
+    fn pick(&mut self, c: &Candidates<'_>, key: Option<u64>) -> usize {
+        self.seen
+            .lock()
+            .push(c.iter().map(|e| e.in_flight()).collect());
+        self.inner.pick(c, key)
+    }
+}
+
+#[tokio::test]
+async fn weighted_least_connections_gives_concurrency_in_proportion_to_weight() {
+    let list = FixedList::builder()
+        .endpoint("a", stuck("a"), 1)
+        .endpoint("b", stuck("b"), 3)
+        .build()
+        .unwrap();
+    let mut b = Builder::new(Recorder::new(LeastConnections::seeded(2).weighted()))
+        .build_weighted(list)
+        .unwrap();
+    let mut held = Vec::new();
+    for i in 0..40 {
+        held.push(b.ready().await.unwrap().call(i));
+    }
+    let log = b.picker().log.lock().clone();
+    let to_b = log.iter().filter(|&&w| w == 3).count();
+    assert_eq!(to_b, 30, "weight 3 takes three quarters of the concurrency");
+}
+
+/// Wraps a picker and records the weight of every endpoint it picked.
+struct Recorder<P> {
+    inner: P,
+    log: Arc<Mutex<Vec<u32>>>,
+}
+
+impl<P> Recorder<P> {
+    fn new(inner: P) -> Self {
+        Self {
+            inner,
+            log: Arc::default(),
+        }
+    }
+}
+
+impl<P: Picker> Picker for Recorder<P> {
+    fn pick(&mut self, c: &Candidates<'_>, key: Option<u64>) -> usize {
+        let pos = self.inner.pick(c, key);
+        self.log.lock().push(c.get(pos).weight());
+        pos
+    }
+}
+
+#[tokio::test]
+async fn consistent_hash_moves_about_one_nth_of_keys_on_join_and_restores_on_leave() {
+    const NAMES: [&str; 11] = [
+        "e0", "e1", "e2", "e3", "e4", "e5", "e6", "e7", "e8", "e9", "e10",
+    ];
+    let (set, handle) = ChannelSet::new();
+    for &n in &NAMES[..10] {
+        handle.insert(n, named(n), 1).unwrap();
+    }
+    let mut b = Builder::new(ConsistentHash::new())
+        .hash_key(|k: &u64| *k)
+        .build_weighted(set)
+        .unwrap();
+    let keys = 10_000u64;
+    let mut before = Vec::new();
+    for k in 0..keys {
+        before.push(send(&mut b, k).await);
+    }
+    // The same key keeps its endpoint.
+    for k in 0..100 {
+        assert_eq!(send(&mut b, k).await, before[k as usize]);
+    }
+    // Every endpoint owns a fair share.
+    let c = counts(&before);
+    for &n in &NAMES[..10] {
+        assert!((600..=1_400).contains(&c[n]), "{n} owns {}", c[n]);
+    }
+    handle.insert("e10", named("e10"), 1).unwrap();
+    let mut moved = 0;
+    let mut after = Vec::new();
+    for k in 0..keys {
+        let e = send(&mut b, k).await;
+        if e != before[k as usize] {
+            moved += 1;
+            assert_eq!(e, "e10", "a key only moves to the endpoint that joined");
+        }
+        after.push(e);
+    }
+    let ideal = keys as f64 / 11.0;
+    assert!(
+        (moved as f64) < ideal * 1.5 && (moved as f64) > ideal * 0.5,
+        "moved {moved}, ideal {ideal}"
+    );
+    handle.remove("e10").unwrap();
+    for k in 0..keys {
+        assert_eq!(send(&mut b, k).await, before[k as usize], "key {k} returns");
+    }
+}
+
+#[tokio::test]
+async fn consistent_hash_agrees_between_balancers_over_the_same_keys() {
+    let mk = || {
+        let list = FixedList::unweighted(["x", "y", "z"].map(|n| (n, named(n))));
+        Builder::new(ConsistentHash::with_replicas(50))
+            .hash_key(|k: &u64| *k)
+            .build(list)
+            .unwrap()
+    };
+    let (mut b1, mut b2) = (mk(), mk());
+    for k in 0..500 {
+        assert_eq!(
+            send(&mut b1, k).await.to_string(),
+            send(&mut b2, k).await.to_string()
+        );
+    }
+}
+
+#[tokio::test]
+async fn custom_picker_sees_ready_endpoints_with_weights() {
+    struct Heaviest;
+    impl Picker for Heaviest {
+        fn pick(&mut self, c: &Candidates<'_>, _: Option<u64>) -> usize {
+            (0..c.len()).max_by_key(|&i| c.get(i).weight()).unwrap()
+        }
+    }
+    let list = FixedList::builder()
+        .endpoint("light", named("light"), 1)
+        .endpoint("heavy", named("heavy"), 9)
+        .build()
+        .unwrap();
+    let mut b = Builder::new(Heaviest).build_weighted(list).unwrap();
+    assert_eq!(picks(&mut b, 5).await, ["heavy"; 5]);
+}
+
+#[tokio::test]
+async fn out_of_range_pick_is_reduced_not_trusted() {
+    struct Wild;
+    impl Picker for Wild {
+        fn pick(&mut self, c: &Candidates<'_>, _: Option<u64>) -> usize {
+            c.len() + 1
+        }
+    }
+    let list = FixedList::unweighted([("a", named("a")), ("b", named("b"))]);
+    let mut b = Balance::new(list, Wild);
+    assert_eq!(send(&mut b, 0).await, "b");
+}
+
+/// An endpoint that answers after a fixed delay (on tokio's clock).
+#[derive(Clone)]
+struct Delayed {
+    name: &'static str,
+    delay: std::time::Duration,
+}
+
+impl Service<u64> for Delayed {
+    type Response = &'static str;
+    type Error = Infallible;
+    type Future = Reply;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: u64) -> Reply {
+        let (name, delay) = (self.name, self.delay);
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            Ok(name)
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn p2c_peak_ewma_prefers_the_faster_endpoint() {
+    use std::time::Duration;
+    let ms = Duration::from_millis;
+    let list = FixedList::unweighted([
+        (
+            "fast",
+            Delayed {
+                name: "fast",
+                delay: ms(10),
+            },
+        ),
+        (
+            "slow",
+            Delayed {
+                name: "slow",
+                delay: ms(200),
+            },
+        ),
+    ]);
+    let mut b = Builder::new(PowerOfTwoChoices::seeded(8).peak_ewma(ms(50)))
+        .clock(palisade::clock::Clock::tokio())
+        .build(list)
+        .unwrap();
+    let c = counts(&picks(&mut b, 200).await);
+    let slow = c.get("slow").copied().unwrap_or(0);
+    assert!(slow <= 2, "slow took {slow}");
+    assert_eq!(c["fast"] + slow, 200);
+}

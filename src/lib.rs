@@ -21,9 +21,9 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod balance;
 pub mod breaker;
 pub mod bulkhead;
-pub mod balance;
 pub mod classify;
 pub mod clock;
 pub mod discover;

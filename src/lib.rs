@@ -8,6 +8,7 @@
 //! | [`error`] | the typed rejections every layer shares |
 //! | [`classify`] | what a call's result counts as |
 //! | [`clock`] | the monotonic clock the counting layers read |
+//! | [`gossip`] | SWIM + Lifeguard membership: sans-IO core, wire format, keyring, simulator |
 //!
 //! [tower]: https://docs.rs/tower
 #![warn(missing_docs)]
@@ -16,5 +17,6 @@
 pub mod classify;
 pub mod clock;
 pub mod error;
+pub mod gossip;
 
 pub use error::{BoxError, ConfigError};

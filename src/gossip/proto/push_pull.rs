@@ -1,0 +1,128 @@
+//! Anti-entropy: two members exchange their full state and merge it.
+//!
+//! Gossip is probabilistic; a member that missed an update (loss, a partition, a late
+//! join) catches up here. A push-pull is one [`PushPull`] message each way over the
+//! stream transport (TCP in a real runtime): the initiator sends its state, the
+//! receiver merges it and answers with its own (built after the merge, so that any
+//! refutation the merge caused is in the answer), and the initiator merges that.
+//!
+//! Three things start one: [`Swim::join`] (to each seed address), the periodic push-pull
+//! with one random live member, and the periodic *reconnect* with one random failed
+//! member, which is how two halves of a healed partition find each other again.
+
+use std::net::SocketAddr;
+
+use super::message::{Alive, Dead, Frame, MemberRecord, PushPull, Suspect};
+use super::probe::random_members;
+use super::{MemberState, Swim, Transport};
+use crate::gossip::codec::{begin_body, encode_frame};
+
+impl Swim {
+    /// Sends this member's full state to `to`.
+    pub(crate) fn send_push_pull(&mut self, to: SocketAddr, join: bool, reply: bool) {
+        let mut members = Vec::with_capacity(self.table.len() + 1);
+        members.push(MemberRecord {
+            identity: self.local.identity.clone(),
+            incarnation: self.local.incarnation,
+            state: self.local.state,
+        });
+        members.extend(self.table.iter().map(|m| MemberRecord {
+            identity: m.identity.clone(),
+            incarnation: m.incarnation,
+            state: m.state,
+        }));
+        let frame = Frame::PushPull(PushPull {
+            join,
+            reply,
+            members,
+        });
+        let mut body = Vec::new();
+        begin_body(&mut body);
+        encode_frame(&frame, &mut body);
+        if body.len() + self.codec.overhead() > self.config.max_stream_size {
+            self.stats.oversized_sends += 1;
+            return;
+        }
+        self.push_transmit(to, Transport::Stream, &body);
+    }
+
+    /// Merges a received state, then answers it unless it is itself an answer.
+    pub(crate) fn on_push_pull(&mut self, from: SocketAddr, pp: PushPull, now: u64) {
+        let reply = !pp.reply;
+        let me = self.local.name().to_owned();
+        for r in pp.members {
+            match r.state {
+                MemberState::Alive => self.apply_alive(
+                    Alive {
+                        incarnation: r.incarnation,
+                        identity: r.identity,
+                    },
+                    now,
+                ),
+                // Hearsay of a failure is a suspicion here: the member may refute.
+                MemberState::Suspect | MemberState::Dead => self.apply_suspect(
+                    Suspect {
+                        incarnation: r.incarnation,
+                        name: r.identity.name().to_owned(),
+                        from: me.clone(),
+                    },
+                    now,
+                ),
+                MemberState::Left => {
+                    let name = r.identity.name().to_owned();
+                    self.apply_dead(
+                        Dead {
+                            incarnation: r.incarnation,
+                            name: name.clone(),
+                            from: name,
+                        },
+                        now,
+                    )
+                }
+            }
+        }
+        if reply {
+            self.send_push_pull(from, false, true);
+        }
+    }
+
+    /// Periodic push-pull with one random live member.
+    pub(crate) fn push_pull_tick(&mut self, now: u64) {
+        let every = self.config.push_pull_interval_for(self.table.live() + 1);
+        self.next_push_pull_at = next_after(now, every.as_nanos() as u64);
+        if self.leaving {
+            return;
+        }
+        let pick = random_members(&self.table, &mut self.rng, 1, |m| {
+            m.state == MemberState::Alive
+        });
+        if let Some(&i) = pick.first() {
+            let to = self.table.at(i).gossip_addr();
+            self.send_push_pull(to, false, false);
+        }
+    }
+
+    /// Periodic push-pull with one random failed member (not one that left).
+    pub(crate) fn reconnect_tick(&mut self, now: u64) {
+        self.next_reconnect_at = next_after(now, self.config.reconnect_interval.as_nanos() as u64);
+        if self.leaving {
+            return;
+        }
+        let pick = random_members(&self.table, &mut self.rng, 1, |m| {
+            m.state == MemberState::Dead
+        });
+        if let Some(&i) = pick.first() {
+            let to = self.table.at(i).gossip_addr();
+            self.send_push_pull(to, false, false);
+        }
+    }
+}
+
+/// `now + every`, or never when `every` is zero (the mechanism is off).
+pub(crate) fn next_after(now: u64, every: u64) -> u64 {
+    if every == 0 {
+        u64::MAX
+    } else {
+        now.saturating_add(every)
+    }
+}

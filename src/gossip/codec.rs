@@ -260,14 +260,16 @@ impl ReplayWindow {
     }
 }
 
+/// Appends one frame of type `kind` whose payload is `payload` serialized.
+pub(crate) fn put<T: Serialize + ?Sized>(kind: u8, payload: &T, out: &mut Vec<u8>) {
+    let bytes = postcard::to_allocvec(payload).expect("postcard serializes into a Vec");
+    out.push(kind);
+    put_varint(bytes.len() as u32, out);
+    out.extend_from_slice(&bytes);
+}
+
 /// Appends one frame (kind, length, payload) to `out`.
 pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) {
-    fn put<T: Serialize>(kind: u8, payload: &T, out: &mut Vec<u8>) {
-        let bytes = postcard::to_allocvec(payload).expect("postcard serializes into a Vec");
-        out.push(kind);
-        put_varint(bytes.len() as u32, out);
-        out.extend_from_slice(&bytes);
-    }
     let k = frame.kind();
     match frame {
         Frame::Ping(p) => put(k, p, out),

@@ -63,7 +63,9 @@ impl BroadcastQueue {
                 self.by_name.remove(&name);
             } else {
                 let next = (sent, key.1);
-                self.by_name.insert(name.clone(), next);
+                if let Some(k) = self.by_name.get_mut(&name) {
+                    *k = next;
+                }
                 self.entries.insert(next, (name, frame));
             }
         }

@@ -12,33 +12,50 @@
 
 use std::net::SocketAddr;
 
-use super::message::{Alive, Dead, Frame, MemberRecord, PushPull, Suspect};
+use serde::Serialize;
+
+use super::message::{kind, Alive, Dead, PushPull, Suspect};
 use super::probe::random_members;
-use super::{MemberState, Swim, Transport};
-use crate::gossip::codec::{begin_body, encode_frame};
+use super::{Identity, MemberState, Swim, Transport};
+use crate::gossip::codec::{begin_body, put};
+
+/// [`MemberRecord`](super::message::MemberRecord), borrowed.
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    identity: &'a Identity,
+    incarnation: u64,
+    state: MemberState,
+}
+
+/// [`PushPull`], borrowed.
+#[derive(Serialize)]
+struct PushPullRef<'a> {
+    join: bool,
+    reply: bool,
+    members: Vec<RecordRef<'a>>,
+}
 
 impl Swim {
     /// Sends this member's full state to `to`.
     pub(crate) fn send_push_pull(&mut self, to: SocketAddr, join: bool, reply: bool) {
-        let mut members = Vec::with_capacity(self.table.len() + 1);
-        members.push(MemberRecord {
-            identity: self.local.identity.clone(),
-            incarnation: self.local.incarnation,
-            state: self.local.state,
-        });
-        members.extend(self.table.iter().map(|m| MemberRecord {
-            identity: m.identity.clone(),
-            incarnation: m.incarnation,
-            state: m.state,
-        }));
-        let frame = Frame::PushPull(PushPull {
+        // Serialized from borrows: the same bytes as a `PushPull` of owned records,
+        // without cloning every identity.
+        let members: Vec<RecordRef<'_>> = std::iter::once(&self.local)
+            .chain(self.table.iter())
+            .map(|m| RecordRef {
+                identity: &m.identity,
+                incarnation: m.incarnation,
+                state: m.state,
+            })
+            .collect();
+        let state = PushPullRef {
             join,
             reply,
             members,
-        });
+        };
         let mut body = Vec::new();
         begin_body(&mut body);
-        encode_frame(&frame, &mut body);
+        put(kind::PUSH_PULL, &state, &mut body);
         if body.len() + self.codec.overhead() > self.config.max_stream_size {
             self.stats.oversized_sends += 1;
             return;

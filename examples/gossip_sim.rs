@@ -4,6 +4,7 @@
 //! cargo run --release --example gossip_sim            # full table (a few minutes on 2 cores)
 //! cargo run --release --example gossip_sim -- quick   # 16 and 128 members only
 //! cargo run --release --example gossip_sim -- wall    # only the 1,024 x 60 s wall time
+//! cargo run --release --example gossip_sim -- quick suspicion_mult=3   # a knob changed
 //! ```
 //!
 //! Every run is seeded and reproducible. The network is a LAN: one-way delay uniform in
@@ -17,11 +18,18 @@ use std::time::{Duration, Instant};
 use palisade::gossip::sim::{MemberId, Network, Simulation};
 use palisade::gossip::{Config, Event};
 
+/// LAN defaults, except `suspicion_mult=N` on the command line overrides that knob.
 fn lan() -> Config {
-    Config {
+    let mut cfg = Config {
         seed: Some(42),
         ..Config::lan()
+    };
+    for arg in std::env::args() {
+        if let Some(v) = arg.strip_prefix("suspicion_mult=") {
+            cfg.suspicion_mult = v.parse().expect("suspicion_mult=<integer>");
+        }
     }
+    cfg
 }
 
 fn converged(sim: &Simulation, ids: &[MemberId]) -> bool {

@@ -8,8 +8,12 @@
 //! - retransmissions of each update: `retransmit_mult * ceil(log10(n + 1))`;
 //! - the suspicion timeout: `suspicion_mult * max(1, log10(n)) * probe_interval`
 //!   (stretched up to `suspicion_max_timeout_mult` times that with Lifeguard);
-//! - the push-pull interval: multiplied by `ceil(log2(n) - log2(32)) + 1` above 32
-//!   members, so the full-state traffic of the cluster grows only logarithmically.
+//! - the push-pull interval: `push_pull_interval * n / 32` (at least 5 s), so that a
+//!   full state (which grows with `n`) is exchanged proportionally less often and each
+//!   member's anti-entropy traffic stays flat whatever the cluster size. (memberlist
+//!   scales it by `log2(n / 32)`, which lets the traffic per member grow almost
+//!   linearly.) At 1,024 members each member exchanges state every 16 minutes, while
+//!   somewhere in the cluster an exchange happens every second.
 //!
 //! Fields are public; [`Config::validate`] (called by
 //! [`Swim::new`](super::Swim::new)) rejects bad values with a
@@ -57,11 +61,14 @@ pub struct Config {
     /// Each update is sent `retransmit_mult * ceil(log10(n + 1))` times. LAN 4: enough
     /// for an epidemic to reach every member with high probability despite loss.
     pub retransmit_mult: u32,
-    /// How often to exchange full state with one random member (anti-entropy); zero turns
-    /// it off. LAN 30 s, scaled up above 32 members (module docs).
+    /// How often to exchange full state with one random member (anti-entropy), as the
+    /// interval for a cluster of 32 members; it scales linearly with the cluster size
+    /// (module docs). Zero turns it off. LAN 30 s (memberlist's value).
     pub push_pull_interval: Duration,
-    /// How often to try a full-state exchange with one random *failed* member, so that a
-    /// healed partition merges again; zero turns it off. LAN 30 s (Serf's value).
+    /// How often to consider a full-state exchange with one random *failed* member, so
+    /// that a healed partition merges again; zero turns it off. As in Serf, each member
+    /// tries with probability `failed / live`, so the cluster as a whole makes about one
+    /// attempt per failed member per interval. LAN 30 s (Serf's value).
     pub reconnect_interval: Duration,
     /// Failed and left members are forgotten (a `Reap` event) after this long. LAN 24 h
     /// (Serf's reconnect timeout): they are remembered for reconnection, and a stale alive
@@ -241,12 +248,14 @@ impl Config {
 
     /// The push-pull interval in a cluster of `n` members.
     pub fn push_pull_interval_for(&self, n: usize) -> Duration {
-        const THRESHOLD: usize = 32;
-        if n <= THRESHOLD {
-            return self.push_pull_interval;
+        const REFERENCE: f64 = 32.0;
+        const FLOOR: Duration = Duration::from_secs(5);
+        if self.push_pull_interval.is_zero() {
+            return Duration::ZERO;
         }
-        let mult = ((n as f64).log2() - (THRESHOLD as f64).log2()).ceil() + 1.0;
-        self.push_pull_interval.mul_f64(mult)
+        self.push_pull_interval
+            .mul_f64(n as f64 / REFERENCE)
+            .max(FLOOR.min(self.push_pull_interval))
     }
 }
 
@@ -310,8 +319,9 @@ mod tests {
         assert_eq!(c.retransmit_limit(1024), 16);
         assert_eq!(c.suspicion_min_timeout(5), Duration::from_secs(4));
         assert_eq!(c.suspicion_min_timeout(100), Duration::from_secs(8));
+        assert_eq!(c.push_pull_interval_for(2), Duration::from_secs(5));
+        assert_eq!(c.push_pull_interval_for(16), Duration::from_secs(15));
         assert_eq!(c.push_pull_interval_for(32), Duration::from_secs(30));
-        assert_eq!(c.push_pull_interval_for(64), Duration::from_secs(60));
-        assert_eq!(c.push_pull_interval_for(1024), Duration::from_secs(180));
+        assert_eq!(c.push_pull_interval_for(1024), Duration::from_secs(960));
     }
 }

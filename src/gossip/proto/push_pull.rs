@@ -8,10 +8,12 @@
 //!
 //! Three things start one: [`Swim::join`] (to each seed address), the periodic push-pull
 //! with one random live member, and the periodic *reconnect* with one random failed
-//! member, which is how two halves of a healed partition find each other again.
+//! member (with probability failed / live, as in Serf), which is how two halves of a
+//! healed partition find each other again.
 
 use std::net::SocketAddr;
 
+use rand::Rng;
 use serde::Serialize;
 
 use super::message::{kind, Alive, Dead, PushPull, Suspect};
@@ -123,6 +125,20 @@ impl Swim {
     pub(crate) fn reconnect_tick(&mut self, now: u64) {
         self.next_reconnect_at = next_after(now, self.config.reconnect_interval.as_nanos() as u64);
         if self.leaving {
+            return;
+        }
+        let failed = self
+            .table
+            .iter()
+            .filter(|m| m.state == MemberState::Dead)
+            .count();
+        if failed == 0 {
+            return;
+        }
+        // Serf's rule: try with probability failed / live, so the cluster makes about one
+        // attempt per failed member per interval however large it is.
+        let p = (failed as f64 / (self.table.live().max(1)) as f64).min(1.0);
+        if !self.rng.random_bool(p) {
             return;
         }
         let pick = random_members(&self.table, &mut self.rng, 1, |m| {

@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use palisade::gossip::sim::{MemberId, Network, Simulation};
-use palisade::gossip::{Config, Event};
+use palisade::gossip::sim::{fake_addr, MemberId, Network, Simulation};
+use palisade::gossip::{Config, Event, Identity};
 
 /// LAN defaults, except `suspicion_mult=N` on the command line overrides that knob.
 fn lan() -> Config {
@@ -30,6 +30,21 @@ fn lan() -> Config {
         }
     }
     cfg
+}
+
+/// `n` members named `node-0000` ... (fixed-width names, like host names, so that the
+/// bytes measured do not grow with the digits of the member count).
+fn add_members(sim: &mut Simulation, n: usize, cfg: &Config) -> Vec<MemberId> {
+    (0..n)
+        .map(|i| {
+            let cfg = Config {
+                seed: cfg.seed.map(|s| s + i as u64),
+                ..cfg.clone()
+            };
+            sim.add_member(Identity::new(format!("node-{i:04}"), fake_addr(i)), cfg)
+                .expect("valid config")
+        })
+        .collect()
 }
 
 fn converged(sim: &Simulation, ids: &[MemberId]) -> bool {
@@ -48,7 +63,7 @@ fn cold_start(
     seed: u64,
 ) -> (Simulation, Vec<MemberId>, Option<Duration>) {
     let mut sim = Simulation::new(seed, net);
-    let ids = sim.add_members(n, cfg).expect("valid config");
+    let ids = add_members(&mut sim, n, cfg);
     let step = Duration::from_nanos(1_000_000_000 / n as u64);
     for &id in &ids[1..] {
         sim.run_for(step);
@@ -115,12 +130,18 @@ fn detection(sim: &mut Simulation, ids: &[MemberId]) -> Option<Duration> {
     t
 }
 
-/// Bytes sent per member per second over five quiet minutes (long enough to include
-/// several push-pull rounds at every size).
-fn bandwidth(sim: &mut Simulation, n: usize) -> f64 {
-    let before = sim.stats().bytes_sent;
-    sim.run_for(Duration::from_secs(300));
-    (sim.stats().bytes_sent - before) as f64 / n as f64 / 300.0
+/// Bytes sent per member per second over a quiet window of three push-pull intervals
+/// (at least five minutes), so that every member makes several full-state exchanges:
+/// all bytes, and push-pull bytes only.
+fn bandwidth(sim: &mut Simulation, n: usize) -> (f64, f64) {
+    let (all, stream) = (sim.stats().bytes_sent, sim.stats().stream_bytes_sent);
+    let window = (lan().push_pull_interval_for(n) * 3).max(Duration::from_secs(300));
+    sim.run_for(window);
+    let per = |b: u64| b as f64 / n as f64 / window.as_secs_f64();
+    (
+        per(sim.stats().bytes_sent - all),
+        per(sim.stats().stream_bytes_sent - stream),
+    )
 }
 
 struct FalsePositives {
@@ -179,14 +200,14 @@ fn main() {
         let wall = Instant::now();
         let (_, _, cold) = cold_start(n, &lan(), Network::lan(), 1);
         let (mut sim, ids) = settled(n, &lan(), Network::lan(), 2);
-        let bytes = bandwidth(&mut sim, n);
+        let (bytes, pp_bytes) = bandwidth(&mut sim, n);
         sim.run_for(Duration::from_secs(5));
         let prop = propagation(&mut sim, &ids);
         sim.set_network(Network::lan().with_loss(0.01));
         sim.run_for(Duration::from_secs(10));
         let det = detection(&mut sim, &ids);
         println!(
-            "| {n} | {} | {} | {} | {bytes:.0} | {:.1} s |",
+            "| {n} | {} | {} | {} | {bytes:.0} ({pp_bytes:.0} push-pull) | {:.1} s |",
             fmt(cold),
             fmt(prop),
             fmt(det),
@@ -197,7 +218,7 @@ fn main() {
     let n = if quick { 128 } else { 1024 };
     let wall = Instant::now();
     let mut sim = Simulation::new(3, Network::lan());
-    let ids = sim.add_members(n, &lan()).expect("valid config");
+    let ids = add_members(&mut sim, n, &lan());
     for &id in &ids[1..] {
         sim.join(id, &[ids[0]]);
     }

@@ -353,3 +353,56 @@ fn simulation_is_reproducible_from_its_seed() {
     };
     assert_eq!(run(), run());
 }
+
+/// The big run, in release mode only:
+/// `cargo test --release --test gossip_sim -- --ignored`
+#[test]
+#[ignore = "1,024 members: run in release mode"]
+fn thousand_members_form_a_cluster_spread_updates_and_detect_a_crash() {
+    let n = 1024;
+    let mut sim = Simulation::new(31, Network::lan());
+    let ids = sim.add_members(n, &lan(31)).unwrap();
+    for &id in &ids[1..] {
+        sim.run_for(Duration::from_micros(900));
+        sim.join(id, &[ids[0]]);
+    }
+    let formed = sim.run_until_true(Duration::from_millis(200), Duration::from_secs(30), |s| {
+        converged(s, &ids)
+    });
+    assert!(
+        formed.is_some(),
+        "every view complete within 30 s of a cold start"
+    );
+    sim.run_for(Duration::from_secs(60));
+
+    let log: Log = Rc::default();
+    let l = log.clone();
+    sim.set_observer(move |t, id, e| l.borrow_mut().push((t, id, e.clone())));
+    let who = ids[500];
+    let name = sim.name(who).to_owned();
+    let tags = BTreeMap::from([("zone".to_owned(), "b".to_owned())]);
+    sim.with_swim(who, |s, now| s.set_tags(tags, now))
+        .unwrap()
+        .unwrap();
+    sim.run_for(Duration::from_secs(1));
+    let updated = count(&log, |e| matches!(e, Event::Update(m) if m.name() == name));
+    assert!(
+        updated >= 1022,
+        "99.9% saw the update within 1 s: {updated}"
+    );
+
+    let victim = ids[700];
+    let vname = sim.name(victim).to_owned();
+    sim.crash(victim);
+    let cfg = lan(0);
+    let bound = cfg.probe_interval * 2
+        + cfg.suspicion_min_timeout(n) * cfg.suspicion_max_timeout_mult
+        + Duration::from_secs(2);
+    sim.run_for(bound);
+    let failed = count(&log, |e| matches!(e, Event::Failed(m) if m.name() == vname));
+    assert_eq!(failed, n - 1);
+    assert_eq!(
+        count(&log, |e| matches!(e, Event::Failed(m) if m.name() != vname)),
+        0
+    );
+}

@@ -294,6 +294,11 @@ impl Swim {
     /// again (for instance on a timer) until [`live_members`](Self::live_members) is not
     /// zero if the seeds may be unreachable.
     pub fn join(&mut self, seeds: &[SocketAddr], _now: u64) {
+        if !self.leaving {
+            // Announce ourselves by gossip too, not only through the seeds.
+            let me = self.local.clone();
+            self.enqueue_alive(&me);
+        }
         for &seed in seeds {
             if seed != self.local.gossip_addr() {
                 self.send_push_pull(seed, true, false);

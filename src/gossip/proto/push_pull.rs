@@ -6,6 +6,12 @@
 //! receiver merges it and answers with its own (built after the merge, so that any
 //! refutation the merge caused is in the answer), and the initiator merges that.
 //!
+//! A merge gossips on everything it changes (memberlist's choice): a member that joins
+//! through one seed learns the cluster from the seed's state and helps spread it, which
+//! makes joins converge quickly when the members' views are still sparse, at the cost
+//! of more traffic during a mass cold start. Suspicions a merge raises are gossiped too,
+//! so that the accused hears of them and refutes.
+//!
 //! Three things start one: [`Swim::join`] (to each seed address), the periodic push-pull
 //! with one random live member, and the periodic *reconnect* with one random failed
 //! member (with probability failed / live, as in Serf), which is how two halves of a

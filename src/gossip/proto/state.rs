@@ -98,7 +98,8 @@ impl Table {
 }
 
 impl Swim {
-    /// Applies an alive update (from gossip, a push-pull or a join).
+    /// Applies an alive update (from gossip, a push-pull or a join); an accepted one is
+    /// gossiped on.
     pub(crate) fn apply_alive(&mut self, a: Alive, now: u64) {
         let name = a.identity.name();
         if name == self.local.identity.name() {

@@ -87,8 +87,10 @@ pub struct SimStats {
     pub blocked: u64,
     /// Packets that arrived at a crashed member.
     pub to_crashed: u64,
-    /// Bytes of every packet sent.
+    /// Bytes of every packet sent (both transports).
     pub bytes_sent: u64,
+    /// Bytes of the stream messages (push-pull) among them.
+    pub stream_bytes_sent: u64,
 }
 
 enum Job {
@@ -433,6 +435,9 @@ impl Simulation {
         }
         for t in out {
             self.stats.bytes_sent += t.bytes.len() as u64;
+            if t.transport == Transport::Stream {
+                self.stats.stream_bytes_sent += t.bytes.len() as u64;
+            }
             let Some(&to) = self.by_addr.get(&t.to) else {
                 self.stats.lost += 1;
                 continue;

@@ -446,3 +446,71 @@ fn invalid_configuration_is_rejected_naming_the_field() {
     let err = Swim::new(Identity::new("", addr(1)), Config::lan(), 0).unwrap_err();
     assert_eq!(err.field(), "name");
 }
+
+#[test]
+fn after_handling_its_timeout_the_next_deadline_is_in_the_future() {
+    // A runtime sleeps until next_deadline(); a deadline that stays in the past would
+    // make it spin.
+    let mut a = member(1);
+    know(&mut a, &[2, 3, 4, 5, 6, 7, 8]);
+    let s = Frame::Suspect(Suspect {
+        incarnation: 0,
+        name: name(3),
+        from: name(4),
+    });
+    a.handle_datagram(addr(4), &packet(&[s]), 0);
+    let mut now = 0;
+    for _ in 0..2_000 {
+        now = a.next_deadline().max(now);
+        a.handle_timeout(now);
+        a.drain_transmits().for_each(drop);
+        assert!(
+            a.next_deadline() > now,
+            "deadline {} at {now}",
+            a.next_deadline()
+        );
+    }
+    assert!(now > 60 * S, "time moved on: {now}");
+}
+
+#[test]
+fn presets_form_a_cluster_and_detect_a_crash() {
+    use palisade::gossip::sim::{Network, Simulation};
+    for (preset, net) in [
+        (Config::local(), Network::lan()),
+        (Config::lan(), Network::lan()),
+        (
+            Config::wan(),
+            Network {
+                loss: 0.01,
+                min_delay: Duration::from_millis(20),
+                max_delay: Duration::from_millis(150),
+            },
+        ),
+    ] {
+        let cfg = Config {
+            seed: Some(5),
+            ..preset
+        };
+        let mut sim = Simulation::new(5, net);
+        let ids = sim.add_members(8, &cfg).unwrap();
+        for &id in &ids[1..] {
+            sim.join(id, &[ids[0]]);
+        }
+        sim.run_for(Duration::from_secs(20));
+        assert!(ids
+            .iter()
+            .all(|&i| sim.swim(i).unwrap().live_members() == 7));
+        sim.crash(ids[2]);
+        sim.run_for(Duration::from_secs(240));
+        for &i in ids.iter().filter(|&&i| i != ids[2]) {
+            let seen = sim
+                .swim(i)
+                .unwrap()
+                .member(sim.name(ids[2]))
+                .unwrap()
+                .state();
+            assert_eq!(seen, MemberState::Dead, "{:?}", cfg.probe_interval);
+        }
+    }
+}

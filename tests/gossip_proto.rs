@@ -539,7 +539,7 @@ fn a_stale_accusation_draws_the_refutation_back_out() {
         name: name(1),
         from: name(3),
     });
-    a.handle_datagram(addr(3), &packet(&[refuted.clone()]), 6 * S);
+    a.handle_datagram(addr(3), &packet(std::slice::from_ref(&refuted)), 6 * S);
     assert_eq!(a.local().incarnation(), 1);
     run(&mut a, 6 * S, 12 * S);
     a.handle_datagram(addr(3), &packet(&[refuted]), 12 * S);

@@ -8,7 +8,25 @@
 //! ```
 //!
 //! Every run is seeded and reproducible. The network is a LAN: one-way delay uniform in
-//! 0.2 to 2 ms (so packets reorder), loss as stated per row.
+//! 0.2 to 2 ms (so packets reorder), loss as stated per row. Bytes count the gossip
+//! payload with its envelope, not IP/UDP headers.
+//!
+//! Figures from one run (LAN preset, release build, a shared 2-core machine under load):
+//!
+//! ```text
+//! | members | cold start | update to 99.9%, median (max of 5) | crash seen by all, 1% loss | bytes/member/s |
+//! |     16  |   1.30 s   | 0.35 s (0.40 s)                     |  6.96 s  (7.92 s)          | 68 (45 push-pull) |
+//! |    128  |   1.80 s   | 0.61 s (0.64 s)                     | 11.27 s (13.99 s)          | 68 (45 push-pull) |
+//! |   1024  |  11.10 s   | 0.79 s (0.83 s)                     | 13.76 s (14.40 s)          | 69 (45 push-pull) |
+//!
+//! 1,024 members x 60 s from a cold start: 18.5 s wall (0.7 s per further minute once formed)
+//! false positives, 128 members, 10 min, 10% loss, 5% of members 1.5 s slow, 3 runs:
+//!   Lifeguard on: 0 Failed events; off: 5 (all on timely members)
+//! ```
+//!
+//! Crash detection is dominated by the minimal suspicion timeout,
+//! `suspicion_mult * log10(n) * probe_interval` (8.4 s at 128 members with memberlist's
+//! `suspicion_mult = 4`); `suspicion_mult=3` brings the 128-member median to 8.9 s.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;

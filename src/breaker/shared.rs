@@ -115,19 +115,22 @@ impl SharedCircuit {
     #[inline]
     pub(crate) fn admit(&self) -> Result<Admission, BreakerOpen> {
         let word = self.load_word();
-        match word.state() {
-            CircuitState::Closed | CircuitState::MetricsOnly => Ok(Admission {
+        // The closed path tests the state bits directly rather than decoding the state.
+        if word.is(CircuitState::Closed) || word.is(CircuitState::MetricsOnly) {
+            return Ok(Admission {
                 word,
                 start: self.clock.now(),
                 probe: None,
-            }),
-            CircuitState::ForcedClosed => Ok(Admission {
+            });
+        }
+        if word.is(CircuitState::ForcedClosed) {
+            return Ok(Admission {
                 word,
                 start: 0,
                 probe: None,
-            }),
-            _ => self.admit_slow(word),
+            });
         }
+        self.admit_slow(word)
     }
 
     /// Admission in the states that may reject: open, half-open, forced open.
@@ -215,14 +218,61 @@ impl SharedCircuit {
     /// A call admitted under `admission` finished as `event` (`None`: ignored by the
     /// classifier).
     #[inline]
-    pub(crate) fn complete(&self, mut admission: Admission, event: Option<Event>) {
-        // Give the permit back first: whether it was still ours decides whether the
-        // probe's result counts.
-        let probe_counts = admission.take_probe().map(|p| self.probes.release(p));
+    pub(crate) fn complete(&self, admission: Admission, event: Option<Event>) {
+        if let Some(permit) = admission.probe {
+            return self.complete_probe(admission, permit, event);
+        }
+        // Without a probe permit the call was admitted closed, metrics-only or forced
+        // closed.
         let Some(event) = event else { return };
-        if admission.word.state() == CircuitState::ForcedClosed {
+        if admission.word.is(CircuitState::ForcedClosed) {
             return;
         }
+        let end = self.clock.now();
+        let latency = end.saturating_sub(admission.start);
+        let current = self.load_word();
+        if current != admission.word {
+            // The state moved on since admission: count the result if the statistics
+            // were not cleared meanwhile, but do not let it move the state machine.
+            return self.complete_stale(admission.word, current, end, event, latency);
+        }
+        self.window.record(end, event, latency);
+        if event != Event::Success {
+            let consecutive = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+            if admission.word.is(CircuitState::Closed) {
+                self.evaluate(admission.word, end, consecutive);
+            }
+        } else {
+            // Load before store: a run of successes does not write the line.
+            if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+            }
+            if latency >= self.slow_nanos
+                && self.policy.watches_slow_calls()
+                && admission.word.is(CircuitState::Closed)
+            {
+                self.evaluate(admission.word, end, 0);
+            }
+        }
+    }
+
+    /// [`complete`](Self::complete) for a call admitted under a word that is no longer
+    /// current: a result from an older epoch belongs to no statistics; one from an
+    /// older generation of the same epoch is counted, too late to move the state.
+    #[cold]
+    fn complete_stale(&self, admitted: Word, current: Word, end: u64, event: Event, latency: u64) {
+        if current.epoch() == admitted.epoch() {
+            self.window.record(end, event, latency);
+        }
+    }
+
+    /// [`complete`](Self::complete) for a half-open probe that still held `permit`.
+    #[cold]
+    fn complete_probe(&self, admission: Admission, permit: ProbePermit, event: Option<Event>) {
+        // Give the permit back first: whether it was still ours decides whether the
+        // probe's result counts.
+        let counts = self.probes.release(permit);
+        let Some(event) = event else { return };
         let end = self.clock.now();
         let current = self.load_word();
         if current.epoch() != admission.word.epoch() {
@@ -231,38 +281,19 @@ impl SharedCircuit {
         }
         let latency = end.saturating_sub(admission.start);
         self.window.record(end, event, latency);
-        if current.generation() != admission.word.generation() {
-            // Counted, but too late to move the state machine.
+        if !counts
+            || current.generation() != admission.word.generation()
+            || !admission.word.is(CircuitState::HalfOpen)
+        {
+            // Counted, but too late (or not a probe of this period) to move the state.
             return;
         }
-        let failed = event != Event::Success;
+        let generation = admission.word.generation();
         let slow = latency >= self.slow_nanos;
-        match admission.word.state() {
-            CircuitState::Closed | CircuitState::MetricsOnly => {
-                let consecutive = if failed {
-                    self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1
-                } else {
-                    // Load before store: a run of successes does not write the line.
-                    if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
-                        self.consecutive_failures.store(0, Ordering::Relaxed);
-                    }
-                    0
-                };
-                if admission.word.state() == CircuitState::Closed
-                    && (failed || (slow && self.policy.watches_slow_calls()))
-                {
-                    self.evaluate(admission.word, end, consecutive);
-                }
-            }
-            CircuitState::HalfOpen if probe_counts == Some(true) => {
-                let generation = admission.word.generation();
-                if failed || (slow && self.policy.watches_slow_calls()) {
-                    self.transition(|c| c.probe_failed(generation, end));
-                } else {
-                    self.transition(|c| c.probe_succeeded(generation));
-                }
-            }
-            _ => {}
+        if event != Event::Success || (slow && self.policy.watches_slow_calls()) {
+            self.transition(|c| c.probe_failed(generation, end));
+        } else {
+            self.transition(|c| c.probe_succeeded(generation));
         }
     }
 

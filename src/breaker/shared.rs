@@ -44,8 +44,9 @@ impl<T> std::ops::Deref for CachePadded<T> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Admission {
     word: Word,
-    /// Clock reading at admission (0 when the state records nothing).
-    start: u64,
+    /// The clock's [`ticks`](Clock::ticks) at admission (0 when the state records
+    /// nothing): converted to nanoseconds only at completion, with the latency.
+    start_ticks: u64,
     /// The half-open probe permit, if the call is a probe and still holds it.
     probe: Option<ProbePermit>,
 }
@@ -119,14 +120,14 @@ impl SharedCircuit {
         if word.is(CircuitState::Closed) || word.is(CircuitState::MetricsOnly) {
             return Ok(Admission {
                 word,
-                start: self.clock.now(),
+                start_ticks: self.clock.ticks(),
                 probe: None,
             });
         }
         if word.is(CircuitState::ForcedClosed) {
             return Ok(Admission {
                 word,
-                start: 0,
+                start_ticks: 0,
                 probe: None,
             });
         }
@@ -136,11 +137,12 @@ impl SharedCircuit {
     /// Admission in the states that may reject: open, half-open, forced open.
     #[cold]
     fn admit_slow(&self, mut word: Word) -> Result<Admission, BreakerOpen> {
-        let mut now = self.clock.now();
+        let mut ticks = self.clock.ticks();
+        let mut now = self.clock.ticks_to_nanos(ticks);
         for _ in 0..ADMISSION_ATTEMPTS {
             match word.state() {
                 CircuitState::Closed | CircuitState::MetricsOnly | CircuitState::ForcedClosed => {
-                    return Ok(Self::pass(word, now))
+                    return Ok(Self::pass(word, ticks))
                 }
                 CircuitState::ForcedOpen => {
                     return Err(self.reject(CircuitState::ForcedOpen, now, BreakerOpen::forced()))
@@ -163,7 +165,7 @@ impl SharedCircuit {
                     if self.load_word() == word {
                         return Ok(Admission {
                             word,
-                            start: now,
+                            start_ticks: ticks,
                             probe: Some(permit),
                         });
                     }
@@ -171,10 +173,11 @@ impl SharedCircuit {
                 }
             }
             word = self.load_word();
-            now = self.clock.now();
+            ticks = self.clock.ticks();
+            now = self.clock.ticks_to_nanos(ticks);
         }
         if word.state().admits_all() {
-            return Ok(Self::pass(word, now));
+            return Ok(Self::pass(word, ticks));
         }
         // The state changed under this call on every attempt: an extreme race. Reject
         // rather than spin; the caller may retry at once.
@@ -182,11 +185,11 @@ impl SharedCircuit {
     }
 
     /// Admission in a state that admits every call.
-    fn pass(word: Word, now: u64) -> Admission {
+    fn pass(word: Word, ticks: u64) -> Admission {
         let records = word.state() != CircuitState::ForcedClosed;
         Admission {
             word,
-            start: if records { now } else { 0 },
+            start_ticks: if records { ticks } else { 0 },
             probe: None,
         }
     }
@@ -228,8 +231,9 @@ impl SharedCircuit {
         if admission.word.is(CircuitState::ForcedClosed) {
             return;
         }
-        let end = self.clock.now();
-        let latency = end.saturating_sub(admission.start);
+        let end_ticks = self.clock.ticks();
+        let latency = self.clock.nanos_between(admission.start_ticks, end_ticks);
+        let end = self.clock.ticks_to_nanos(end_ticks);
         let current = self.load_word();
         if current != admission.word {
             // The state moved on since admission: count the result if the statistics
@@ -273,13 +277,14 @@ impl SharedCircuit {
         // probe's result counts.
         let counts = self.probes.release(permit);
         let Some(event) = event else { return };
-        let end = self.clock.now();
+        let end_ticks = self.clock.ticks();
         let current = self.load_word();
         if current.epoch() != admission.word.epoch() {
             // The statistics were cleared after this call started: it belongs to none.
             return;
         }
-        let latency = end.saturating_sub(admission.start);
+        let latency = self.clock.nanos_between(admission.start_ticks, end_ticks);
+        let end = self.clock.ticks_to_nanos(end_ticks);
         self.window.record(end, event, latency);
         if !counts
             || current.generation() != admission.word.generation()

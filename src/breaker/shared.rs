@@ -74,6 +74,9 @@ pub(crate) struct SharedCircuit {
     policy: TripPolicy,
     /// Slow-call threshold in nanoseconds; `u64::MAX` when there is none.
     slow_nanos: u64,
+    /// Whether calls are timed; when not, the clock is read only at completion and
+    /// every latency is recorded as zero (the builder rejects slow-call settings then).
+    record_latency: bool,
     /// Short circuits go into time windows; in a count window they would push real
     /// outcomes out, so they are left out of it.
     record_short_circuits: bool,
@@ -101,6 +104,7 @@ impl SharedCircuit {
             ),
             policy: config.policy,
             slow_nanos: config.slow_call_threshold.map_or(u64::MAX, duration_nanos),
+            record_latency: config.record_latency,
             record_short_circuits: matches!(config.window.kind(), WindowKind::Time { .. }),
             circuit: CachePadded(Mutex::new(circuit)),
             events: EventHub::new(config.on_event.clone(), config.event_buffer),
@@ -120,7 +124,11 @@ impl SharedCircuit {
         if word.is(CircuitState::Closed) || word.is(CircuitState::MetricsOnly) {
             return Ok(Admission {
                 word,
-                start_ticks: self.clock.ticks(),
+                start_ticks: if self.record_latency {
+                    self.clock.ticks()
+                } else {
+                    0
+                },
                 probe: None,
             });
         }
@@ -232,7 +240,11 @@ impl SharedCircuit {
             return;
         }
         let end_ticks = self.clock.ticks();
-        let latency = self.clock.nanos_between(admission.start_ticks, end_ticks);
+        let latency = if self.record_latency {
+            self.clock.nanos_between(admission.start_ticks, end_ticks)
+        } else {
+            0
+        };
         let end = self.clock.ticks_to_nanos(end_ticks);
         let current = self.load_word();
         if current != admission.word {
@@ -283,7 +295,11 @@ impl SharedCircuit {
             // The statistics were cleared after this call started: it belongs to none.
             return;
         }
-        let latency = self.clock.nanos_between(admission.start_ticks, end_ticks);
+        let latency = if self.record_latency {
+            self.clock.nanos_between(admission.start_ticks, end_ticks)
+        } else {
+            0
+        };
         let end = self.clock.ticks_to_nanos(end_ticks);
         self.window.record(end, event, latency);
         if !counts

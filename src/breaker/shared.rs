@@ -2,9 +2,11 @@
 //! around the pure [`Circuit`].
 //!
 //! The call path reads one atomic [`Word`] (state, epoch, generation) and, when closed,
-//! never takes a lock: admission is that load plus a clock read; completion is a clock
-//! read, a second load, one [`RollingWindow::record`] (striped atomic adds) and a load of
-//! the consecutive-failure counter (written only when it changes). The trip conditions
+//! never takes a lock: admission is that load plus a clock read (raw ticks, none when
+//! latency is not recorded); completion is a clock read, a second load, one
+//! [`RollingWindow::record`] (a try-lock swap on the thread's cell) and a load of the
+//! consecutive-failure counter (written only when it changes). Stale results and probes
+//! leave the closed path through cold functions. The trip conditions
 //! are evaluated, from a [`Counts`] sample, only when a failure or a slow call is
 //! recorded, and the mutex around the [`Circuit`] is taken only to transition.
 //!

@@ -141,6 +141,7 @@ pub(crate) struct Word(pub(crate) u64);
 
 impl Word {
     const STATE_BITS: u32 = 4;
+    const STATE_MASK: u64 = (1 << Self::STATE_BITS) - 1;
     const EPOCH_BITS: u32 = 20;
     const EPOCH_MASK: u64 = (1 << Self::EPOCH_BITS) - 1;
     const GEN_SHIFT: u32 = Self::STATE_BITS + Self::EPOCH_BITS;
@@ -155,7 +156,14 @@ impl Word {
 
     #[inline]
     pub(crate) fn state(self) -> CircuitState {
-        CircuitState::from_code(self.0 & ((1 << Self::STATE_BITS) - 1))
+        CircuitState::from_code(self.0 & Self::STATE_MASK)
+    }
+
+    /// Whether the state is `state`: one mask and one compare, without decoding the
+    /// state (the call path asks this instead of matching on [`state`](Self::state)).
+    #[inline]
+    pub(crate) fn is(self, state: CircuitState) -> bool {
+        self.0 & Self::STATE_MASK == state.code()
     }
 
     #[inline]
@@ -386,6 +394,9 @@ mod tests {
             assert_eq!(w.state(), state);
             assert_eq!(w.epoch(), 0xABCDE);
             assert_eq!(w.generation(), (1 << 40) - 3);
+            for other in CircuitState::ALL {
+                assert_eq!(w.is(other), other == state);
+            }
         }
         // The epoch wraps within its field instead of spilling into the generation.
         let w = Word::new(CircuitState::Open, 1 << 20, 5);

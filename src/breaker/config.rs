@@ -29,6 +29,7 @@ use crate::window::{RollingWindow, WindowConfig};
 /// | [`slow_call_percentage`](BreakerConfigBuilder::slow_call_percentage) | off | slow-call share that trips |
 /// | [`slow_call_threshold`](BreakerConfigBuilder::slow_call_threshold) | off | latency from which a call is slow |
 /// | [`consecutive_failures`](BreakerConfigBuilder::consecutive_failures) | off | failures in a row that trip |
+/// | [`record_latency`](BreakerConfigBuilder::record_latency) | on | time each call (one clock read more per call) |
 /// | [`sleep_window`](BreakerConfigBuilder::sleep_window) | 5 s | how long the circuit stays open (Hystrix `SleepWindowInMilliseconds`) |
 /// | [`exponential_backoff`](BreakerConfigBuilder::exponential_backoff) | off | grow the open period on repeated trips |
 /// | [`open_duration`](BreakerConfigBuilder::open_duration) | off | compute the open period yourself |
@@ -61,6 +62,7 @@ pub struct BreakerConfig<C = ErrIsFailure> {
     pub(crate) window: WindowConfig,
     pub(crate) policy: TripPolicy,
     pub(crate) slow_call_threshold: Option<Duration>,
+    pub(crate) record_latency: bool,
     pub(crate) open_duration: OpenDuration,
     pub(crate) half_open_probes: u32,
     pub(crate) probes_to_close: u32,
@@ -125,6 +127,7 @@ impl<C> fmt::Debug for BreakerConfig<C> {
             .field("window", &self.window)
             .field("policy", &self.policy)
             .field("slow_call_threshold", &self.slow_call_threshold)
+            .field("record_latency", &self.record_latency)
             .field("open_duration", &self.open_duration)
             .field("half_open_probes", &self.half_open_probes)
             .field("probes_to_close", &self.probes_to_close)
@@ -145,6 +148,7 @@ pub struct BreakerConfigBuilder<C = ErrIsFailure> {
     slow_call_percentage: Option<f64>,
     slow_call_threshold: Option<Duration>,
     consecutive_failures: Option<u32>,
+    record_latency: bool,
     sleep_window: Duration,
     backoff: Option<(Duration, Duration)>,
     backoff_multiplier: f64,
@@ -169,6 +173,7 @@ impl Default for BreakerConfigBuilder {
             slow_call_percentage: None,
             slow_call_threshold: None,
             consecutive_failures: None,
+            record_latency: true,
             sleep_window: Duration::from_secs(5),
             backoff: None,
             backoff_multiplier: 2.0,
@@ -243,6 +248,19 @@ impl<C> BreakerConfigBuilder<C> {
     /// positive.
     pub fn consecutive_failures(mut self, n: u32) -> Self {
         self.consecutive_failures = Some(n);
+        self
+    }
+
+    /// Whether to time each call (default `true`). Timing reads the clock when a call
+    /// is admitted and again when it completes; with `false` the breaker reads it only
+    /// at completion (to file the outcome in the window), which saves one clock read
+    /// per call. The outcomes are counted and trip the circuit as usual, but every
+    /// call is recorded as taking no time, so the window's latency summary
+    /// ([`BreakerMetrics::window`](super::BreakerMetrics::window)) reads zero. A
+    /// slow-call threshold or percentage, here or in the [`window`](Self::window),
+    /// needs latencies: `build` rejects them with `false`.
+    pub fn record_latency(mut self, record: bool) -> Self {
+        self.record_latency = record;
         self
     }
 
@@ -350,6 +368,7 @@ impl<C> BreakerConfigBuilder<C> {
             slow_call_percentage: self.slow_call_percentage,
             slow_call_threshold: self.slow_call_threshold,
             consecutive_failures: self.consecutive_failures,
+            record_latency: self.record_latency,
             sleep_window: self.sleep_window,
             backoff: self.backoff,
             backoff_multiplier: self.backoff_multiplier,
@@ -371,7 +390,8 @@ impl<C> BreakerConfigBuilder<C> {
     /// A [`ConfigError`] naming the builder method whose value is invalid: a zero
     /// duration or count, a percentage outside 0 to 100, `exponential_backoff` with
     /// `max < base`, a multiplier below 1 or a jitter outside 0 to 1,
-    /// `slow_call_percentage` without a slow-call threshold, or a `window` the window
+    /// `slow_call_percentage` without a slow-call threshold, `record_latency(false)` with
+    /// a slow-call threshold or percentage, or a `window` the window
     /// itself rejects (the reason then names the window's field).
     pub fn build(self) -> Result<BreakerConfig<C>, ConfigError> {
         fn positive(field: &'static str, d: Duration) -> Result<(), ConfigError> {
@@ -440,6 +460,14 @@ impl<C> BreakerConfigBuilder<C> {
         }
 
         let slow_call_threshold = self.slow_call_threshold.or(self.window.slow_threshold());
+        if !self.record_latency
+            && (slow_call_threshold.is_some() || self.slow_call_percentage.is_some())
+        {
+            return Err(ConfigError::new(
+                "record_latency",
+                "a slow-call threshold or percentage needs latencies",
+            ));
+        }
         if self.slow_call_percentage.is_some() && slow_call_threshold.is_none() {
             return Err(ConfigError::new(
                 "slow_call_percentage",
@@ -478,6 +506,7 @@ impl<C> BreakerConfigBuilder<C> {
                 consecutive_failures: self.consecutive_failures,
             },
             slow_call_threshold,
+            record_latency: self.record_latency,
             open_duration,
             half_open_probes: self.half_open_probes,
             probes_to_close: self.probes_to_close,
@@ -500,6 +529,7 @@ impl<C> fmt::Debug for BreakerConfigBuilder<C> {
             .field("slow_call_percentage", &self.slow_call_percentage)
             .field("slow_call_threshold", &self.slow_call_threshold)
             .field("consecutive_failures", &self.consecutive_failures)
+            .field("record_latency", &self.record_latency)
             .field("sleep_window", &self.sleep_window)
             .field("backoff", &self.backoff)
             .finish_non_exhaustive()

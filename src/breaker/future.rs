@@ -78,7 +78,7 @@ where
             KindProj::Rejected { open } => return Poll::Ready(Err((*open).into())),
         };
         let result = ready!(future.poll(cx));
-        let Some(mut record) = this.call.take() else {
+        let Some(record) = this.call.as_mut() else {
             // Polled after it completed (the inner future allowed it): count nothing twice.
             return Poll::Ready(result.map_err(Into::into));
         };
@@ -91,6 +91,7 @@ where
             .site
             .shared
             .complete(admission, window_event(outcome, &result));
+        *this.call = None;
         Poll::Ready(result)
     }
 }

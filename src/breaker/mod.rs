@@ -88,8 +88,10 @@
 //!
 //! # Cost
 //! On a closed circuit a call costs one atomic load and one clock read to admit; one
-//! clock read, one more load, a few striped atomic adds in the window and one read of the
-//! consecutive-failure counter to complete; and the response future holds a reference
+//! clock read, one more load, one record into the window (an atomic swap that takes the
+//! thread's cell, then plain stores) and one read of the consecutive-failure counter to
+//! complete ([`record_latency(false)`](BreakerConfigBuilder::record_latency) saves the
+//! admission's clock read); and the response future holds a reference
 //! to a small record owned by the service clone that made it (one uncontended
 //! reference-count increment and decrement). No lock, no allocation, and, as long as
 //! each thread calls its own clone, no write to a cache line that another thread writes

@@ -2,9 +2,11 @@
 //! around the pure [`Circuit`].
 //!
 //! The call path reads one atomic [`Word`] (state, epoch, generation) and, when closed,
-//! never takes a lock: admission is that load plus a clock read; completion is a clock
-//! read, a second load, one [`RollingWindow::record`] (striped atomic adds) and a load of
-//! the consecutive-failure counter (written only when it changes). The trip conditions
+//! never takes a lock: admission is that load plus a clock read (raw ticks, none when
+//! latency is not recorded); completion is a clock read, a second load, one
+//! [`RollingWindow::record`] (a try-lock swap on the thread's cell) and a load of the
+//! consecutive-failure counter (written only when it changes). Stale results and probes
+//! leave the closed path through cold functions. The trip conditions
 //! are evaluated, from a [`Counts`] sample, only when a failure or a slow call is
 //! recorded, and the mutex around the [`Circuit`] is taken only to transition.
 //!
@@ -44,8 +46,9 @@ impl<T> std::ops::Deref for CachePadded<T> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Admission {
     word: Word,
-    /// Clock reading at admission (0 when the state records nothing).
-    start: u64,
+    /// The clock's [`ticks`](Clock::ticks) at admission (0 when the state records
+    /// nothing): converted to nanoseconds only at completion, with the latency.
+    start_ticks: u64,
     /// The half-open probe permit, if the call is a probe and still holds it.
     probe: Option<ProbePermit>,
 }
@@ -73,6 +76,9 @@ pub(crate) struct SharedCircuit {
     policy: TripPolicy,
     /// Slow-call threshold in nanoseconds; `u64::MAX` when there is none.
     slow_nanos: u64,
+    /// Whether calls are timed; when not, the clock is read only at completion and
+    /// every latency is recorded as zero (the builder rejects slow-call settings then).
+    record_latency: bool,
     /// Short circuits go into time windows; in a count window they would push real
     /// outcomes out, so they are left out of it.
     record_short_circuits: bool,
@@ -100,6 +106,7 @@ impl SharedCircuit {
             ),
             policy: config.policy,
             slow_nanos: config.slow_call_threshold.map_or(u64::MAX, duration_nanos),
+            record_latency: config.record_latency,
             record_short_circuits: matches!(config.window.kind(), WindowKind::Time { .. }),
             circuit: CachePadded(Mutex::new(circuit)),
             events: EventHub::new(config.on_event.clone(), config.event_buffer),
@@ -115,29 +122,37 @@ impl SharedCircuit {
     #[inline]
     pub(crate) fn admit(&self) -> Result<Admission, BreakerOpen> {
         let word = self.load_word();
-        match word.state() {
-            CircuitState::Closed | CircuitState::MetricsOnly => Ok(Admission {
+        // The closed path tests the state bits directly rather than decoding the state.
+        if word.is(CircuitState::Closed) || word.is(CircuitState::MetricsOnly) {
+            return Ok(Admission {
                 word,
-                start: self.clock.now(),
+                start_ticks: if self.record_latency {
+                    self.clock.ticks()
+                } else {
+                    0
+                },
                 probe: None,
-            }),
-            CircuitState::ForcedClosed => Ok(Admission {
-                word,
-                start: 0,
-                probe: None,
-            }),
-            _ => self.admit_slow(word),
+            });
         }
+        if word.is(CircuitState::ForcedClosed) {
+            return Ok(Admission {
+                word,
+                start_ticks: 0,
+                probe: None,
+            });
+        }
+        self.admit_slow(word)
     }
 
     /// Admission in the states that may reject: open, half-open, forced open.
     #[cold]
     fn admit_slow(&self, mut word: Word) -> Result<Admission, BreakerOpen> {
-        let mut now = self.clock.now();
+        let mut ticks = self.clock.ticks();
+        let mut now = self.clock.ticks_to_nanos(ticks);
         for _ in 0..ADMISSION_ATTEMPTS {
             match word.state() {
                 CircuitState::Closed | CircuitState::MetricsOnly | CircuitState::ForcedClosed => {
-                    return Ok(Self::pass(word, now))
+                    return Ok(Self::pass(word, ticks))
                 }
                 CircuitState::ForcedOpen => {
                     return Err(self.reject(CircuitState::ForcedOpen, now, BreakerOpen::forced()))
@@ -160,7 +175,7 @@ impl SharedCircuit {
                     if self.load_word() == word {
                         return Ok(Admission {
                             word,
-                            start: now,
+                            start_ticks: ticks,
                             probe: Some(permit),
                         });
                     }
@@ -168,10 +183,11 @@ impl SharedCircuit {
                 }
             }
             word = self.load_word();
-            now = self.clock.now();
+            ticks = self.clock.ticks();
+            now = self.clock.ticks_to_nanos(ticks);
         }
         if word.state().admits_all() {
-            return Ok(Self::pass(word, now));
+            return Ok(Self::pass(word, ticks));
         }
         // The state changed under this call on every attempt: an extreme race. Reject
         // rather than spin; the caller may retry at once.
@@ -179,11 +195,11 @@ impl SharedCircuit {
     }
 
     /// Admission in a state that admits every call.
-    fn pass(word: Word, now: u64) -> Admission {
+    fn pass(word: Word, ticks: u64) -> Admission {
         let records = word.state() != CircuitState::ForcedClosed;
         Admission {
             word,
-            start: if records { now } else { 0 },
+            start_ticks: if records { ticks } else { 0 },
             probe: None,
         }
     }
@@ -215,54 +231,92 @@ impl SharedCircuit {
     /// A call admitted under `admission` finished as `event` (`None`: ignored by the
     /// classifier).
     #[inline]
-    pub(crate) fn complete(&self, mut admission: Admission, event: Option<Event>) {
-        // Give the permit back first: whether it was still ours decides whether the
-        // probe's result counts.
-        let probe_counts = admission.take_probe().map(|p| self.probes.release(p));
+    pub(crate) fn complete(&self, admission: Admission, event: Option<Event>) {
+        if let Some(permit) = admission.probe {
+            return self.complete_probe(admission, permit, event);
+        }
+        // Without a probe permit the call was admitted closed, metrics-only or forced
+        // closed.
         let Some(event) = event else { return };
-        if admission.word.state() == CircuitState::ForcedClosed {
+        if admission.word.is(CircuitState::ForcedClosed) {
             return;
         }
-        let end = self.clock.now();
+        let end_ticks = self.clock.ticks();
+        let latency = if self.record_latency {
+            self.clock.nanos_between(admission.start_ticks, end_ticks)
+        } else {
+            0
+        };
+        let end = self.clock.ticks_to_nanos(end_ticks);
+        let current = self.load_word();
+        if current != admission.word {
+            // The state moved on since admission: count the result if the statistics
+            // were not cleared meanwhile, but do not let it move the state machine.
+            return self.complete_stale(admission.word, current, end, event, latency);
+        }
+        self.window.record(end, event, latency);
+        if event != Event::Success {
+            let consecutive = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+            if admission.word.is(CircuitState::Closed) {
+                self.evaluate(admission.word, end, consecutive);
+            }
+        } else {
+            // Load before store: a run of successes does not write the line.
+            if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+            }
+            if latency >= self.slow_nanos
+                && self.policy.watches_slow_calls()
+                && admission.word.is(CircuitState::Closed)
+            {
+                self.evaluate(admission.word, end, 0);
+            }
+        }
+    }
+
+    /// [`complete`](Self::complete) for a call admitted under a word that is no longer
+    /// current: a result from an older epoch belongs to no statistics; one from an
+    /// older generation of the same epoch is counted, too late to move the state.
+    #[cold]
+    fn complete_stale(&self, admitted: Word, current: Word, end: u64, event: Event, latency: u64) {
+        if current.epoch() == admitted.epoch() {
+            self.window.record(end, event, latency);
+        }
+    }
+
+    /// [`complete`](Self::complete) for a half-open probe that still held `permit`.
+    #[cold]
+    fn complete_probe(&self, admission: Admission, permit: ProbePermit, event: Option<Event>) {
+        // Give the permit back first: whether it was still ours decides whether the
+        // probe's result counts.
+        let counts = self.probes.release(permit);
+        let Some(event) = event else { return };
+        let end_ticks = self.clock.ticks();
         let current = self.load_word();
         if current.epoch() != admission.word.epoch() {
             // The statistics were cleared after this call started: it belongs to none.
             return;
         }
-        let latency = end.saturating_sub(admission.start);
+        let latency = if self.record_latency {
+            self.clock.nanos_between(admission.start_ticks, end_ticks)
+        } else {
+            0
+        };
+        let end = self.clock.ticks_to_nanos(end_ticks);
         self.window.record(end, event, latency);
-        if current.generation() != admission.word.generation() {
-            // Counted, but too late to move the state machine.
+        if !counts
+            || current.generation() != admission.word.generation()
+            || !admission.word.is(CircuitState::HalfOpen)
+        {
+            // Counted, but too late (or not a probe of this period) to move the state.
             return;
         }
-        let failed = event != Event::Success;
+        let generation = admission.word.generation();
         let slow = latency >= self.slow_nanos;
-        match admission.word.state() {
-            CircuitState::Closed | CircuitState::MetricsOnly => {
-                let consecutive = if failed {
-                    self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1
-                } else {
-                    // Load before store: a run of successes does not write the line.
-                    if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
-                        self.consecutive_failures.store(0, Ordering::Relaxed);
-                    }
-                    0
-                };
-                if admission.word.state() == CircuitState::Closed
-                    && (failed || (slow && self.policy.watches_slow_calls()))
-                {
-                    self.evaluate(admission.word, end, consecutive);
-                }
-            }
-            CircuitState::HalfOpen if probe_counts == Some(true) => {
-                let generation = admission.word.generation();
-                if failed || (slow && self.policy.watches_slow_calls()) {
-                    self.transition(|c| c.probe_failed(generation, end));
-                } else {
-                    self.transition(|c| c.probe_succeeded(generation));
-                }
-            }
-            _ => {}
+        if event != Event::Success || (slow && self.policy.watches_slow_calls()) {
+            self.transition(|c| c.probe_failed(generation, end));
+        } else {
+            self.transition(|c| c.probe_succeeded(generation));
         }
     }
 

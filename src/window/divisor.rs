@@ -18,6 +18,12 @@ impl Divisor {
         Self { d, m: u64::MAX / d }
     }
 
+    /// The divisor `d`.
+    #[inline]
+    pub(crate) fn get(&self) -> u64 {
+        self.d
+    }
+
     /// `n / d`. The estimate `floor(n * m / 2^64)` (the high half of one 64-bit
     /// multiplication) is at most `n / d` because `m <= 2^64 / d`, and at least one less
     /// because `m >= 2^64 / d - 1` and `n < 2^64`; one compare fixes it.

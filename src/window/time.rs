@@ -18,6 +18,13 @@
 //! old that its cell already holds a newer epoch, it lies outside every window that can
 //! still be read, and it is dropped. So counts are exact for any order of timestamps.
 //!
+//! **Locating.** Dividing every timestamp by the bucket width would cost a wide
+//! multiplication per record, so the window keeps a *hint*: the newest epoch located so
+//! far and its bucket, packed in one atomic word. A record whose time falls inside the
+//! hinted epoch (one multiplication and one compare) uses it; any other divides, and
+//! moves the hint forward if its epoch is newer. The hint is only a cache of the
+//! division: a stale one costs a division, never a wrong bucket.
+//!
 //! **Recording.** A writer takes its cell with a try-lock: one atomic swap on the
 //! cell's lock word. Holding it, the writer alone checks the cell's epoch, clears the
 //! cell if it is stale, and adds the event with plain loads and stores, then releases
@@ -93,8 +100,18 @@ pub(crate) struct TimeWindow {
     width: Divisor,
     buckets: Divisor,
     bucket_count: u64,
-    stripes: usize,
-    slow_nanos: u64,
+    /// The epoch most recently located and its bucket, packed as
+    /// `epoch << HINT_BUCKET_BITS | bucket` (see [`locate`](Self::locate)). Written only
+    /// when a record enters a newer epoch (once per bucket width), so the line stays
+    /// shared by every core that reads it.
+    hint: AtomicU64,
+    /// `stripes - 1`; `stripes` is a power of two.
+    stripe_mask: usize,
+    /// `log2(stripes)`: a bucket's first cell is `bucket << stripe_shift`.
+    stripe_shift: u32,
+    /// One less than the slow-call threshold (a latency above it is slow); `u64::MAX`
+    /// when there is no threshold, so that nothing is.
+    slow_above: u64,
     /// Per cell, the epoch it holds plus one; 0 for a cell that holds nothing. Written
     /// only under the cell's lock, at rollover; kept apart from the cells so that the
     /// line they share stays shared by every core that reads it.
@@ -106,6 +123,12 @@ pub(crate) struct TimeWindow {
     overflow: Box<[CachePadded<EventCounters>]>,
 }
 
+/// Bits of [`TimeWindow::hint`] holding the bucket index (`MAX_BUCKETS` < 2^16).
+const HINT_BUCKET_BITS: u32 = 16;
+const HINT_BUCKET_MASK: u64 = (1 << HINT_BUCKET_BITS) - 1;
+/// The largest epoch the hint can hold; later epochs are located by division.
+const HINT_MAX_EPOCH: u64 = u64::MAX >> HINT_BUCKET_BITS;
+
 /// What became of a try at recording into one cell.
 enum Attempt {
     Recorded,
@@ -116,14 +139,20 @@ enum Attempt {
 
 impl TimeWindow {
     pub(crate) fn new(width_nanos: u64, buckets: u32, stripes: u32, slow_nanos: u64) -> Self {
+        debug_assert!(stripes.is_power_of_two());
+        debug_assert!(u64::from(buckets) <= HINT_BUCKET_MASK);
         let n = buckets as usize;
         let cells = n * stripes as usize;
         Self {
             width: Divisor::new(width_nanos),
             buckets: Divisor::new(u64::from(buckets)),
             bucket_count: u64::from(buckets),
-            stripes: stripes as usize,
-            slow_nanos,
+            // Epoch 0 lies in bucket 0: the zero hint is a true one.
+            hint: AtomicU64::new(0),
+            stripe_mask: stripes as usize - 1,
+            stripe_shift: stripes.trailing_zeros(),
+            // Zero means no threshold: wraps to `u64::MAX`.
+            slow_above: slow_nanos.wrapping_sub(1),
             tags: (0..cells).map(|_| AtomicU64::new(0)).collect(),
             cells: (0..cells).map(|_| BucketStripe::new()).collect(),
             overflow_tags: (0..n).map(|_| AtomicU64::new(0)).collect(),
@@ -137,22 +166,71 @@ impl TimeWindow {
             + self.overflow.len() * OVERFLOW_BYTES
     }
 
+    /// The epoch of `now` and its bucket. Nearly every call falls in the epoch of the
+    /// hint, which one multiplication and one compare confirm; otherwise this divides,
+    /// and moves the hint forward if the epoch is newer.
+    #[inline]
+    fn locate(&self, now: u64) -> (u64, usize) {
+        let hint = self.hint.load(Ordering::Relaxed);
+        let epoch = hint >> HINT_BUCKET_BITS;
+        // `epoch * width <= now < (epoch + 1) * width`, with `now` below the start
+        // wrapping to a huge difference. The hint's epoch came from a clock reading, so
+        // the product does not overflow.
+        if now.wrapping_sub(epoch.wrapping_mul(self.width.get())) < self.width.get() {
+            return (epoch, (hint & HINT_BUCKET_MASK) as usize);
+        }
+        self.locate_by_division(now, epoch)
+    }
+
+    #[cold]
+    fn locate_by_division(&self, now: u64, hinted_epoch: u64) -> (u64, usize) {
+        let epoch = self.width.div(now);
+        let bucket = self.buckets.rem(epoch);
+        // Late events (a descheduled thread, a clock stepping back) do not move the
+        // hint back and forth.
+        if epoch > hinted_epoch && epoch <= HINT_MAX_EPOCH {
+            self.hint
+                .fetch_max(epoch << HINT_BUCKET_BITS | bucket, Ordering::Relaxed);
+        }
+        (epoch, bucket as usize)
+    }
+
+    /// Whether an event carries a latency at or above the slow-call threshold.
+    #[inline]
+    fn is_slow(&self, event: Event, latency_nanos: u64) -> bool {
+        event.carries_latency() && latency_nanos > self.slow_above
+    }
+
     #[inline]
     pub(crate) fn record(&self, now: u64, event: Event, latency_nanos: u64) {
-        let epoch = self.width.div(now);
+        let (epoch, bucket) = self.locate(now);
         let tag = epoch.saturating_add(1);
-        let bucket = self.buckets.rem(epoch) as usize;
-        let slow =
-            event.carries_latency() && self.slow_nanos != 0 && latency_nanos >= self.slow_nanos;
+        let slow = self.is_slow(event, latency_nanos);
         let first = thread_stripe();
-        for k in 0..self.stripes {
+        let index = bucket << self.stripe_shift | (first & self.stripe_mask);
+        if let Attempt::Taken = self.try_record(index, tag, event, slow, latency_nanos) {
+            self.record_contended(bucket, first, tag, event, slow, latency_nanos);
+        }
+    }
+
+    /// The writer's own cell was taken: tries the bucket's other cells, moving to the
+    /// stripe of the first free one, then the overflow cell.
+    #[cold]
+    fn record_contended(
+        &self,
+        bucket: usize,
+        first: usize,
+        tag: u64,
+        event: Event,
+        slow: bool,
+        latency_nanos: u64,
+    ) {
+        for k in 1..=self.stripe_mask {
             let stripe = first.wrapping_add(k);
-            let index = bucket * self.stripes + (stripe & (self.stripes - 1));
+            let index = bucket << self.stripe_shift | (stripe & self.stripe_mask);
             match self.try_record(index, tag, event, slow, latency_nanos) {
                 Attempt::Recorded | Attempt::Expired => {
-                    if k > 0 {
-                        move_thread_stripe(stripe);
-                    }
+                    move_thread_stripe(stripe);
                     return;
                 }
                 Attempt::Taken => {}
@@ -300,10 +378,8 @@ impl TimeWindow {
     /// Records into the overflow cell as if every cell of the bucket were taken.
     #[cfg(test)]
     fn record_into_overflow(&self, now: u64, event: Event, latency_nanos: u64) {
-        let epoch = self.width.div(now);
-        let slow =
-            event.carries_latency() && self.slow_nanos != 0 && latency_nanos >= self.slow_nanos;
-        let bucket = self.buckets.rem(epoch) as usize;
+        let (epoch, bucket) = self.locate(now);
+        let slow = self.is_slow(event, latency_nanos);
         self.record_overflow(bucket, epoch.saturating_add(1), event, slow, latency_nanos);
     }
 }
@@ -317,6 +393,43 @@ mod tests {
     fn bucket_stripe_is_one_kibibyte() {
         assert_eq!(BUCKET_STRIPE_BYTES, 1024);
         assert_eq!(OVERFLOW_BYTES, 128);
+    }
+
+    #[test]
+    fn located_epoch_and_bucket_match_division_in_any_order_of_times() {
+        let width = 1_000;
+        let w = TimeWindow::new(width, 7, 1, 0);
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut now = 0u64;
+        for step in 0..20_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            now = match step % 5 {
+                // Mostly small steps forward, within or just past the hinted epoch.
+                0..=2 => now + x % 700,
+                3 => now.saturating_sub(x % 3_000),
+                _ => x >> (x % 64),
+            };
+            let epoch = now / width;
+            assert_eq!(w.locate(now), (epoch, (epoch % 7) as usize), "at {now}");
+        }
+        // Epochs too large for the hint are located by division every time.
+        for now in [u64::MAX, u64::MAX - 1, (HINT_MAX_EPOCH + 1) * width] {
+            let epoch = now / width;
+            assert_eq!(w.locate(now), (epoch, (epoch % 7) as usize));
+        }
+        assert_eq!(w.locate(5 * width), (5, 5));
+    }
+
+    #[test]
+    fn the_hint_only_moves_forward() {
+        let w = TimeWindow::new(1_000, 4, 1, 0);
+        w.locate(9_500);
+        let hinted = w.hint.load(Ordering::Relaxed);
+        assert_eq!(hinted, 9 << HINT_BUCKET_BITS | 1);
+        w.locate(2_500);
+        assert_eq!(w.hint.load(Ordering::Relaxed), hinted, "a late event");
     }
 
     #[test]

@@ -231,6 +231,19 @@ fn layers(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     );
     per_call(
         &mut g,
+        "palisade_breaker_no_latency",
+        ServiceBuilder::new()
+            .layer(
+                palisade::breaker::BreakerConfig::builder()
+                    .record_latency(false)
+                    .build()
+                    .expect("breaker config")
+                    .layer(),
+            )
+            .service(Echo),
+    );
+    per_call(
+        &mut g,
         "tower_resilience_breaker",
         ServiceBuilder::new().layer(tr_breaker()).service(Echo),
     );
@@ -397,6 +410,11 @@ fn print_ratios() {
         ("per_call", "palisade_bulkhead", "tower_resilience_bulkhead"),
         ("per_call", "palisade_breaker", "failsafe_breaker"),
         ("per_call", "palisade_breaker", "tower_resilience_breaker"),
+        (
+            "per_call",
+            "palisade_breaker_no_latency",
+            "failsafe_breaker",
+        ),
         ("per_call", "palisade_hystrix", "tower_resilience_stack"),
         ("per_call", "bare", "palisade_breaker"),
         ("per_call", "bare", "palisade_hystrix"),

@@ -28,8 +28,10 @@ use super::endpoint::{EndpointId, EndpointStats};
 use super::picker::Candidates;
 use super::readiness::{SlotWaker, WakeQueue};
 use super::slow_start::SlowStart;
+use crate::breaker::gate::{GateCall, GateCore};
+use crate::breaker::{BreakerConfig, BreakerHandle};
 use crate::clock::Clock;
-use crate::error::BoxError;
+use crate::error::{BoxError, BreakerOpen};
 
 const NONE: u32 = u32::MAX;
 
@@ -78,6 +80,9 @@ pub(crate) struct Counters {
 pub(crate) struct EndpointSet<K, S> {
     metas: Vec<Meta>,
     services: Vec<Option<S>>,
+    /// Each member's circuit breaker gate, when endpoint breakers are on.
+    gates: Vec<Option<GateCore>>,
+    breaker: Option<BreakerConfig<()>>,
     wakers: Vec<(Arc<SlotWaker>, Waker)>,
     keys: HashMap<K, u32>,
     free: Vec<u32>,
@@ -107,6 +112,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
     pub(crate) fn new(
         detection: Option<OutlierDetection>,
         slow_start: Option<SlowStart>,
+        breaker: Option<BreakerConfig<()>>,
         decay_ns: f64,
         now: u64,
     ) -> Self {
@@ -116,6 +122,8 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         Self {
             metas: Vec::new(),
             services: Vec::new(),
+            gates: Vec::new(),
+            breaker,
             wakers: Vec::new(),
             keys: HashMap::new(),
             free: Vec::new(),
@@ -192,6 +200,18 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         Some(EndpointId::new(slot, self.metas[slot as usize].generation))
     }
 
+    /// The handle of the circuit breaker of the member with key `key`.
+    pub(crate) fn breaker_of(&self, key: &K) -> Option<BreakerHandle> {
+        let slot = *self.keys.get(key)?;
+        self.gates[slot as usize].as_ref().map(GateCore::handle)
+    }
+
+    /// The handle of the circuit breaker of member `id`.
+    pub(crate) fn breaker_of_id(&self, id: EndpointId) -> Option<BreakerHandle> {
+        self.meta(id)?;
+        self.gates[id.slot()].as_ref().map(GateCore::handle)
+    }
+
     pub(crate) fn meta(&self, id: EndpointId) -> Option<&Meta> {
         let m = self.metas.get(id.slot())?;
         (m.live && m.generation == id.generation()).then_some(m)
@@ -200,7 +220,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
     // ----- membership ----------------------------------------------------------------
 
     /// Inserts an endpoint, or replaces the service and weight of the one with this key
-    /// (keeping its statistics, ejection history and slow-start age).
+    /// (keeping its statistics, ejection history, slow-start age and circuit).
     pub(crate) fn upsert(&mut self, key: K, key_hash: u64, service: S, weight: u32, now: u64) {
         let weight = weight.max(1);
         if let Some(&slot) = self.keys.get(&key) {
@@ -225,6 +245,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
                 let slot = self.metas.len() as u32;
                 self.wakers.push(SlotWaker::new(slot, self.queue.clone()));
                 self.services.push(None);
+                self.gates.push(None);
                 self.metas.push(Meta {
                     generation: 0,
                     live: false,
@@ -257,6 +278,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         m.member_pos = member_pos;
         m.ejection = EjectionRecord::default();
         self.services[slot as usize] = Some(service);
+        self.gates[slot as usize] = self.breaker.as_ref().map(GateCore::new);
         self.members.push(slot);
         self.keys.insert(key, slot);
         self.members_epoch += 1;
@@ -285,6 +307,8 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
     fn vacate(&mut self, slot: u32) {
         let i = slot as usize;
         self.services[i] = None;
+        // Dropping the gate gives back a probe permit it held.
+        self.gates[i] = None;
         let m = &mut self.metas[i];
         m.live = false;
         // A new generation at once: ids held by pickers stop resolving now, not at reuse.
@@ -377,8 +401,13 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
                 self.wakers[slot as usize].0.clear();
                 let m = &self.metas[slot as usize];
                 // A stale wake (the endpoint is no longer pending, or the slot changed
-                // hands) needs nothing.
-                if m.live && m.readiness == Readiness::Pending {
+                // hands) needs nothing. A gated endpoint that is reserved is polled again:
+                // its circuit changed state (it may have opened).
+                let gated = self.gates[slot as usize].is_some();
+                if m.live
+                    && (m.readiness == Readiness::Pending
+                        || (gated && m.readiness == Readiness::Reserved))
+                {
                     self.push_to_poll(slot);
                 }
             }
@@ -400,6 +429,15 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
                 continue;
             };
             let mut cx = Context::from_waker(&self.wakers[i].1);
+            if let Some(gate) = self.gates[i].as_mut() {
+                // An endpoint whose circuit would reject is not ready; the gate wakes
+                // the slot when a probe is due or the circuit changes.
+                if gate.poll_admissible(&mut cx).is_pending() {
+                    self.metas[i].readiness = Readiness::Pending;
+                    self.sync_ready(slot);
+                    continue;
+                }
+            }
             match service.poll_ready(&mut cx) {
                 Poll::Ready(Ok(())) => {
                     self.metas[i].readiness = Readiness::Reserved;
@@ -420,6 +458,47 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         }
         polling.clear();
         self.scratch = polling;
+    }
+
+    /// Admits a call to the slot at ready `position` through its circuit breaker, if it
+    /// has one. A circuit that rejects (it changed state since the slot was polled)
+    /// takes the slot out of the ready list and queues it for polling, so the caller can
+    /// pick again among the rest.
+    #[inline]
+    pub(crate) fn admit(&mut self, position: usize) -> Result<Option<GateCall>, BreakerOpen> {
+        let slot = self.ready[position];
+        let Some(gate) = self.gates[slot as usize].as_mut() else {
+            return Ok(None);
+        };
+        match gate.admit_call() {
+            Ok(call) => Ok(Some(call)),
+            Err(open) => {
+                self.metas[slot as usize].readiness = Readiness::Unpolled;
+                self.take_out_of_ready(slot);
+                self.push_to_poll(slot);
+                Err(open)
+            }
+        }
+    }
+
+    /// Members that are not ejected but whose circuit does not admit every call (open,
+    /// half-open, forced open): they count against the ejection cap.
+    fn blocked_by_breakers(&self) -> usize {
+        if self.breaker.is_none() {
+            return 0;
+        }
+        self.members
+            .iter()
+            .filter(|&&slot| self.is_blocked(slot))
+            .count()
+    }
+
+    fn is_blocked(&self, slot: u32) -> bool {
+        let i = slot as usize;
+        !self.metas[i].ejection.is_ejected()
+            && self.gates[i]
+                .as_ref()
+                .is_some_and(|g| !g.shared().state().admits_all())
     }
 
     /// The slot at ready `position` takes a call: it stays in the ready list (so the
@@ -480,11 +559,16 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         self.attention.load(Ordering::Relaxed)
     }
 
-    fn eject(&mut self, slot: u32, now: u64) -> bool {
+    /// Ejects `slot` if the cap allows; `blocked` is the number of other members kept
+    /// out by their circuit breakers (see [`blocked_by_breakers`](Self::blocked_by_breakers)),
+    /// which count against the cap and is updated when `slot` was one of them.
+    fn eject(&mut self, slot: u32, now: u64, blocked: &mut usize) -> bool {
         let Some(detection) = &self.detection else {
             return false;
         };
-        if !detection.may_eject(self.ejected, self.members.len()) {
+        let was_blocked = self.is_blocked(slot);
+        let out = self.ejected + *blocked - usize::from(was_blocked);
+        if !detection.may_eject(out, self.members.len()) {
             return false;
         }
         let m = &mut self.metas[slot as usize];
@@ -496,6 +580,9 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         tracing::debug!(slot, until, "endpoint ejected");
         self.next_lift = self.next_lift.min(until);
         self.ejected += 1;
+        if was_blocked {
+            *blocked -= 1;
+        }
         self.counters.ejections += 1;
         self.sync_ready(slot);
         self.refresh_panic();
@@ -509,12 +596,13 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         if threshold == 0 {
             return;
         }
+        let mut blocked = self.blocked_by_breakers();
         for k in 0..self.members.len() {
             let slot = self.members[k];
             let stats = &self.metas[slot as usize].stats;
             if stats.consecutive_failures() >= threshold {
                 stats.reset_consecutive_failures();
-                self.eject(slot, now);
+                self.eject(slot, now, &mut blocked);
             }
         }
     }
@@ -567,8 +655,9 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             .map(|&(slot, ok, t)| (slot, ok as f64 / t as f64))
             .collect();
         outliers.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let mut blocked = self.blocked_by_breakers();
         for (slot, _) in outliers {
-            self.eject(slot, now);
+            self.eject(slot, now, &mut blocked);
         }
     }
 
@@ -729,7 +818,7 @@ mod tests {
     proptest! {
         #[test]
         fn ready_list_always_holds_exactly_the_reserved_members(ops in prop::collection::vec(op(), 1..200)) {
-            let mut set: EndpointSet<u8, Fake> = EndpointSet::new(None, None, 1e9, 0);
+            let mut set: EndpointSet<u8, Fake> = EndpointSet::new(None, None, None, 1e9, 0);
             let mut switches: std::collections::HashMap<u8, Arc<Switch>> = Default::default();
             let mut held = Vec::new();
             for op in ops {

@@ -106,6 +106,7 @@ mod endpoint;
 mod future;
 mod key;
 mod layer;
+mod load_index;
 pub mod picker;
 mod readiness;
 mod service;
@@ -118,8 +119,8 @@ pub use future::ResponseFuture;
 pub use key::{HashKey, NoKey};
 pub use layer::{BalanceLayer, MakeBalance, MakeBalanceLayer, MakeFuture, WeightedBalanceLayer};
 pub use picker::{
-    Candidates, ConsistentHash, Cost, Endpoint, LeastConnections, Picker, PowerOfTwoChoices,
-    Random, RoundRobin, WeightedRoundRobin,
+    Candidates, ConsistentHash, Cost, Endpoint, LeastConnections, LoadIndex, Picker,
+    PowerOfTwoChoices, Random, RoundRobin, WeightedRoundRobin,
 };
 pub use service::{Balance, Builder, Weigher};
 pub use slow_start::{SlowStart, SlowStartBuilder};

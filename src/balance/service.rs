@@ -300,6 +300,7 @@ where
         }
         let key = self.key.hash_key(&req);
         let now = self.track_latency.then(|| self.clock.now());
+        self.set.refresh_load();
         // Each round that a circuit rejects takes its endpoint out of the ready list, so
         // this ends; the request fails only when every ready endpoint's circuit rejected.
         let (position, gate) = loop {
@@ -540,7 +541,9 @@ impl<P: Picker, H, C> Builder<P, H, C> {
         self.validate()?;
         let now = self.clock.now();
         let track_outcomes = self.outlier_detection.is_some();
-        let track_latency = self.picker.uses_latency();
+        let mut picker = self.picker;
+        let track_latency = picker.uses_latency();
+        let load_index = picker.load_index();
         Ok(Balance {
             discover,
             discover_done: false,
@@ -548,10 +551,11 @@ impl<P: Picker, H, C> Builder<P, H, C> {
                 self.outlier_detection,
                 self.slow_start,
                 self.endpoint_breaker,
+                load_index,
                 self.latency_decay.as_nanos() as f64,
                 now,
             ),
-            picker: self.picker,
+            picker,
             key: self.key,
             classify: self.classify,
             weigher,

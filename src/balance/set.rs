@@ -25,7 +25,8 @@ use tower_service::Service;
 
 use super::ejection::{EjectionRecord, OutlierDetection};
 use super::endpoint::{EndpointId, EndpointStats};
-use super::picker::Candidates;
+use super::load_index::{CompletionQueue, LoadHeap};
+use super::picker::{Candidates, LoadIndex};
 use super::readiness::{SlotWaker, WakeQueue};
 use super::slow_start::SlowStart;
 use crate::breaker::gate::{GateCall, GateCore};
@@ -106,13 +107,23 @@ pub(crate) struct EndpointSet<K, S> {
     /// costs one idle housekeeping pass).
     next_lift: u64,
     decay_ns: f64,
+    /// The ready slots by load, when the picker asked for it.
+    load: Option<LoadHeap>,
+    completions: Option<Arc<CompletionQueue>>,
+    /// The weights epoch the load heap's scores were computed under.
+    load_weights_epoch: u64,
 }
+
+/// Entries in the completion queue; a fuller queue costs one re-read of every ready
+/// endpoint at the next pick.
+const COMPLETION_QUEUE_CAPACITY: usize = 4096;
 
 impl<K: Hash + Eq, S> EndpointSet<K, S> {
     pub(crate) fn new(
         detection: Option<OutlierDetection>,
         slow_start: Option<SlowStart>,
         breaker: Option<BreakerConfig<()>>,
+        load_index: Option<LoadIndex>,
         decay_ns: f64,
         now: u64,
     ) -> Self {
@@ -145,6 +156,10 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             next_slow_start: u64::MAX,
             next_lift: u64::MAX,
             decay_ns,
+            load: load_index.map(|l| LoadHeap::new(l.per_weight, l.seed)),
+            completions: load_index
+                .map(|_| Arc::new(CompletionQueue::new(COMPLETION_QUEUE_CAPACITY))),
+            load_weights_epoch: 0,
         }
     }
 
@@ -160,6 +175,43 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             now,
             members_epoch: self.members_epoch,
             weights_epoch: self.weights_epoch,
+            least_loaded: self.load.as_ref().and_then(LoadHeap::top),
+        }
+    }
+
+    /// Brings the load heap up to date with the requests that completed since the last
+    /// pick (and with weight changes, when scores depend on weights).
+    #[inline]
+    pub(crate) fn refresh_load(&mut self) {
+        let (Some(heap), Some(queue)) = (self.load.as_mut(), self.completions.as_ref()) else {
+            return;
+        };
+        let reweigh = heap.per_weight() && self.load_weights_epoch != self.weights_epoch;
+        if queue.take_overflow() || reweigh {
+            // Re-read everything: drain the queue, clear every flag, rescore every
+            // ready slot.
+            while queue.pop().is_some() {}
+            for &slot in &self.members {
+                self.metas[slot as usize].stats.take_queued();
+            }
+            for &slot in &self.ready {
+                let m = &self.metas[slot as usize];
+                let score = heap.score(m.stats.in_flight(), m.effective_weight);
+                heap.set(slot, score);
+            }
+            self.load_weights_epoch = self.weights_epoch;
+            return;
+        }
+        // Bounded, so producers that keep pushing cannot hold the balancer here.
+        for _ in 0..COMPLETION_QUEUE_CAPACITY {
+            let Some(slot) = queue.pop() else { break };
+            let Some(m) = self.metas.get(slot as usize) else {
+                continue;
+            };
+            let in_flight = m.stats.take_queued();
+            if m.live {
+                heap.update(slot, heap.score(in_flight, m.effective_weight));
+            }
         }
     }
 
@@ -249,7 +301,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
                 self.metas.push(Meta {
                     generation: 0,
                     live: false,
-                    stats: self.new_stats(),
+                    stats: self.new_stats(slot),
                     weight: 1,
                     effective_weight: 1.0,
                     added_at: 0,
@@ -263,7 +315,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
                 slot
             }
         };
-        let stats = self.new_stats();
+        let stats = self.new_stats(slot);
         let effective_weight = self.effective(weight, now, now);
         let member_pos = self.members.len() as u32;
         let m = &mut self.metas[slot as usize];
@@ -330,7 +382,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         self.refresh_panic();
     }
 
-    fn new_stats(&self) -> Arc<EndpointStats> {
+    fn new_stats(&self, slot: u32) -> Arc<EndpointStats> {
         let threshold = self
             .detection
             .as_ref()
@@ -339,6 +391,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             self.decay_ns,
             threshold,
             self.attention.clone(),
+            self.completions.as_ref().map(|q| (q.clone(), slot)),
         ))
     }
 
@@ -368,6 +421,9 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             && (self.panic || !m.ejection.is_ejected());
         match (want, m.ready_pos != NONE) {
             (true, false) => {
+                if let Some(heap) = self.load.as_mut() {
+                    heap.set(slot, heap.score(m.stats.in_flight(), m.effective_weight));
+                }
                 self.metas[slot as usize].ready_pos = self.ready.len() as u32;
                 self.ready.push(slot);
             }
@@ -380,6 +436,9 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         let pos = std::mem::replace(&mut self.metas[slot as usize].ready_pos, NONE);
         if pos == NONE {
             return;
+        }
+        if let Some(heap) = self.load.as_mut() {
+            heap.remove(slot);
         }
         self.ready.swap_remove(pos as usize);
         if let Some(&moved) = self.ready.get(pos as usize) {
@@ -514,6 +573,12 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         }
         let stats = self.metas[i].stats.clone();
         stats.begin();
+        if let Some(heap) = self.load.as_mut() {
+            heap.update(
+                slot,
+                heap.score(stats.in_flight(), self.metas[i].effective_weight),
+            );
+        }
         let service = self.services[i]
             .as_mut()
             .expect("a ready slot always holds a service");
@@ -766,6 +831,7 @@ mod tests {
         Set(u8, u8),
         Poll,
         Call(usize),
+        End(usize),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -779,7 +845,28 @@ mod tests {
                 .prop_map(|(k, s)| Op::Set(k, s)),
             Just(Op::Poll),
             any::<usize>().prop_map(Op::Call),
+            any::<usize>().prop_map(Op::End),
         ]
+    }
+
+    /// The load index's top is a ready slot with the least in flight.
+    fn check_load(set: &mut EndpointSet<u8, Fake>) {
+        set.refresh_load();
+        let clock = Clock::manual().0;
+        let top = set.candidates(&clock, None).least_loaded();
+        let min = set
+            .ready
+            .iter()
+            .map(|&s| set.metas[s as usize].stats.in_flight())
+            .min();
+        match (top, min) {
+            (None, None) => {}
+            (Some(pos), Some(min)) => {
+                let slot = set.ready[pos];
+                assert_eq!(set.metas[slot as usize].stats.in_flight(), min);
+            }
+            other => panic!("load index and ready list disagree: {other:?}"),
+        }
     }
 
     fn check(set: &EndpointSet<u8, Fake>, after_poll: bool) {
@@ -818,7 +905,8 @@ mod tests {
     proptest! {
         #[test]
         fn ready_list_always_holds_exactly_the_reserved_members(ops in prop::collection::vec(op(), 1..200)) {
-            let mut set: EndpointSet<u8, Fake> = EndpointSet::new(None, None, None, 1e9, 0);
+            let mut set: EndpointSet<u8, Fake> =
+                EndpointSet::new(None, None, None, Some(LoadIndex::in_flight(3)), 1e9, 0);
             let mut switches: std::collections::HashMap<u8, Arc<Switch>> = Default::default();
             let mut held = Vec::new();
             for op in ops {
@@ -847,8 +935,15 @@ mod tests {
                             held.push(stats);
                         }
                     }
+                    Op::End(i) => {
+                        if !held.is_empty() {
+                            let n = held.len();
+                            held.swap_remove(i % n).end();
+                        }
+                    }
                 }
                 check(&set, polled);
+                check_load(&mut set);
             }
             for s in held.drain(..) {
                 s.end();

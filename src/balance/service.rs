@@ -300,10 +300,10 @@ where
         }
         let key = self.key.hash_key(&req);
         let now = self.track_latency.then(|| self.clock.now());
-        self.set.refresh_load();
         // Each round that a circuit rejects takes its endpoint out of the ready list, so
         // this ends; the request fails only when every ready endpoint's circuit rejected.
         let (position, gate) = loop {
+            self.set.refresh_load();
             let len = self.set.ready_len();
             let mut position = self
                 .picker

@@ -111,6 +111,10 @@ pub(crate) struct EndpointSet<K, S> {
     load: Option<LoadOrder>,
     /// The load order's choice for the next pick (set by `refresh_load`).
     load_top: Option<u32>,
+    /// The slot called since the last `refresh_load`, whose place in the load order is
+    /// brought up to date then (a request that completes before the next pick then
+    /// moves nothing).
+    load_called: Option<u32>,
     completions: Option<Arc<CompletionQueue>>,
     /// The weights epoch the load heap's scores were computed under.
     load_weights_epoch: u64,
@@ -160,6 +164,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             decay_ns,
             load: load_index.map(|l| LoadOrder::new(l.per_weight, l.seed)),
             load_top: None,
+            load_called: None,
             completions: load_index
                 .map(|_| Arc::new(CompletionQueue::new(COMPLETION_QUEUE_CAPACITY))),
             load_weights_epoch: 0,
@@ -191,6 +196,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             return;
         };
         self.load_top = None;
+        let called = self.load_called.take();
         let reweigh = heap.per_weight() && self.load_weights_epoch != self.weights_epoch;
         if queue.take_overflow() || reweigh {
             // Re-read everything: drain the queue, clear every flag, rescore every
@@ -216,6 +222,12 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             let in_flight = m.stats.take_queued();
             if m.live {
                 heap.update(slot, in_flight, m.effective_weight);
+            }
+        }
+        if let Some(slot) = called {
+            let m = &self.metas[slot as usize];
+            if m.live {
+                heap.update(slot, m.stats.in_flight(), m.effective_weight);
             }
         }
         self.load_top = heap.choose();
@@ -580,7 +592,16 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         let stats = self.metas[i].stats.clone();
         stats.begin();
         if let Some(heap) = self.load.as_mut() {
-            heap.update(slot, stats.in_flight(), self.metas[i].effective_weight);
+            // At most one call between two refreshes; should there be another, bring the
+            // earlier one up to date now.
+            if let Some(earlier) = self.load_called.replace(slot) {
+                if earlier != slot {
+                    let m = &self.metas[earlier as usize];
+                    if m.live {
+                        heap.update(earlier, m.stats.in_flight(), m.effective_weight);
+                    }
+                }
+            }
         }
         let service = self.services[i]
             .as_mut()

@@ -1,7 +1,7 @@
 //! A master dispatches 10,000 tasks to 8 workers through a balancer.
 //!
 //! The workers are tower services of different speeds (1 ms to 8 ms per task); one of
-//! them, `w7`, fails in bursts (50 tasks out of every 200 it is given). The master keeps
+//! them, `w7`, fails in bursts (every other 100 ms window of the run). The master keeps
 //! up to 64 tasks in flight through a [`Balance`](palisade::balance::Balance) with
 //! [`LeastConnections`] (fast workers finish sooner, so they are given more) and a
 //! circuit breaker per worker ([`Builder::endpoint_breaker`]): when `w7` starts failing,
@@ -69,16 +69,18 @@ impl fmt::Display for WorkerFailed {
 
 impl std::error::Error for WorkerFailed {}
 
-/// A worker: takes `millis` per task; the flaky one fails the first 50 of every 200
-/// tasks it is given.
+/// A worker: takes `millis` per task; the flaky one fails every task it is given in
+/// every other 100 ms window since `start`.
 fn worker(
     name: &'static str,
     millis: u64,
+    start: Instant,
+    given: Arc<AtomicU64>,
 ) -> impl Service<u64, Response = Done, Error = WorkerFailed, Future: Send> + Clone {
-    let given = Arc::new(AtomicU64::new(0));
     service_fn(move |task: u64| {
-        let n = given.fetch_add(1, Ordering::Relaxed);
-        let fail = name == FLAKY && n % 200 < 50;
+        given.fetch_add(1, Ordering::Relaxed);
+        let window = start.elapsed().as_millis() / 100;
+        let fail = name == FLAKY && window % 2 == 1;
         async move {
             tokio::time::sleep(Duration::from_millis(millis)).await;
             if fail {
@@ -109,12 +111,18 @@ async fn main() -> Result<(), BoxError> {
         .half_open_probes(1)
         .probes_to_close(3)
         .build()?;
-    let workers = FixedList::unweighted(WORKERS.map(|(name, ms)| (name, worker(name, ms))));
+    let started = Instant::now();
+    let given: Vec<Arc<AtomicU64>> = WORKERS.iter().map(|_| Arc::default()).collect();
+    let workers = FixedList::unweighted(
+        WORKERS
+            .iter()
+            .zip(&given)
+            .map(|(&(name, ms), given)| (name, worker(name, ms, started, given.clone()))),
+    );
     let mut balance = Builder::new(LeastConnections::new())
         .endpoint_breaker(breaker)
         .build_weighted(workers)?;
 
-    let started = Instant::now();
     let mut running = FuturesUnordered::new();
     let mut seen = vec![false; TASKS as usize];
     let mut tally: BTreeMap<&'static str, Tally> = BTreeMap::new();
@@ -164,12 +172,13 @@ async fn main() -> Result<(), BoxError> {
         WORKERS.len()
     );
     println!(
-        "{:<10} {:>6} {:>9} {:>7} {:>10} {:>10} {:>6}",
-        "worker", "ms", "completed", "failed", "mean", "p99", "trips"
+        "{:<8} {:>4} {:>7} {:>9} {:>7} {:>10} {:>10} {:>6}",
+        "worker", "ms", "given", "completed", "failed", "mean", "p99", "trips"
     );
-    for (name, ms) in WORKERS {
+    for (i, (name, ms)) in WORKERS.into_iter().enumerate() {
+        let calls = given[i].load(Ordering::Relaxed);
         let Some(t) = tally.get_mut(name) else {
-            println!("{name:<10} {ms:>6} {:>9} {:>7}", 0, 0);
+            println!("{name:<8} {ms:>4} {calls:>7} {:>9} {:>7}", 0, 0);
             continue;
         };
         t.latencies.sort_unstable();
@@ -179,8 +188,13 @@ async fn main() -> Result<(), BoxError> {
             .endpoint_breaker(&name)
             .map_or(0, |h| h.metrics().total_trips);
         println!(
-            "{name:<10} {ms:>6} {:>9} {:>7} {:>10.2?} {:>10.2?} {trips:>6}",
+            "{name:<8} {ms:>4} {calls:>7} {:>9} {:>7} {:>10.2?} {:>10.2?} {trips:>6}",
             t.completed, t.failed, mean, p99
+        );
+        assert_eq!(
+            calls,
+            t.completed + t.failed,
+            "{name}: every task given ended"
         );
     }
     if let Some(t) = tally.get("(balancer)") {

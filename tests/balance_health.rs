@@ -201,8 +201,9 @@ async fn half_open_admits_exactly_the_configured_probes_under_concurrency() {
 
 #[tokio::test(start_paused = true)]
 async fn circuit_opening_while_its_endpoint_is_reserved_sends_requests_elsewhere() {
-    // Failures complete while `a` is already reserved for the next call: the circuit's
-    // transition wakes the balancer, which re-polls `a` and finds it not ready.
+    // Failures complete while `a` is already reserved for the next call: its circuit
+    // rejects at `call`, the balancer picks `b` instead and polls `a` again, finding it
+    // not ready.
     let slow = Duration::from_millis(10);
     let (a, b) = (ep("a").slow(slow), ep("b").slow(slow));
     let list = FixedList::unweighted([("a", a.clone()), ("b", b.clone())]);

@@ -392,3 +392,22 @@ async fn ejections_and_open_breakers_together_stay_within_max_ejection_percent()
     }
     assert_eq!(balance.ejected_len(), 3);
 }
+
+#[test]
+fn balancer_with_endpoint_breakers_and_its_futures_are_send() {
+    fn send<T: Send>(_: &T) {}
+    fn send_static<T: Send + 'static>(_: &T) {}
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _entered = rt.enter();
+    let list = FixedList::unweighted([("a", ep("a"))]);
+    let mut balance = Builder::new(LeastConnections::seeded(1))
+        .endpoint_breaker(breaker(3, 1, 1))
+        .build_weighted(list)
+        .unwrap();
+    send(&balance);
+    let fut = balance.call(());
+    send_static(&fut);
+}

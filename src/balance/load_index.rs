@@ -101,8 +101,10 @@ impl CompletionQueue {
     }
 
     /// Whether a push found the queue full since the last call.
+    #[inline]
     pub(crate) fn take_overflow(&self) -> bool {
-        self.overflowed.swap(false, Ordering::AcqRel)
+        // Load first: a swap on every pick would be a locked instruction for nothing.
+        self.overflowed.load(Ordering::Acquire) && self.overflowed.swap(false, Ordering::AcqRel)
     }
 }
 

@@ -16,10 +16,11 @@
 //! source to the balancer.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use super::load_index::CompletionQueue;
 use crate::classify::Outcome;
 
 /// Identifies one endpoint of a balancer for as long as it is a member.
@@ -59,7 +60,10 @@ impl fmt::Display for EndpointId {
 
 /// Live statistics of one endpoint, shared with the response futures of its requests.
 pub(crate) struct EndpointStats {
-    in_flight: AtomicUsize,
+    /// Requests in flight (low 32 bits) and, when the balancer keeps a load index,
+    /// completions the balancer has not seen yet (high 32 bits): one word, so that a
+    /// completion is one atomic add and the balancer's look one atomic `and`.
+    in_flight: AtomicU64,
     /// Peak-EWMA latency in nanoseconds as `f64` bits; `0` means no sample yet.
     ewma_bits: AtomicU64,
     /// Clock reading of the last latency sample.
@@ -73,12 +77,25 @@ pub(crate) struct EndpointStats {
     failure_threshold: u32,
     /// Raised (for the balancer's next `poll_ready`) when the threshold is crossed.
     attention: Arc<AtomicBool>,
+    /// Where to report a completion when the balancer keeps a load index: the queue and
+    /// this endpoint's slot.
+    completions: Option<(Arc<CompletionQueue>, u32)>,
 }
 
+const IN_FLIGHT_MASK: u64 = (1 << 32) - 1;
+/// Added by a completion: one more unseen completion, one fewer in flight. (A call
+/// also counts as an unseen change: see `begin`.)
+const COMPLETED: u64 = IN_FLIGHT_MASK;
+
 impl EndpointStats {
-    pub(crate) fn new(decay_ns: f64, failure_threshold: u32, attention: Arc<AtomicBool>) -> Self {
+    pub(crate) fn new(
+        decay_ns: f64,
+        failure_threshold: u32,
+        attention: Arc<AtomicBool>,
+        completions: Option<(Arc<CompletionQueue>, u32)>,
+    ) -> Self {
         Self {
-            in_flight: AtomicUsize::new(0),
+            in_flight: AtomicU64::new(0),
             ewma_bits: AtomicU64::new(0),
             ewma_at: AtomicU64::new(0),
             decay_ns,
@@ -87,22 +104,50 @@ impl EndpointStats {
             failures: AtomicU32::new(0),
             failure_threshold,
             attention,
+            completions,
         }
     }
 
     #[inline]
     pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        (self.in_flight.load(Ordering::Relaxed) & IN_FLIGHT_MASK) as usize
     }
 
     #[inline]
     pub(crate) fn begin(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        // With a load index, the balancer looks at this endpoint at its next pick anyway
+        // (see `EndpointSet::refresh_load`): mark a completion as unseen already, so
+        // that a request completing before then does not queue the slot.
+        if self.completions.is_some() {
+            self.in_flight.fetch_add(1 + (1 << 32), Ordering::AcqRel);
+        } else {
+            self.in_flight.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     #[inline]
     pub(crate) fn end(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        match &self.completions {
+            None => {
+                self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
+            Some((queue, slot)) => {
+                // The first completion the balancer has not seen queues the slot; the
+                // balancer's `take_queued` clears the unseen count in the same word, so
+                // a completion is either seen by that look or queues the slot again.
+                let before = self.in_flight.fetch_add(COMPLETED, Ordering::AcqRel);
+                if before >> 32 == 0 {
+                    queue.push(*slot);
+                }
+            }
+        }
+    }
+
+    /// Clears the unseen completions and reads the in-flight count, for the balancer
+    /// draining the completion queue (see `end`).
+    #[inline]
+    pub(crate) fn take_queued(&self) -> usize {
+        (self.in_flight.fetch_and(IN_FLIGHT_MASK, Ordering::AcqRel) & IN_FLIGHT_MASK) as usize
     }
 
     /// The latency estimate decayed to `now`, in nanoseconds; `None` before any sample.
@@ -250,7 +295,7 @@ mod tests {
 
     fn stats(threshold: u32) -> (EndpointStats, Arc<AtomicBool>) {
         let flag = Arc::new(AtomicBool::new(false));
-        (EndpointStats::new(1e9, threshold, flag.clone()), flag)
+        (EndpointStats::new(1e9, threshold, flag.clone(), None), flag)
     }
 
     #[test]

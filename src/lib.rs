@@ -16,6 +16,7 @@
 //! | [`timeout`] | a deadline per call, with an optional per-request override |
 //! | [`balance`] | a load balancer over a changing endpoint set, with pluggable pickers |
 //! | [`discover`] | simple endpoint sources: a fixed list, a channel-fed set |
+//! | [`gossip`] | SWIM + Lifeguard membership: sans-IO core, wire format, keyring, simulator |
 //!
 //! [tower]: https://docs.rs/tower
 #![warn(missing_docs)]
@@ -32,6 +33,7 @@ pub mod preset;
 pub mod timeout;
 pub mod transport;
 pub mod window;
+pub mod gossip;
 
 pub use error::{BoxError, ConfigError};
 

@@ -1,0 +1,255 @@
+//! Measurements of the gossip membership on the simulator (LAN defaults).
+//!
+//! ```text
+//! cargo run --release --example gossip_sim            # full table (a few minutes on 2 cores)
+//! cargo run --release --example gossip_sim -- quick   # 16 and 128 members only
+//! cargo run --release --example gossip_sim -- wall    # only the 1,024 x 60 s wall time
+//! cargo run --release --example gossip_sim -- quick suspicion_mult=3   # a knob changed
+//! ```
+//!
+//! Every run is seeded and reproducible. The network is a LAN: one-way delay uniform in
+//! 0.2 to 2 ms (so packets reorder), loss as stated per row.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use palisade::gossip::sim::{fake_addr, MemberId, Network, Simulation};
+use palisade::gossip::{Config, Event, Identity};
+
+/// LAN defaults, except `suspicion_mult=N` on the command line overrides that knob.
+fn lan() -> Config {
+    let mut cfg = Config {
+        seed: Some(42),
+        ..Config::lan()
+    };
+    for arg in std::env::args() {
+        if let Some(v) = arg.strip_prefix("suspicion_mult=") {
+            cfg.suspicion_mult = v.parse().expect("suspicion_mult=<integer>");
+        }
+    }
+    cfg
+}
+
+/// `n` members named `node-0000` ... (fixed-width names, like host names, so that the
+/// bytes measured do not grow with the digits of the member count).
+fn add_members(sim: &mut Simulation, n: usize, cfg: &Config) -> Vec<MemberId> {
+    (0..n)
+        .map(|i| {
+            let cfg = Config {
+                seed: cfg.seed.map(|s| s + i as u64),
+                ..cfg.clone()
+            };
+            sim.add_member(Identity::new(format!("node-{i:04}"), fake_addr(i)), cfg)
+                .expect("valid config")
+        })
+        .collect()
+}
+
+fn converged(sim: &Simulation, ids: &[MemberId]) -> bool {
+    ids.iter().all(|&i| {
+        sim.swim(i)
+            .is_some_and(|s| s.live_members() == ids.len() - 1)
+    })
+}
+
+/// Starts `n` members at once (each joins m0 at a random moment of the first second)
+/// and returns the virtual time until every view is complete.
+fn cold_start(
+    n: usize,
+    cfg: &Config,
+    net: Network,
+    seed: u64,
+) -> (Simulation, Vec<MemberId>, Option<Duration>) {
+    let mut sim = Simulation::new(seed, net);
+    let ids = add_members(&mut sim, n, cfg);
+    let step = Duration::from_nanos(1_000_000_000 / n as u64);
+    for &id in &ids[1..] {
+        sim.run_for(step);
+        sim.join(id, &[ids[0]]);
+    }
+    let t = sim.run_until_true(Duration::from_millis(100), Duration::from_secs(600), |s| {
+        converged(s, &ids)
+    });
+    let t = t.map(|t| t + Duration::from_secs(1));
+    (sim, ids, t)
+}
+
+/// A formed cluster whose dissemination queues have drained.
+fn settled(n: usize, cfg: &Config, net: Network, seed: u64) -> (Simulation, Vec<MemberId>) {
+    let (mut sim, ids, t) = cold_start(n, cfg, net, seed);
+    assert!(t.is_some(), "cluster of {n} formed");
+    sim.run_until_true(Duration::from_secs(1), Duration::from_secs(300), |s| {
+        ids.iter()
+            .all(|&i| s.swim(i).is_some_and(|s| s.pending_updates() == 0))
+    });
+    (sim, ids)
+}
+
+/// Time for a tag update to reach 99.9% of the other members.
+fn propagation(sim: &mut Simulation, ids: &[MemberId]) -> Option<Duration> {
+    let who = ids[ids.len() / 2];
+    let name = sim.name(who).to_owned();
+    let seen = Rc::new(RefCell::new(0usize));
+    let s2 = seen.clone();
+    sim.set_observer(move |_, _, e| {
+        if matches!(e, Event::Update(m) if m.name() == name) {
+            *s2.borrow_mut() += 1;
+        }
+    });
+    let tags = BTreeMap::from([("weight".to_owned(), "9".to_owned())]);
+    sim.with_swim(who, |s, now| s.set_tags(tags, now))
+        .unwrap()
+        .unwrap();
+    let need = ((ids.len() - 1) as f64 * 0.999).ceil() as usize;
+    let t = sim.run_until_true(Duration::from_millis(10), Duration::from_secs(30), |_| {
+        *seen.borrow() >= need
+    });
+    sim.set_observer(|_, _, _| {});
+    t
+}
+
+/// Time until every other member has declared a crashed member failed.
+fn detection(sim: &mut Simulation, ids: &[MemberId]) -> Option<Duration> {
+    let victim = ids[ids.len() / 3];
+    let name = sim.name(victim).to_owned();
+    let failed = Rc::new(RefCell::new(0usize));
+    let f2 = failed.clone();
+    sim.set_observer(move |_, _, e| {
+        if matches!(e, Event::Failed(m) if m.name() == name) {
+            *f2.borrow_mut() += 1;
+        }
+    });
+    sim.crash(victim);
+    let need = ids.len() - 1;
+    let t = sim.run_until_true(Duration::from_millis(10), Duration::from_secs(120), |_| {
+        *failed.borrow() >= need
+    });
+    sim.set_observer(|_, _, _| {});
+    t
+}
+
+/// Bytes sent per member per second over a quiet window of three push-pull intervals
+/// (at least five minutes), so that every member makes several full-state exchanges:
+/// all bytes, and push-pull bytes only.
+fn bandwidth(sim: &mut Simulation, n: usize) -> (f64, f64) {
+    let (all, stream) = (sim.stats().bytes_sent, sim.stats().stream_bytes_sent);
+    let window = (lan().push_pull_interval_for(n) * 3).max(Duration::from_secs(300));
+    sim.run_for(window);
+    let per = |b: u64| b as f64 / n as f64 / window.as_secs_f64();
+    (
+        per(sim.stats().bytes_sent - all),
+        per(sim.stats().stream_bytes_sent - stream),
+    )
+}
+
+struct FalsePositives {
+    events: usize,
+    on_timely: usize,
+    victims: usize,
+}
+
+/// Failure events about members that never failed, over ten minutes with 10% loss and
+/// 5% of the members slow (every input 750 ms late).
+fn false_positives(n: usize, lifeguard: bool) -> FalsePositives {
+    let cfg = Config { lifeguard, ..lan() };
+    let (mut sim, ids) = settled(n, &cfg, Network::lan(), 7);
+    let slow: Vec<MemberId> = ids.iter().copied().step_by(20).collect();
+    for &id in &slow {
+        sim.set_slow(id, Duration::from_millis(750));
+    }
+    sim.set_network(Network::lan().with_loss(0.10));
+    let slow_names: Vec<String> = slow.iter().map(|&i| sim.name(i).to_owned()).collect();
+    let log: Rc<RefCell<Vec<String>>> = Rc::default();
+    let l2 = log.clone();
+    sim.set_observer(move |_, _, e| {
+        if let Event::Failed(m) = e {
+            l2.borrow_mut().push(m.name().to_owned());
+        }
+    });
+    sim.run_for(Duration::from_secs(600));
+    let log = log.borrow();
+    let mut victims: Vec<&String> = log.iter().collect();
+    victims.sort();
+    victims.dedup();
+    FalsePositives {
+        events: log.len(),
+        on_timely: log.iter().filter(|m| !slow_names.contains(m)).count(),
+        victims: victims.len(),
+    }
+}
+
+fn fmt(d: Option<Duration>) -> String {
+    d.map_or("> limit".to_owned(), |d| {
+        format!("{:.2} s", d.as_secs_f64())
+    })
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "quick");
+    let wall_only = std::env::args().any(|a| a == "wall");
+    let sizes: &[usize] = match (quick, wall_only) {
+        (_, true) => &[],
+        (true, _) => &[16, 128],
+        _ => &[16, 128, 1024],
+    };
+    println!("| members | cold start to complete views | update to 99.9% | crash seen by all (1% loss) | bytes/member/s | wall |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for &n in sizes {
+        let wall = Instant::now();
+        let (_, _, cold) = cold_start(n, &lan(), Network::lan(), 1);
+        let (mut sim, ids) = settled(n, &lan(), Network::lan(), 2);
+        let (bytes, pp_bytes) = bandwidth(&mut sim, n);
+        sim.run_for(Duration::from_secs(5));
+        let prop = propagation(&mut sim, &ids);
+        sim.set_network(Network::lan().with_loss(0.01));
+        sim.run_for(Duration::from_secs(10));
+        let det = detection(&mut sim, &ids);
+        println!(
+            "| {n} | {} | {} | {} | {bytes:.0} ({pp_bytes:.0} push-pull) | {:.1} s |",
+            fmt(cold),
+            fmt(prop),
+            fmt(det),
+            wall.elapsed().as_secs_f64()
+        );
+    }
+
+    let n = if quick { 128 } else { 1024 };
+    let wall = Instant::now();
+    let mut sim = Simulation::new(3, Network::lan());
+    let ids = add_members(&mut sim, n, &lan());
+    for &id in &ids[1..] {
+        sim.join(id, &[ids[0]]);
+    }
+    sim.run_for(Duration::from_secs(60));
+    println!(
+        "\n{n} members x 60 s simulated from a cold start: {:.1} s wall, {} packets delivered",
+        wall.elapsed().as_secs_f64(),
+        sim.stats().delivered
+    );
+    let wall = Instant::now();
+    sim.run_for(Duration::from_secs(60));
+    println!(
+        "{n} members x 60 s more, formed cluster: {:.1} s wall",
+        wall.elapsed().as_secs_f64()
+    );
+
+    if wall_only {
+        return;
+    }
+    let n = 128;
+    println!("\nfalse positives, {n} members, 10 min, 10% loss, 5% slow (750 ms):");
+    println!("| lifeguard | Failed events | on timely members | distinct members |");
+    println!("|---|---:|---:|---:|");
+    for on in [true, false] {
+        let fp = false_positives(n, on);
+        println!(
+            "| {} | {} | {} | {} |",
+            if on { "on" } else { "off" },
+            fp.events,
+            fp.on_timely,
+            fp.victims
+        );
+    }
+}

@@ -1,0 +1,36 @@
+//! Gossip membership: SWIM with Lifeguard, authenticated and encrypted, sans-IO.
+//!
+//! A cluster of members keeps, at every member, a view of who is in the cluster, where
+//! they are (gossip and service addresses) and what they announce (tags), and tells
+//! the application when that changes ([`Event`]: `Join`, `Leave`, `Failed`, `Update`,
+//! `Reap`, in Serf's vocabulary).
+//!
+//! - [`proto`]: the protocol state machine ([`Swim`]): no sockets, no clock, no tokio.
+//!   Packets, timer ticks and an explicit `now` go in; packets to send and events come
+//!   out. One file per mechanism: probing, suspicion, local health awareness,
+//!   dissemination, push-pull, member state, configuration presets.
+//! - [`codec`]: the versioned wire format (unknown frame kinds are skipped, so newer
+//!   members talk to older ones) and the reasons a packet is dropped, each counted.
+//! - [`keyring`]: shared keys for authenticated encryption (ChaCha20-Poly1305) of every
+//!   packet, rotatable without downtime; the cluster label is authenticated with it.
+//! - [`sim`]: a deterministic simulator running many members on a virtual clock with
+//!   seeded loss, delay, reordering, partitions (one-way too), crashes and slow members,
+//!   for testing a configuration before running it.
+//!
+//! The protocol is hashicorp/memberlist's, message for message where it matters:
+//! shuffled round-robin probes with indirect probes; incarnation numbers with
+//! alive / suspect / dead precedence and refutation; piggybacked, transmit-limited
+//! dissemination; Lifeguard's local health awareness, confirmation-shortened
+//! suspicions and buddy system; periodic push-pull anti-entropy; Serf's reconnection
+//! to failed members and reaping.
+//!
+//! Not here yet: the tokio UDP/TCP runtime that drives [`Swim`] over real sockets, and
+//! the adapter that turns membership events into a `tower::discover::Discover` stream.
+
+pub mod codec;
+pub mod keyring;
+pub mod proto;
+pub mod sim;
+
+pub use keyring::Keyring;
+pub use proto::{Config, Event, Identity, Member, MemberState, Swim, Transmit, Transport};

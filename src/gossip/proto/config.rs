@@ -1,0 +1,327 @@
+//! Every knob of the protocol, with its default and the reason for it.
+//!
+//! Three presets follow memberlist's: [`Config::lan`] (the default; one data centre),
+//! [`Config::wan`] (members across regions: slower, more patient) and [`Config::local`]
+//! (loopback or one host: fast and lean). None takes a cluster size: everything that
+//! should grow with the cluster grows at run time with the number of live members the
+//! member currently knows, which is a better estimate than a guess made at start-up:
+//! - retransmissions of each update: `retransmit_mult * ceil(log10(n + 1))`;
+//! - the suspicion timeout: `suspicion_mult * max(1, log10(n)) * probe_interval`
+//!   (stretched up to `suspicion_max_timeout_mult` times that with Lifeguard);
+//! - the push-pull interval: `push_pull_interval * n / 32` (at least 5 s), so that a
+//!   full state (which grows with `n`) is exchanged proportionally less often and each
+//!   member's anti-entropy traffic stays flat whatever the cluster size. (memberlist
+//!   scales it by `log2(n / 32)`, which lets the traffic per member grow almost
+//!   linearly.) At 1,024 members each member exchanges state every 16 minutes, while
+//!   somewhere in the cluster an exchange happens every second.
+//!
+//! Fields are public; [`Config::validate`] (called by
+//! [`Swim::new`](super::Swim::new)) rejects bad values with a
+//! [`ConfigError`] naming the field.
+
+use std::time::Duration;
+
+use crate::error::ConfigError;
+use crate::gossip::keyring::Keyring;
+
+use super::member::MAX_WIRE_TAGS_BYTES;
+
+/// Protocol configuration. See the [module docs](self) for how values scale.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How often this member probes one other member (one protocol period).
+    /// LAN 1 s: a failure is noticed within about a second by someone, while probe
+    /// traffic stays at one ping per member per second whatever the cluster size.
+    pub probe_interval: Duration,
+    /// How long to wait for a direct ack before asking others to probe indirectly.
+    /// LAN 500 ms: well above a data centre round trip, and leaves half of the period for
+    /// the indirect probes. Must be below `probe_interval`.
+    pub probe_timeout: Duration,
+    /// How many members are asked to probe indirectly after a missed ack. LAN 3: the
+    /// chance that all three paths are lossy at once is small, and the traffic is bounded.
+    pub indirect_checks: usize,
+    /// Multiplier of the suspicion timeout (see the module docs). LAN 4: a suspected
+    /// member gets several periods in which to hear of it and refute.
+    pub suspicion_mult: u32,
+    /// Lifeguard: a fresh suspicion waits up to this many times the minimal timeout and
+    /// shrinks towards it as independent members confirm. LAN 6 (memberlist's value).
+    pub suspicion_max_timeout_mult: u32,
+    /// Lifeguard: a member that misses nacks or has to refute suspicions of itself
+    /// stretches its own probe interval and timeout by up to this factor, so a slow
+    /// member stops accusing healthy ones. LAN 8.
+    pub awareness_max_multiplier: u32,
+    /// How often updates are gossiped to random members (besides piggybacking on
+    /// probes). LAN 200 ms: an update crosses a 1,000-member cluster in about a second.
+    pub gossip_interval: Duration,
+    /// How many random members each gossip round sends to. LAN 3.
+    pub gossip_nodes: usize,
+    /// Dead members still receive gossip for this long, so that a wrongly declared member
+    /// learns of it and refutes. LAN 30 s.
+    pub gossip_to_the_dead_time: Duration,
+    /// Each update is sent `retransmit_mult * ceil(log10(n + 1))` times. LAN 4: enough
+    /// for an epidemic to reach every member with high probability despite loss.
+    pub retransmit_mult: u32,
+    /// How often to exchange full state with one random member (anti-entropy), as the
+    /// interval for a cluster of 32 members; it scales linearly with the cluster size
+    /// (module docs). Zero turns it off. LAN 30 s (memberlist's value).
+    pub push_pull_interval: Duration,
+    /// How often to consider a full-state exchange with one random *failed* member, so
+    /// that a healed partition merges again; zero turns it off. As in Serf, each member
+    /// tries with probability `failed / live`, so the cluster as a whole makes about one
+    /// attempt per failed member per interval. LAN 30 s (Serf's value).
+    pub reconnect_interval: Duration,
+    /// Failed and left members are forgotten (a `Reap` event) after this long. LAN 24 h
+    /// (Serf's reconnect timeout): they are remembered for reconnection, and a stale alive
+    /// update about them cannot resurrect them.
+    pub reap_timeout: Duration,
+    /// The largest datagram sent or accepted, envelope included. LAN 1,400 bytes: fits an
+    /// Ethernet MTU after IP and UDP headers, so packets are never fragmented.
+    pub max_packet_size: usize,
+    /// The largest stream message (push-pull) sent or accepted. LAN 8 MiB: full state of
+    /// tens of thousands of members with tags.
+    pub max_stream_size: usize,
+    /// The most bytes of tags (keys plus values) a member may carry. LAN 512 (memberlist's
+    /// metadata bound): an alive update always fits a packet with room for others.
+    pub max_tags_bytes: usize,
+    /// Lifeguard on (the default) or off: off means no local health awareness, no nacks,
+    /// no buddy system and a fixed suspicion timeout (plain SWIM, for comparison).
+    pub lifeguard: bool,
+    /// How many nonces of sealed packets are remembered to drop replays. LAN 4,096: a few
+    /// seconds of a busy member's traffic.
+    pub replay_window: usize,
+    /// A label every packet carries (authenticated when sealed); members only talk to
+    /// members with the same label. Default empty. At most 255 bytes.
+    pub cluster_label: String,
+    /// Shared keys; when set, every packet is sealed and unsealed packets are dropped.
+    /// Default none.
+    pub keyring: Option<Keyring>,
+    /// Seed of the member's random choices (probe order, gossip targets); `None` (the
+    /// default) seeds from the operating system. Set it for reproducible simulations.
+    pub seed: Option<u64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::lan()
+    }
+}
+
+impl Config {
+    /// Members in one data centre (the default). See each field for its value.
+    pub fn lan() -> Self {
+        Self {
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_millis(500),
+            indirect_checks: 3,
+            suspicion_mult: 4,
+            suspicion_max_timeout_mult: 6,
+            awareness_max_multiplier: 8,
+            gossip_interval: Duration::from_millis(200),
+            gossip_nodes: 3,
+            gossip_to_the_dead_time: Duration::from_secs(30),
+            retransmit_mult: 4,
+            push_pull_interval: Duration::from_secs(30),
+            reconnect_interval: Duration::from_secs(30),
+            reap_timeout: Duration::from_secs(24 * 3600),
+            max_packet_size: 1400,
+            max_stream_size: 8 << 20,
+            max_tags_bytes: 512,
+            lifeguard: true,
+            replay_window: 4096,
+            cluster_label: String::new(),
+            keyring: None,
+            seed: None,
+        }
+    }
+
+    /// Members across regions: probe every 5 s with a 3 s timeout, suspicion multiplier 6,
+    /// gossip every 500 ms to 4 members, dead members gossiped to for 60 s, push-pull
+    /// every 60 s (memberlist's WAN values: long, variable round trips).
+    pub fn wan() -> Self {
+        Self {
+            probe_interval: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(3),
+            suspicion_mult: 6,
+            gossip_interval: Duration::from_millis(500),
+            gossip_nodes: 4,
+            gossip_to_the_dead_time: Duration::from_secs(60),
+            push_pull_interval: Duration::from_secs(60),
+            ..Self::lan()
+        }
+    }
+
+    /// Members on one host or loopback: 200 ms probe timeout, suspicion multiplier 3,
+    /// one indirect check, gossip every 100 ms, 2x retransmission, push-pull every 15 s
+    /// (memberlist's local values: no real loss or latency to absorb).
+    pub fn local() -> Self {
+        Self {
+            probe_timeout: Duration::from_millis(200),
+            indirect_checks: 1,
+            suspicion_mult: 3,
+            gossip_interval: Duration::from_millis(100),
+            gossip_to_the_dead_time: Duration::from_secs(15),
+            retransmit_mult: 2,
+            push_pull_interval: Duration::from_secs(15),
+            ..Self::lan()
+        }
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = |d: Duration, field: &'static str| {
+            if d.is_zero() {
+                Err(ConfigError::new(field, "must be greater than zero"))
+            } else {
+                Ok(())
+            }
+        };
+        positive(self.probe_interval, "probe_interval")?;
+        positive(self.probe_timeout, "probe_timeout")?;
+        if self.probe_timeout >= self.probe_interval {
+            return Err(ConfigError::new(
+                "probe_timeout",
+                "must be shorter than probe_interval",
+            ));
+        }
+        let at_least_one = |v: u64, field: &'static str| {
+            if v == 0 {
+                Err(ConfigError::new(field, "must be at least 1"))
+            } else {
+                Ok(())
+            }
+        };
+        at_least_one(self.suspicion_mult.into(), "suspicion_mult")?;
+        at_least_one(
+            self.suspicion_max_timeout_mult.into(),
+            "suspicion_max_timeout_mult",
+        )?;
+        at_least_one(
+            self.awareness_max_multiplier.into(),
+            "awareness_max_multiplier",
+        )?;
+        positive(self.gossip_interval, "gossip_interval")?;
+        at_least_one(self.gossip_nodes as u64, "gossip_nodes")?;
+        at_least_one(self.retransmit_mult.into(), "retransmit_mult")?;
+        positive(self.reap_timeout, "reap_timeout")?;
+        if self.max_packet_size < 576 {
+            return Err(ConfigError::new(
+                "max_packet_size",
+                "must be at least 576 bytes (the minimum IPv4 datagram every host accepts)",
+            ));
+        }
+        if self.max_stream_size < self.max_packet_size {
+            return Err(ConfigError::new(
+                "max_stream_size",
+                "must be at least max_packet_size",
+            ));
+        }
+        // An alive update (name, two addresses, tags, framing) plus the envelope must fit
+        // one packet with room to spare.
+        let tags_cap = (self.max_packet_size - 400).min(MAX_WIRE_TAGS_BYTES);
+        if self.max_tags_bytes > tags_cap {
+            return Err(ConfigError::new(
+                "max_tags_bytes",
+                format!("must be at most {tags_cap} with this max_packet_size"),
+            ));
+        }
+        if self.cluster_label.len() > 255 {
+            return Err(ConfigError::new(
+                "cluster_label",
+                "must be at most 255 bytes",
+            ));
+        }
+        Ok(())
+    }
+
+    /// How many times an update is sent in a cluster of `n` live members.
+    pub fn retransmit_limit(&self, n: usize) -> u32 {
+        let scale = ((n as f64) + 1.0).log10().ceil().max(1.0) as u32;
+        self.retransmit_mult * scale
+    }
+
+    /// The shortest suspicion timeout in a cluster of `n` members (self included).
+    pub fn suspicion_min_timeout(&self, n: usize) -> Duration {
+        let scale = (n.max(1) as f64).log10().max(1.0);
+        self.probe_interval
+            .mul_f64(scale * f64::from(self.suspicion_mult))
+    }
+
+    /// The push-pull interval in a cluster of `n` members.
+    pub fn push_pull_interval_for(&self, n: usize) -> Duration {
+        const REFERENCE: f64 = 32.0;
+        const FLOOR: Duration = Duration::from_secs(5);
+        if self.push_pull_interval.is_zero() {
+            return Duration::ZERO;
+        }
+        self.push_pull_interval
+            .mul_f64(n as f64 / REFERENCE)
+            .max(FLOOR.min(self.push_pull_interval))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_valid() {
+        Config::lan().validate().unwrap();
+        Config::wan().validate().unwrap();
+        Config::local().validate().unwrap();
+    }
+
+    #[test]
+    fn invalid_values_name_their_field() {
+        let field = |c: Config| c.validate().unwrap_err().field();
+        assert_eq!(
+            field(Config {
+                probe_timeout: Duration::from_secs(2),
+                ..Config::lan()
+            }),
+            "probe_timeout"
+        );
+        assert_eq!(
+            field(Config {
+                gossip_nodes: 0,
+                ..Config::lan()
+            }),
+            "gossip_nodes"
+        );
+        assert_eq!(
+            field(Config {
+                max_packet_size: 100,
+                ..Config::lan()
+            }),
+            "max_packet_size"
+        );
+        assert_eq!(
+            field(Config {
+                max_tags_bytes: 1200,
+                ..Config::lan()
+            }),
+            "max_tags_bytes"
+        );
+        assert_eq!(
+            field(Config {
+                cluster_label: "x".repeat(300),
+                ..Config::lan()
+            }),
+            "cluster_label"
+        );
+    }
+
+    #[test]
+    fn scaling_follows_the_cluster_size() {
+        let c = Config::lan();
+        assert_eq!(c.retransmit_limit(0), 4);
+        assert_eq!(c.retransmit_limit(9), 4);
+        assert_eq!(c.retransmit_limit(10), 8);
+        assert_eq!(c.retransmit_limit(1024), 16);
+        assert_eq!(c.suspicion_min_timeout(5), Duration::from_secs(4));
+        assert_eq!(c.suspicion_min_timeout(100), Duration::from_secs(8));
+        assert_eq!(c.push_pull_interval_for(2), Duration::from_secs(5));
+        assert_eq!(c.push_pull_interval_for(16), Duration::from_secs(15));
+        assert_eq!(c.push_pull_interval_for(32), Duration::from_secs(30));
+        assert_eq!(c.push_pull_interval_for(1024), Duration::from_secs(960));
+    }
+}

@@ -1,0 +1,534 @@
+//! The SWIM + Lifeguard membership protocol as a sans-IO state machine.
+//!
+//! [`Swim`] never touches a socket or a clock. The caller (a runtime, a test, the
+//! [simulator](crate::gossip::sim)) feeds it:
+//! - received packets: [`Swim::handle_datagram`] (UDP-like, at most
+//!   [`Config::max_packet_size`] bytes) and [`Swim::handle_stream`] (a whole
+//!   TCP-like message, for push-pull);
+//! - the passage of time: [`Swim::handle_timeout`] whenever the clock reaches
+//!   [`Swim::next_deadline`];
+//! - commands: [`Swim::join`], [`Swim::leave`], [`Swim::set_tags`],
+//!   [`Swim::set_service_addr`];
+//!
+//! each with an explicit `now` in nanoseconds on any monotonic clock (the same one for
+//! every call). After each call it has queued [`Transmit`]s (take them with
+//! [`Swim::drain_transmits`]) and membership [`Event`]s (take them with
+//! [`Swim::poll_event`]). [`Swim::members`] is a snapshot of the view at any time.
+//!
+//! One mechanism per file: [`member`] (identity and state), [`state`] (the table and
+//! the precedence rules), [`probe`] (failure detection), [`suspicion`] and
+//! [`awareness`] (Lifeguard), [`broadcast`] (dissemination queue), [`push_pull`]
+//! (anti-entropy), [`config`] (presets), [`message`] (what is exchanged).
+//!
+//! ```
+//! use palisade::gossip::proto::{Config, Identity, Swim, Event};
+//!
+//! let cfg = Config { seed: Some(1), ..Config::lan() };
+//! let mut a = Swim::new(Identity::new("a", "10.0.0.1:7946".parse()?), cfg.clone(), 0)?;
+//! let mut b = Swim::new(Identity::new("b", "10.0.0.2:7946".parse()?), cfg, 0)?;
+//! b.join(&["10.0.0.1:7946".parse()?], 0);
+//! // Deliver b's push-pull to a, and a's answer back to b.
+//! for t in b.drain_transmits().collect::<Vec<_>>() {
+//!     a.handle_stream(b.local().gossip_addr(), &t.bytes, 1_000);
+//! }
+//! for t in a.drain_transmits().collect::<Vec<_>>() {
+//!     if t.to == b.local().gossip_addr() {
+//!         b.handle_stream(a.local().gossip_addr(), &t.bytes, 2_000);
+//!     }
+//! }
+//! assert!(matches!(a.poll_event(), Some(Event::Join(m)) if m.name() == "b"));
+//! assert!(matches!(b.poll_event(), Some(Event::Join(m)) if m.name() == "a"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod awareness;
+pub mod broadcast;
+pub mod config;
+pub mod member;
+pub mod message;
+pub mod probe;
+pub mod push_pull;
+pub mod state;
+pub mod suspicion;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
+pub use config::Config;
+pub use member::{Identity, Member, MemberState, MAX_NAME_LEN, MAX_WIRE_TAGS_BYTES};
+
+use crate::error::ConfigError;
+use crate::gossip::codec::{
+    begin_body, decode_body_filtered, encode_frame, Codec, DropCounts, DropReason,
+};
+use crate::gossip::keyring::Keyring;
+use awareness::Awareness;
+use broadcast::BroadcastQueue;
+use message::{Dead, Frame};
+use probe::{random_members, ProbeRound, ProbeSchedule, Relay};
+use push_pull::next_after;
+use state::Table;
+use suspicion::Suspicion;
+
+/// A membership change, in Serf's vocabulary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A member joined (or came back after failing or leaving).
+    Join(Member),
+    /// A member left gracefully.
+    Leave(Member),
+    /// A member was declared failed.
+    Failed(Member),
+    /// A live member changed its tags or service address.
+    Update(Member),
+    /// A failed or left member was forgotten after the reap timeout.
+    Reap(Member),
+}
+
+impl Event {
+    /// The member the event is about, as it was at the event.
+    pub fn member(&self) -> &Member {
+        match self {
+            Event::Join(m)
+            | Event::Leave(m)
+            | Event::Failed(m)
+            | Event::Update(m)
+            | Event::Reap(m) => m,
+        }
+    }
+}
+
+/// Which transport a [`Transmit`] must travel on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// One datagram (UDP): at most [`Config::max_packet_size`] bytes; may be lost.
+    Datagram,
+    /// One message on a reliable stream (TCP): a push-pull; deliver it with
+    /// [`Swim::handle_stream`].
+    Stream,
+}
+
+/// A packet to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination gossip address.
+    pub to: SocketAddr,
+    /// Datagram or stream.
+    pub transport: Transport,
+    /// The sealed bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Counters of what this member sent, received and dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Packets (datagrams and stream messages) sent.
+    pub packets_sent: u64,
+    /// Bytes sent.
+    pub bytes_sent: u64,
+    /// Packets received (dropped ones included).
+    pub packets_received: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
+    /// Received packets dropped, by reason.
+    pub drops: DropCounts,
+    /// Frames of unknown kinds skipped (sent by newer members).
+    pub skipped_frames: u64,
+    /// Times this member refuted a suspicion or death of itself (or a stale alive).
+    pub refutations: u64,
+    /// Pings addressed to another name (an address reused by a new member).
+    pub misdirected: u64,
+    /// Alive updates ignored because another live member holds the name.
+    pub conflicts: u64,
+    /// Push-pull states not sent because they exceeded `max_stream_size`.
+    pub oversized_sends: u64,
+}
+
+/// The SWIM + Lifeguard state machine of one member. See the [module docs](self).
+#[derive(Debug)]
+pub struct Swim {
+    config: Config,
+    codec: Codec,
+    local: Member,
+    leaving: bool,
+    table: Table,
+    rng: SmallRng,
+    broadcasts: BroadcastQueue,
+    suspicions: HashMap<String, Suspicion>,
+    awareness: Awareness,
+    schedule: ProbeSchedule,
+    round: Option<ProbeRound>,
+    relays: Vec<Relay>,
+    next_seq: u32,
+    next_probe_at: u64,
+    next_gossip_at: u64,
+    next_push_pull_at: u64,
+    next_reconnect_at: u64,
+    next_reap_at: u64,
+    transmits: Vec<Transmit>,
+    events: VecDeque<Event>,
+    stats: Stats,
+}
+
+impl Swim {
+    /// A member with this identity, alone in its cluster until it joins one. Fails if the
+    /// configuration or the identity is invalid.
+    pub fn new(identity: Identity, config: Config, now: u64) -> Result<Self, ConfigError> {
+        config.validate()?;
+        identity.validate(config.max_tags_bytes)?;
+        let mut rng = match config.seed {
+            Some(s) => SmallRng::seed_from_u64(s),
+            None => SmallRng::from_os_rng(),
+        };
+        let codec = Codec::new(
+            &config.cluster_label,
+            config.keyring.clone(),
+            config.replay_window,
+        );
+        // Start the periodic work at random offsets so members do not tick in lockstep.
+        let jitter = |rng: &mut SmallRng, d: std::time::Duration| {
+            let d = d.as_nanos() as u64;
+            if d == 0 {
+                u64::MAX
+            } else {
+                now.saturating_add(rand::Rng::random_range(rng, 0..d))
+            }
+        };
+        let next_probe_at = jitter(&mut rng, config.probe_interval);
+        let next_gossip_at = jitter(&mut rng, config.gossip_interval);
+        let next_push_pull_at = jitter(&mut rng, config.push_pull_interval);
+        let next_reconnect_at = jitter(&mut rng, config.reconnect_interval);
+        let next_reap_at = now.saturating_add(config.probe_interval.as_nanos() as u64);
+        Ok(Self {
+            awareness: Awareness::new(if config.lifeguard {
+                config.awareness_max_multiplier
+            } else {
+                1
+            }),
+            local: Member {
+                identity,
+                incarnation: 0,
+                state: MemberState::Alive,
+                state_since: now,
+            },
+            config,
+            codec,
+            leaving: false,
+            table: Table::default(),
+            rng,
+            broadcasts: BroadcastQueue::default(),
+            suspicions: HashMap::new(),
+            schedule: ProbeSchedule::default(),
+            round: None,
+            relays: Vec::new(),
+            next_seq: 0,
+            next_probe_at,
+            next_gossip_at,
+            next_push_pull_at,
+            next_reconnect_at,
+            next_reap_at,
+            transmits: Vec::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+        })
+    }
+
+    /// This member as it announces itself.
+    pub fn local(&self) -> &Member {
+        &self.local
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Every other member this member knows (failed and left ones until reaped).
+    pub fn members(&self) -> impl Iterator<Item = &Member> + '_ {
+        self.table.iter()
+    }
+
+    /// One member by name (this member included).
+    pub fn member(&self, name: &str) -> Option<&Member> {
+        if name == self.local.name() {
+            Some(&self.local)
+        } else {
+            self.table.get(name)
+        }
+    }
+
+    /// How many other members are alive or suspect.
+    pub fn live_members(&self) -> usize {
+        self.table.live()
+    }
+
+    /// Lifeguard's local health score (0 is healthy).
+    pub fn health_score(&self) -> u32 {
+        self.awareness.score()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// How many updates wait in the dissemination queue.
+    pub fn pending_updates(&self) -> usize {
+        self.broadcasts.len()
+    }
+
+    /// Whether [`leave`](Self::leave) was called.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving
+    }
+
+    /// The keyring, to rotate keys at run time (`None` if packets are not sealed).
+    pub fn keyring_mut(&mut self) -> Option<&mut Keyring> {
+        self.codec.keyring_mut()
+    }
+
+    /// Joins the cluster through these addresses: a full-state exchange with each. Call
+    /// again (for instance on a timer) until [`live_members`](Self::live_members) is not
+    /// zero if the seeds may be unreachable.
+    pub fn join(&mut self, seeds: &[SocketAddr], _now: u64) {
+        if !self.leaving {
+            // Announce ourselves by gossip too, not only through the seeds.
+            let me = self.local.clone();
+            self.enqueue_alive(&me);
+        }
+        for &seed in seeds {
+            if seed != self.local.gossip_addr() {
+                self.send_push_pull(seed, true, false);
+            }
+        }
+    }
+
+    /// Leaves gracefully: the others will see [`Event::Leave`], not `Failed`. The leave
+    /// is sent at once to a few members and then gossiped; keep driving the member for a
+    /// few gossip intervals (until [`pending_updates`](Self::pending_updates) is zero)
+    /// before dropping it so that it spreads.
+    pub fn leave(&mut self, now: u64) {
+        if self.leaving {
+            return;
+        }
+        self.leaving = true;
+        self.round = None;
+        self.local.state = MemberState::Left;
+        self.local.state_since = now;
+        let name = self.local.name().to_owned();
+        let frame = Frame::Dead(Dead {
+            incarnation: self.local.incarnation,
+            name: name.clone(),
+            from: name.clone(),
+        });
+        self.broadcasts
+            .enqueue(&name, crate::gossip::codec::frame_bytes(&frame));
+        self.gossip_round(now);
+    }
+
+    /// Replaces this member's tags and spreads them (others see [`Event::Update`]).
+    /// Fails, changing nothing, if they exceed [`Config::max_tags_bytes`].
+    pub fn set_tags(
+        &mut self,
+        tags: BTreeMap<String, String>,
+        _now: u64,
+    ) -> Result<(), ConfigError> {
+        let next = self.local.identity.clone().with_tags(tags);
+        next.validate(self.config.max_tags_bytes)?;
+        self.local.identity.set_tags(next.tags().clone());
+        self.announce();
+        Ok(())
+    }
+
+    /// Replaces this member's service address and spreads it.
+    pub fn set_service_addr(&mut self, addr: Option<SocketAddr>, _now: u64) {
+        self.local.identity.set_service_addr(addr);
+        self.announce();
+    }
+
+    fn announce(&mut self) {
+        if self.leaving {
+            return;
+        }
+        self.local.incarnation += 1;
+        let me = self.local.clone();
+        self.enqueue_alive(&me);
+    }
+
+    /// Handles one received datagram from `from`.
+    pub fn handle_datagram(&mut self, from: SocketAddr, packet: &[u8], now: u64) {
+        self.receive(from, packet, self.config.max_packet_size, now);
+    }
+
+    /// Handles one complete stream message (a push-pull) from `from`.
+    pub fn handle_stream(&mut self, from: SocketAddr, message: &[u8], now: u64) {
+        self.receive(from, message, self.config.max_stream_size, now);
+    }
+
+    fn receive(&mut self, from: SocketAddr, packet: &[u8], max: usize, now: u64) {
+        self.stats.packets_received += 1;
+        self.stats.bytes_received += packet.len() as u64;
+        if packet.len() > max {
+            self.stats.drops.record(DropReason::Oversized);
+            return;
+        }
+        let body = match self.codec.open(packet) {
+            Ok(b) => b,
+            Err(r) => {
+                self.stats.drops.record(r);
+                return;
+            }
+        };
+        let (table, local) = (&self.table, &self.local);
+        let decoded = decode_body_filtered(&body, |h| {
+            if h.name == local.name() {
+                h.incarnation < local.incarnation
+            } else {
+                table
+                    .get(h.name)
+                    .is_some_and(|m| h.incarnation <= m.incarnation)
+            }
+        });
+        let decoded = match decoded {
+            Ok(d) => d,
+            Err(r) => {
+                self.stats.drops.record(r);
+                return;
+            }
+        };
+        self.stats.skipped_frames += u64::from(decoded.skipped);
+        for frame in decoded.frames {
+            match frame {
+                Frame::Ping(p) => self.on_ping(from, p),
+                Frame::IndirectPing(p) => self.on_indirect_ping(from, p, now),
+                Frame::Ack(a) => self.on_ack(a),
+                Frame::Nack(n) => self.on_nack(n),
+                Frame::PushPull(p) => self.on_push_pull(from, p, now),
+                Frame::Alive(a) => self.apply_alive(a, now),
+                Frame::Suspect(s) => self.apply_suspect(s, now),
+                Frame::Dead(d) => self.apply_dead(d, now),
+            }
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) next has work (nanoseconds).
+    pub fn next_deadline(&self) -> u64 {
+        let mut d = self
+            .probe_deadline()
+            .min(self.next_gossip_at)
+            .min(self.next_push_pull_at)
+            .min(self.next_reconnect_at)
+            .min(self.next_reap_at);
+        for s in self.suspicions.values() {
+            d = d.min(s.deadline());
+        }
+        d
+    }
+
+    /// Does every piece of periodic work due at `now`.
+    pub fn handle_timeout(&mut self, now: u64) {
+        self.probe_timeouts(now);
+        if now >= self.next_probe_at {
+            self.probe_tick(now);
+        }
+        if now >= self.next_gossip_at {
+            self.next_gossip_at = now.saturating_add(self.config.gossip_interval.as_nanos() as u64);
+            self.gossip_round(now);
+        }
+        if now >= self.next_push_pull_at {
+            self.push_pull_tick(now);
+        }
+        if now >= self.next_reconnect_at {
+            self.reconnect_tick(now);
+        }
+        if now >= self.next_reap_at {
+            self.next_reap_at = next_after(now, self.config.probe_interval.as_nanos() as u64);
+            self.reap(now);
+        }
+        if self.suspicions.values().any(|s| s.deadline() <= now) {
+            let expired: Vec<(String, u64)> = self
+                .suspicions
+                .iter()
+                .filter(|(_, s)| s.deadline() <= now)
+                .map(|(n, s)| (n.clone(), s.incarnation))
+                .collect();
+            for (name, incarnation) in expired {
+                self.suspicions.remove(&name);
+                let from = self.local.name().to_owned();
+                self.apply_dead(
+                    Dead {
+                        incarnation,
+                        name,
+                        from,
+                    },
+                    now,
+                );
+            }
+        }
+    }
+
+    /// Takes the packets queued for sending.
+    pub fn drain_transmits(&mut self) -> std::vec::Drain<'_, Transmit> {
+        self.transmits.drain(..)
+    }
+
+    /// Takes the next membership event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Gossips queued updates to a few random members (live ones, and recently failed
+    /// ones so that a wrongly failed member hears of it).
+    fn gossip_round(&mut self, now: u64) {
+        if self.broadcasts.len() == 0 {
+            return;
+        }
+        let dead_for = self.config.gossip_to_the_dead_time.as_nanos() as u64;
+        let targets = random_members(&self.table, &mut self.rng, self.config.gossip_nodes, |m| {
+            m.state.is_live()
+                || (m.state == MemberState::Dead && now.saturating_sub(m.state_since) < dead_for)
+        });
+        for i in targets {
+            if self.broadcasts.len() == 0 {
+                break;
+            }
+            let to = self.table.at(i).gossip_addr();
+            self.send_datagram(to, &[], true);
+        }
+    }
+
+    /// Sends `frames` to `to` in one datagram, filled up with queued updates when
+    /// `piggyback` is set. A packet with nothing in it is not sent.
+    pub(crate) fn send_datagram(&mut self, to: SocketAddr, frames: &[Frame], piggyback: bool) {
+        let mut body = Vec::with_capacity(256);
+        begin_body(&mut body);
+        for f in frames {
+            encode_frame(f, &mut body);
+        }
+        if piggyback {
+            let budget = self
+                .config
+                .max_packet_size
+                .saturating_sub(self.codec.overhead() + body.len());
+            let limit = self.config.retransmit_limit(self.table.live() + 1);
+            self.broadcasts.fill(&mut body, budget, limit);
+        }
+        if body.len() > 1 {
+            self.push_transmit(to, Transport::Datagram, &body);
+        }
+    }
+
+    pub(crate) fn push_transmit(&mut self, to: SocketAddr, transport: Transport, body: &[u8]) {
+        let bytes = self.codec.seal(body);
+        self.stats.packets_sent += 1;
+        self.stats.bytes_sent += bytes.len() as u64;
+        self.transmits.push(Transmit {
+            to,
+            transport,
+            bytes,
+        });
+    }
+}

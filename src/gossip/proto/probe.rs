@@ -1,0 +1,318 @@
+//! Failure detection: SWIM's probe, with Lifeguard's nacks and buddy system.
+//!
+//! Each protocol period this member pings one other member, taken in a shuffled round
+//! robin (every live member once per round, in a fresh random order each round, new
+//! members slotted in at a random place), so every member is probed within two rounds.
+//! Without an ack within the probe timeout it asks `indirect_checks` random members to
+//! ping the target for it (ping-req); each of them relays the ack, or a nack if the
+//! target stays silent (Lifeguard). Without any ack by the end of the period the target
+//! is suspected.
+//!
+//! Lifeguard touches every step: the period and timeout are stretched by the local
+//! health score ([`awareness`](super::awareness)); a failed probe without the expected
+//! nacks raises the score (this member is probably the slow one); a successful probe
+//! lowers it; and a ping to a suspected member carries the suspicion itself (buddy
+//! system), so the member learns of it at once and can refute.
+
+use std::net::SocketAddr;
+
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use super::message::{Ack, Frame, IndirectPing, Nack, Ping, Suspect};
+use super::state::Table;
+use super::{Member, MemberState, Swim};
+
+/// At most this many indirect probes are relayed at once; further requests are refused
+/// (a bound on what a flood of ping-reqs can make this member hold).
+const MAX_RELAYS: usize = 1024;
+
+/// The shuffled round-robin order of probe targets.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ProbeSchedule {
+    order: Vec<String>,
+    cursor: usize,
+}
+
+impl ProbeSchedule {
+    /// Slots a new member in at a random place among those not yet probed this round.
+    pub(crate) fn insert(&mut self, name: &str, rng: &mut SmallRng) {
+        self.order.push(name.to_owned());
+        let last = self.order.len() - 1;
+        let at = rng.random_range(self.cursor..=last);
+        self.order.swap(at, last);
+    }
+
+    /// The next live member to probe, starting a new shuffled round when one ends.
+    pub(crate) fn next(&mut self, table: &Table, rng: &mut SmallRng) -> Option<String> {
+        for _ in 0..2 {
+            while self.cursor < self.order.len() {
+                let name = &self.order[self.cursor];
+                self.cursor += 1;
+                if table.get(name).is_some_and(|m| m.state.is_live()) {
+                    return Some(name.clone());
+                }
+            }
+            self.order.clear();
+            self.order.extend(
+                table
+                    .iter()
+                    .filter(|m| m.state.is_live())
+                    .map(|m| m.name().to_owned()),
+            );
+            self.order.shuffle(rng);
+            self.cursor = 0;
+            if self.order.is_empty() {
+                return None;
+            }
+        }
+        None
+    }
+}
+
+/// The probe of the current period.
+#[derive(Debug, Clone)]
+pub(crate) struct ProbeRound {
+    pub(crate) seq: u32,
+    pub(crate) target: String,
+    pub(crate) addr: SocketAddr,
+    pub(crate) indirect_at: u64,
+    pub(crate) end_at: u64,
+    pub(crate) indirect_sent: bool,
+    pub(crate) expected_nacks: u32,
+    pub(crate) nacks: u32,
+}
+
+/// A ping made on another member's behalf.
+#[derive(Debug, Clone)]
+pub(crate) struct Relay {
+    pub(crate) seq: u32,
+    pub(crate) requester: SocketAddr,
+    pub(crate) requester_seq: u32,
+    pub(crate) nack: bool,
+    pub(crate) deadline: u64,
+}
+
+/// Up to `k` distinct random members accepted by `filter` (a bounded number of tries,
+/// like memberlist's `kRandomNodes`).
+pub(crate) fn random_members(
+    table: &Table,
+    rng: &mut SmallRng,
+    k: usize,
+    mut filter: impl FnMut(&Member) -> bool,
+) -> Vec<usize> {
+    let n = table.len();
+    let mut out = Vec::with_capacity(k);
+    if n == 0 || k == 0 {
+        return out;
+    }
+    for _ in 0..3 * n {
+        if out.len() >= k {
+            break;
+        }
+        let i = rng.random_range(0..n);
+        if !out.contains(&i) && filter(table.at(i)) {
+            out.push(i);
+        }
+    }
+    out
+}
+
+impl Swim {
+    fn next_seq(&mut self) -> u32 {
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.next_seq
+    }
+
+    /// Starts a protocol period: pings the next member.
+    pub(crate) fn probe_tick(&mut self, now: u64) {
+        let period = self.awareness.scale(self.config.probe_interval);
+        self.next_probe_at = now.saturating_add(period);
+        if self.leaving {
+            return;
+        }
+        if self.round.is_some() {
+            // The period shrank (health improved) before the last round ended.
+            self.end_round(now);
+        }
+        let Some(target) = self.schedule.next(&self.table, &mut self.rng) else {
+            return;
+        };
+        let m = self
+            .table
+            .get(&target)
+            .expect("schedule yields known members");
+        let (addr, incarnation, suspected) = (
+            m.gossip_addr(),
+            m.incarnation,
+            m.state == MemberState::Suspect,
+        );
+        let seq = self.next_seq();
+        let timeout = self.awareness.scale(self.config.probe_timeout);
+        let mut frames = vec![Frame::Ping(Ping {
+            seq,
+            target: target.clone(),
+        })];
+        if suspected && self.config.lifeguard {
+            // Buddy system: tell the suspect directly.
+            frames.push(Frame::Suspect(Suspect {
+                incarnation,
+                name: target.clone(),
+                from: self.local.name().to_owned(),
+            }));
+        }
+        self.round = Some(ProbeRound {
+            seq,
+            target,
+            addr,
+            indirect_at: now.saturating_add(timeout),
+            end_at: now.saturating_add(period),
+            indirect_sent: false,
+            expected_nacks: 0,
+            nacks: 0,
+        });
+        self.send_datagram(addr, &frames, true);
+    }
+
+    /// Fires the due steps of the current probe and of relayed probes.
+    pub(crate) fn probe_timeouts(&mut self, now: u64) {
+        if let Some(r) = &self.round {
+            if now >= r.end_at {
+                self.end_round(now);
+            } else if !r.indirect_sent && now >= r.indirect_at {
+                self.indirect_probe();
+            }
+        }
+        if self.relays.iter().any(|r| r.deadline <= now) {
+            let (due, keep): (Vec<Relay>, Vec<Relay>) =
+                self.relays.drain(..).partition(|r| r.deadline <= now);
+            self.relays = keep;
+            for r in due.into_iter().filter(|r| r.nack) {
+                self.send_datagram(
+                    r.requester,
+                    &[Frame::Nack(Nack {
+                        seq: r.requester_seq,
+                    })],
+                    true,
+                );
+            }
+        }
+    }
+
+    /// The earliest deadline of the probe machinery.
+    pub(crate) fn probe_deadline(&self) -> u64 {
+        let mut d = self.next_probe_at;
+        if let Some(r) = &self.round {
+            d = d.min(r.end_at);
+            if !r.indirect_sent {
+                d = d.min(r.indirect_at);
+            }
+        }
+        self.relays.iter().fold(d, |d, r| d.min(r.deadline))
+    }
+
+    fn indirect_probe(&mut self) {
+        let Some(r) = self.round.as_ref() else {
+            return;
+        };
+        let (seq, target, addr) = (r.seq, r.target.clone(), r.addr);
+        let helpers = random_members(
+            &self.table,
+            &mut self.rng,
+            self.config.indirect_checks,
+            |m| m.state == MemberState::Alive && m.name() != target,
+        );
+        let nack = self.config.lifeguard;
+        let helper_addrs: Vec<SocketAddr> = helpers
+            .iter()
+            .map(|&i| self.table.at(i).gossip_addr())
+            .collect();
+        for to in &helper_addrs {
+            let frame = Frame::IndirectPing(IndirectPing {
+                seq,
+                target: target.clone(),
+                target_addr: addr,
+                nack,
+            });
+            self.send_datagram(*to, &[frame], true);
+        }
+        if let Some(r) = self.round.as_mut() {
+            r.indirect_sent = true;
+            r.expected_nacks = if nack { helper_addrs.len() as u32 } else { 0 };
+        }
+    }
+
+    /// Closes the period's probe without an ack: adjust health, suspect the target.
+    fn end_round(&mut self, now: u64) {
+        let Some(r) = self.round.take() else {
+            return;
+        };
+        let delta = if r.expected_nacks > 0 {
+            i64::from(r.expected_nacks.saturating_sub(r.nacks))
+        } else {
+            1
+        };
+        self.awareness.apply(delta);
+        if let Some(m) = self.table.get(&r.target) {
+            if m.state.is_live() {
+                let s = Suspect {
+                    incarnation: m.incarnation,
+                    name: r.target,
+                    from: self.local.name().to_owned(),
+                };
+                self.apply_suspect(s, now);
+            }
+        }
+    }
+
+    pub(crate) fn on_ping(&mut self, from: SocketAddr, p: Ping) {
+        if p.target != self.local.name() {
+            self.stats.misdirected += 1;
+            return;
+        }
+        self.send_datagram(from, &[Frame::Ack(Ack { seq: p.seq })], true);
+    }
+
+    pub(crate) fn on_indirect_ping(&mut self, from: SocketAddr, p: IndirectPing, now: u64) {
+        if self.relays.len() >= MAX_RELAYS || p.target == self.local.name() {
+            return;
+        }
+        let seq = self.next_seq();
+        self.relays.push(Relay {
+            seq,
+            requester: from,
+            requester_seq: p.seq,
+            nack: p.nack,
+            deadline: now.saturating_add(self.config.probe_timeout.as_nanos() as u64),
+        });
+        let ping = Frame::Ping(Ping {
+            seq,
+            target: p.target,
+        });
+        self.send_datagram(p.target_addr, &[ping], true);
+    }
+
+    pub(crate) fn on_ack(&mut self, a: Ack) {
+        if self.round.as_ref().is_some_and(|r| r.seq == a.seq) {
+            self.round = None;
+            self.awareness.apply(-1);
+            return;
+        }
+        if let Some(i) = self.relays.iter().position(|r| r.seq == a.seq) {
+            let r = self.relays.swap_remove(i);
+            let ack = Frame::Ack(Ack {
+                seq: r.requester_seq,
+            });
+            self.send_datagram(r.requester, &[ack], true);
+        }
+    }
+
+    pub(crate) fn on_nack(&mut self, n: Nack) {
+        if let Some(r) = self.round.as_mut() {
+            if r.seq == n.seq {
+                r.nacks += 1;
+            }
+        }
+    }
+}

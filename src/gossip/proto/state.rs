@@ -1,0 +1,284 @@
+//! The member table and the rules that order updates about a member.
+//!
+//! The rules are memberlist's (and the SWIM paper's), keyed on the incarnation number
+//! that only the member itself raises:
+//! - **alive** at incarnation `i` overrides any state with an incarnation below `i`;
+//! - **suspect** at `i` overrides alive at `i` or below (and confirms a running
+//!   suspicion, which shortens it);
+//! - **dead** (or **left**, a dead declared by the member itself) at `i` overrides alive
+//!   and suspect at `i` or below; nothing but a higher alive brings a member back.
+//! - A member that hears itself suspected or declared dead *refutes*: it raises its
+//!   incarnation above the accusation and gossips alive (and Lifeguard counts it against
+//!   its own health). A restarted member that joins with a low incarnation refutes its
+//!   old death the same way, so the new incarnation wins.
+//!
+//! In a full-state merge, a remote *dead* becomes a local *suspect* (memberlist's rule):
+//! a member is not killed on hearsay from one peer, it is given the chance to refute.
+
+use std::collections::HashMap;
+
+use super::message::{Alive, Dead, Frame, Suspect};
+use super::suspicion::Suspicion;
+use super::{Event, Member, MemberState, Swim};
+use crate::gossip::codec::frame_bytes;
+
+/// Every other member this member knows, in a vector (for uniform random picks) with a
+/// name index.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Table {
+    nodes: Vec<Member>,
+    index: HashMap<String, usize>,
+    live: usize,
+}
+
+impl Table {
+    pub(crate) fn get(&self, name: &str) -> Option<&Member> {
+        self.index.get(name).map(|&i| &self.nodes[i])
+    }
+
+    pub(crate) fn get_mut(&mut self, name: &str) -> Option<&mut Member> {
+        self.index.get(name).map(|&i| &mut self.nodes[i])
+    }
+
+    pub(crate) fn at(&self, i: usize) -> &Member {
+        &self.nodes[i]
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Members alive or suspect.
+    pub(crate) fn live(&self) -> usize {
+        self.live
+    }
+
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, Member> {
+        self.nodes.iter()
+    }
+
+    pub(crate) fn insert(&mut self, member: Member) {
+        if member.state.is_live() {
+            self.live += 1;
+        }
+        self.index
+            .insert(member.identity.name().to_owned(), self.nodes.len());
+        self.nodes.push(member);
+    }
+
+    pub(crate) fn remove(&mut self, name: &str) -> Option<Member> {
+        let i = self.index.remove(name)?;
+        let m = self.nodes.swap_remove(i);
+        if i < self.nodes.len() {
+            let moved = self.nodes[i].identity.name().to_owned();
+            self.index.insert(moved, i);
+        }
+        if m.state.is_live() {
+            self.live -= 1;
+        }
+        Some(m)
+    }
+
+    /// Changes a member's state, keeping the live count.
+    pub(crate) fn set_state(&mut self, name: &str, state: MemberState, now: u64) {
+        let Some(&i) = self.index.get(name) else {
+            return;
+        };
+        let m = &mut self.nodes[i];
+        match (m.state.is_live(), state.is_live()) {
+            (true, false) => self.live -= 1,
+            (false, true) => self.live += 1,
+            _ => {}
+        }
+        if m.state != state {
+            m.state = state;
+            m.state_since = now;
+        }
+    }
+}
+
+impl Swim {
+    /// Applies an alive update (from gossip, a push-pull or a join); an accepted one is
+    /// gossiped on.
+    pub(crate) fn apply_alive(&mut self, a: Alive, now: u64) {
+        let name = a.identity.name();
+        if name == self.local.identity.name() {
+            if self.leaving || a.incarnation < self.local.incarnation {
+                return;
+            }
+            if a.incarnation == self.local.incarnation && a.identity == self.local.identity {
+                return;
+            }
+            // Someone announces us with our incarnation or a newer one but not as we
+            // are (an old life of ours, or stale tags): announce the truth, newer.
+            self.refute(a.incarnation, false);
+            return;
+        }
+        match self.table.get(name) {
+            None => {
+                let member = Member {
+                    identity: a.identity,
+                    incarnation: a.incarnation,
+                    state: MemberState::Alive,
+                    state_since: now,
+                };
+                self.schedule.insert(member.name(), &mut self.rng);
+                self.enqueue_alive(&member);
+                self.events.push_back(Event::Join(member.clone()));
+                self.table.insert(member);
+            }
+            Some(m) => {
+                if a.incarnation <= m.incarnation {
+                    return;
+                }
+                if m.state.is_live() && a.identity.gossip_addr() != m.gossip_addr() {
+                    // Two live members claim one name: keep the one we know until it
+                    // fails (memberlist's conflict rule).
+                    self.stats.conflicts += 1;
+                    return;
+                }
+                let was = m.state;
+                let changed = a.identity != m.identity;
+                let name = name.to_owned();
+                self.suspicions.remove(&name);
+                self.table.set_state(&name, MemberState::Alive, now);
+                let m = self.table.get_mut(&name).expect("present");
+                m.identity = a.identity;
+                m.incarnation = a.incarnation;
+                let m = m.clone();
+                self.enqueue_alive(&m);
+                if !was.is_live() {
+                    self.schedule.insert(&name, &mut self.rng);
+                    self.events.push_back(Event::Join(m));
+                } else if changed {
+                    self.events.push_back(Event::Update(m));
+                }
+            }
+        }
+    }
+
+    /// Applies a suspicion.
+    pub(crate) fn apply_suspect(&mut self, s: Suspect, now: u64) {
+        if s.name == self.local.identity.name() {
+            if !self.leaving && s.incarnation >= self.local.incarnation {
+                self.refute(s.incarnation, true);
+            }
+            return;
+        }
+        let Some(m) = self.table.get(&s.name) else {
+            return;
+        };
+        if s.incarnation < m.incarnation {
+            return;
+        }
+        if let Some(running) = self.suspicions.get_mut(&s.name) {
+            if s.incarnation == running.incarnation {
+                if running.confirm(&s.from) {
+                    let name = s.name.clone();
+                    self.broadcasts
+                        .enqueue(&name, frame_bytes(&Frame::Suspect(s)));
+                }
+                return;
+            }
+        }
+        if !m.state.is_live() {
+            return;
+        }
+        let name = s.name.clone();
+        let n = self.table.live() + 1;
+        let min = self.config.suspicion_min_timeout(n).as_nanos() as u64;
+        let (k, max) = if self.config.lifeguard {
+            // Expect confirmations from the members able to make them, at most
+            // suspicion_mult - 2 (memberlist's choice).
+            let k = self.config.suspicion_mult.saturating_sub(2);
+            let k = if (n as u32).saturating_sub(2) < k {
+                0
+            } else {
+                k
+            };
+            (
+                k,
+                min.saturating_mul(u64::from(self.config.suspicion_max_timeout_mult)),
+            )
+        } else {
+            (0, min)
+        };
+        self.suspicions.insert(
+            name.clone(),
+            Suspicion::new(s.incarnation, &s.from, k, min, max, now),
+        );
+        self.table.set_state(&name, MemberState::Suspect, now);
+        self.table.get_mut(&name).expect("present").incarnation = s.incarnation;
+        self.broadcasts
+            .enqueue(&name, frame_bytes(&Frame::Suspect(s)));
+    }
+
+    /// Applies a death (or, when the member declares itself, a graceful leave).
+    pub(crate) fn apply_dead(&mut self, d: Dead, now: u64) {
+        if d.name == self.local.identity.name() {
+            if !self.leaving && d.incarnation >= self.local.incarnation {
+                self.refute(d.incarnation, true);
+            }
+            return;
+        }
+        let Some(m) = self.table.get(&d.name) else {
+            return;
+        };
+        if d.incarnation < m.incarnation || !m.state.is_live() {
+            return;
+        }
+        let left = d.from == d.name;
+        let state = if left {
+            MemberState::Left
+        } else {
+            MemberState::Dead
+        };
+        self.suspicions.remove(&d.name);
+        self.table.set_state(&d.name, state, now);
+        let m = self.table.get_mut(&d.name).expect("present");
+        m.incarnation = d.incarnation;
+        let m = m.clone();
+        let name = d.name.clone();
+        self.broadcasts.enqueue(&name, frame_bytes(&Frame::Dead(d)));
+        self.events.push_back(if left {
+            Event::Leave(m)
+        } else {
+            Event::Failed(m)
+        });
+    }
+
+    /// Announces this member alive with an incarnation above `accused`.
+    pub(crate) fn refute(&mut self, accused: u64, count_against_health: bool) {
+        self.local.incarnation = self.local.incarnation.max(accused) + 1;
+        self.stats.refutations += 1;
+        if count_against_health {
+            self.awareness.apply(1);
+        }
+        let me = self.local.clone();
+        self.enqueue_alive(&me);
+    }
+
+    pub(crate) fn enqueue_alive(&mut self, m: &Member) {
+        let frame = Frame::Alive(Alive {
+            incarnation: m.incarnation,
+            identity: m.identity.clone(),
+        });
+        self.broadcasts.enqueue(m.name(), frame_bytes(&frame));
+    }
+
+    /// Forgets failed and left members older than the reap timeout.
+    pub(crate) fn reap(&mut self, now: u64) {
+        let after = self.config.reap_timeout.as_nanos() as u64;
+        let expired: Vec<String> = self
+            .table
+            .iter()
+            .filter(|m| !m.state.is_live() && now.saturating_sub(m.state_since) >= after)
+            .map(|m| m.name().to_owned())
+            .collect();
+        for name in expired {
+            if let Some(m) = self.table.remove(&name) {
+                self.events.push_back(Event::Reap(m));
+            }
+        }
+    }
+}

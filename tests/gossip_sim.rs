@@ -1,0 +1,408 @@
+//! Whole-cluster behaviour on the simulator: seeded, virtual time, a few seconds each in
+//! debug builds.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use palisade::gossip::sim::{fake_addr, MemberId, Network, Simulation};
+use palisade::gossip::{Config, Event, Identity, Keyring, MemberState};
+
+type Log = Rc<RefCell<Vec<(u64, MemberId, Event)>>>;
+
+fn cluster(n: usize, cfg: &Config, net: Network, seed: u64) -> (Simulation, Vec<MemberId>, Log) {
+    let mut sim = Simulation::new(seed, net);
+    let ids = sim.add_members(n, cfg).unwrap();
+    let log: Log = Rc::default();
+    let l = log.clone();
+    sim.set_observer(move |t, id, e| l.borrow_mut().push((t, id, e.clone())));
+    for &id in &ids[1..] {
+        sim.join(id, &[ids[0]]);
+    }
+    let done = sim.run_until_true(Duration::from_millis(100), Duration::from_secs(60), |s| {
+        converged(s, &ids)
+    });
+    assert!(done.is_some(), "the cluster formed");
+    log.borrow_mut().clear();
+    (sim, ids, log)
+}
+
+fn converged(sim: &Simulation, ids: &[MemberId]) -> bool {
+    ids.iter().all(|&i| {
+        sim.swim(i)
+            .is_some_and(|s| s.live_members() == ids.len() - 1)
+    })
+}
+
+fn lan(seed: u64) -> Config {
+    Config {
+        seed: Some(seed),
+        ..Config::lan()
+    }
+}
+
+fn state_of(sim: &Simulation, viewer: MemberId, name: &str) -> Option<MemberState> {
+    sim.swim(viewer)?.member(name).map(|m| m.state())
+}
+
+fn count(log: &Log, f: impl Fn(&Event) -> bool) -> usize {
+    log.borrow().iter().filter(|(_, _, e)| f(e)).count()
+}
+
+#[test]
+fn crashed_member_is_declared_dead_by_every_member_within_the_configured_bound() {
+    let n = 16;
+    let cfg = lan(1);
+    let (mut sim, ids, log) = cluster(n, &cfg, Network::lan(), 11);
+    let victim = ids[7];
+    let name = sim.name(victim).to_owned();
+    let crashed_at = sim.now();
+    sim.crash(victim);
+    // The bound the configuration implies: the victim is probed by someone within two
+    // protocol periods; its suspicion lasts at most suspicion_max_timeout_mult times
+    // the minimal timeout; the death then spreads in a few gossip intervals.
+    let bound = cfg.probe_interval * 2
+        + cfg.suspicion_min_timeout(n) * cfg.suspicion_max_timeout_mult
+        + Duration::from_secs(2);
+    sim.run_for(bound);
+    for &id in ids.iter().filter(|&&i| i != victim) {
+        assert_eq!(state_of(&sim, id, &name), Some(MemberState::Dead), "{id:?}");
+    }
+    let log = log.borrow();
+    let failed: Vec<u64> = log
+        .iter()
+        .filter(|(_, _, e)| matches!(e, Event::Failed(m) if m.name() == name))
+        .map(|(t, _, _)| t - crashed_at)
+        .collect();
+    assert_eq!(
+        failed.len(),
+        n - 1,
+        "every other member reports Failed once"
+    );
+    assert!(failed.iter().all(|&t| t <= bound.as_nanos() as u64));
+    assert!(
+        log.iter().all(|(_, _, e)| e.member().name() == name),
+        "nobody else was affected"
+    );
+}
+
+#[test]
+fn no_healthy_member_is_declared_dead_at_ten_percent_loss() {
+    let (mut sim, _ids, log) = cluster(24, &lan(2), Network::lan(), 12);
+    sim.set_network(Network::lan().with_loss(0.10));
+    sim.run_for(Duration::from_secs(180));
+    assert_eq!(count(&log, |e| matches!(e, Event::Failed(_))), 0);
+    assert!(sim.stats().lost > 0, "the network did lose packets");
+}
+
+#[test]
+fn partition_heals_and_every_view_converges() {
+    let cfg = Config {
+        reconnect_interval: Duration::from_secs(5),
+        ..lan(3)
+    };
+    let (mut sim, ids, _log) = cluster(12, &cfg, Network::lan(), 13);
+    let (a, b) = ids.split_at(6);
+    sim.partition(a, b);
+    sim.run_for(Duration::from_secs(60));
+    // Each side has declared the other side failed.
+    for &x in a {
+        for &y in b {
+            assert_eq!(state_of(&sim, x, sim.name(y)), Some(MemberState::Dead));
+        }
+    }
+    sim.heal();
+    let healed = sim.run_until_true(Duration::from_millis(500), Duration::from_secs(120), |s| {
+        converged(s, &ids)
+    });
+    assert!(
+        healed.is_some(),
+        "views converged after the partition healed"
+    );
+}
+
+#[test]
+fn one_way_partition_does_not_split_the_cluster_for_good() {
+    let cfg = Config {
+        reconnect_interval: Duration::from_secs(5),
+        ..lan(4)
+    };
+    let (mut sim, ids, _log) = cluster(8, &cfg, Network::lan(), 14);
+    // m1 can no longer hear m2 (m2 still hears m1); indirect probes route around it.
+    sim.block(ids[2], ids[1]);
+    sim.run_for(Duration::from_secs(60));
+    sim.heal();
+    let ok = sim.run_until_true(Duration::from_millis(500), Duration::from_secs(120), |s| {
+        converged(s, &ids)
+    });
+    assert!(ok.is_some());
+}
+
+#[test]
+fn graceful_leave_is_seen_as_left_not_failed() {
+    let (mut sim, ids, log) = cluster(10, &lan(5), Network::lan(), 15);
+    let leaver = ids[4];
+    let name = sim.name(leaver).to_owned();
+    sim.leave(leaver);
+    sim.run_for(Duration::from_secs(3));
+    sim.crash(leaver);
+    sim.run_for(Duration::from_secs(60));
+    for &id in ids.iter().filter(|&&i| i != leaver) {
+        assert_eq!(state_of(&sim, id, &name), Some(MemberState::Left));
+    }
+    assert_eq!(
+        count(&log, |e| matches!(e, Event::Leave(m) if m.name() == name)),
+        9
+    );
+    assert_eq!(count(&log, |e| matches!(e, Event::Failed(_))), 0);
+}
+
+#[test]
+fn restarted_member_rejoins_with_a_newer_incarnation() {
+    let cfg = lan(6);
+    let (mut sim, ids, log) = cluster(10, &cfg, Network::lan(), 16);
+    let m = ids[3];
+    let name = sim.name(m).to_owned();
+    sim.crash(m);
+    sim.run_for(Duration::from_secs(60));
+    let dead_inc = sim
+        .swim(ids[0])
+        .unwrap()
+        .member(&name)
+        .unwrap()
+        .incarnation();
+    assert_eq!(state_of(&sim, ids[0], &name), Some(MemberState::Dead));
+    sim.restart(m, cfg.clone()).unwrap();
+    sim.join(m, &[ids[0]]);
+    let back = sim.run_until_true(Duration::from_millis(100), Duration::from_secs(30), |s| {
+        converged(s, &ids)
+    });
+    assert!(
+        back.is_some(),
+        "the restarted member is alive in every view"
+    );
+    for &id in ids.iter().filter(|&&i| i != m) {
+        let seen = sim.swim(id).unwrap().member(&name).unwrap();
+        assert!(seen.incarnation() > dead_inc);
+    }
+    assert!(
+        count(&log, |e| matches!(e, Event::Join(x) if x.name() == name)) >= 9,
+        "every member saw it join again"
+    );
+}
+
+#[test]
+fn metadata_update_reaches_every_member() {
+    let (mut sim, ids, log) = cluster(20, &lan(7), Network::lan().with_loss(0.05), 17);
+    let name = sim.name(ids[9]).to_owned();
+    let tags = BTreeMap::from([("weight".to_owned(), "7".to_owned())]);
+    sim.with_swim(ids[9], |s, now| s.set_tags(tags, now))
+        .unwrap()
+        .unwrap();
+    sim.run_for(Duration::from_secs(5));
+    for &id in ids.iter().filter(|&&i| i != ids[9]) {
+        let m = sim.swim(id).unwrap().member(&name).unwrap();
+        assert_eq!(m.identity().tag("weight"), Some("7"), "{id:?}");
+    }
+    assert_eq!(
+        count(&log, |e| matches!(e, Event::Update(m) if m.name() == name)),
+        19
+    );
+}
+
+#[test]
+fn oversized_tags_are_rejected_and_nothing_changes() {
+    let (mut sim, ids, _log) = cluster(3, &lan(8), Network::lan(), 18);
+    let before = sim.swim(ids[0]).unwrap().local().clone();
+    let tags = BTreeMap::from([("blob".to_owned(), "x".repeat(600))]);
+    let err = sim
+        .with_swim(ids[0], |s, now| s.set_tags(tags, now))
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.field(), "tags");
+    assert_eq!(sim.swim(ids[0]).unwrap().local(), &before);
+}
+
+#[test]
+fn member_with_the_wrong_key_never_gets_in() {
+    let good = Config {
+        keyring: Some(Keyring::new([1; 32])),
+        ..lan(9)
+    };
+    let (mut sim, ids, _log) = cluster(6, &good, Network::lan(), 19);
+    let bad_cfg = Config {
+        keyring: Some(Keyring::new([2; 32])),
+        ..lan(99)
+    };
+    let intruder = sim
+        .add_member(Identity::new("intruder", fake_addr(100)), bad_cfg)
+        .unwrap();
+    sim.join(intruder, &[ids[0], ids[1]]);
+    sim.run_for(Duration::from_secs(30));
+    for &id in &ids {
+        let s = sim.swim(id).unwrap();
+        assert!(s.member("intruder").is_none());
+        assert_eq!(s.live_members(), 5);
+    }
+    let dropped: u64 = ids
+        .iter()
+        .map(|&id| sim.swim(id).unwrap().stats().drops.unauthenticated)
+        .sum();
+    assert!(
+        dropped >= 2,
+        "the intruder's packets were dropped and counted"
+    );
+    assert_eq!(sim.swim(intruder).unwrap().live_members(), 0);
+}
+
+#[test]
+fn keys_rotate_without_downtime() {
+    let cfg = Config {
+        keyring: Some(Keyring::new([1; 32])),
+        ..lan(10)
+    };
+    let (mut sim, ids, log) = cluster(6, &cfg, Network::lan(), 20);
+    for step in 0..3 {
+        for &id in &ids {
+            sim.with_swim(id, |s, _| {
+                let ring = s.keyring_mut().unwrap();
+                match step {
+                    0 => ring.install([2; 32]),
+                    1 => ring.use_key(&[2; 32]).unwrap(),
+                    _ => ring.remove(&[1; 32]).unwrap(),
+                }
+            });
+            sim.run_for(Duration::from_millis(300));
+        }
+        sim.run_for(Duration::from_secs(5));
+    }
+    sim.run_for(Duration::from_secs(30));
+    assert!(converged(&sim, &ids));
+    assert_eq!(count(&log, |e| matches!(e, Event::Failed(_))), 0);
+}
+
+#[test]
+fn different_cluster_labels_keep_clusters_apart() {
+    let mut sim = Simulation::new(21, Network::lan());
+    let blue = Config {
+        cluster_label: "blue".into(),
+        ..lan(11)
+    };
+    let green = Config {
+        cluster_label: "green".into(),
+        ..lan(12)
+    };
+    let a = sim.add_members(3, &blue).unwrap();
+    let b = sim.add_members(3, &green).unwrap();
+    sim.join(a[1], &[a[0]]);
+    sim.join(a[2], &[a[0]]);
+    sim.join(b[0], &[a[0]]);
+    sim.join(b[1], &[b[0]]);
+    sim.join(b[2], &[b[0]]);
+    sim.run_for(Duration::from_secs(20));
+    for &id in a.iter().chain(&b) {
+        assert_eq!(sim.swim(id).unwrap().live_members(), 2, "{id:?}");
+    }
+    assert!(sim.swim(a[0]).unwrap().stats().drops.wrong_label > 0);
+}
+
+#[test]
+fn slow_member_that_is_suspected_refutes_and_stays_alive() {
+    let (mut sim, ids, log) = cluster(12, &lan(13), Network::lan(), 22);
+    // Slower than a protocol period: probes of it fail, and its own probes fail too
+    // until Lifeguard stretches its timeouts.
+    sim.set_slow(ids[5], Duration::from_millis(1500));
+    sim.run_for(Duration::from_secs(30));
+    sim.set_slow(ids[5], Duration::ZERO);
+    sim.run_for(Duration::from_secs(20));
+    let s = sim.swim(ids[5]).unwrap();
+    assert!(s.stats().refutations > 0, "it was suspected and refuted");
+    assert!(s.local().incarnation() > 0);
+    assert!(converged(&sim, &ids));
+    assert_eq!(count(&log, |e| matches!(e, Event::Failed(_))), 0);
+}
+
+#[test]
+fn dead_members_are_reaped_after_the_reap_timeout() {
+    let cfg = Config {
+        reap_timeout: Duration::from_secs(30),
+        ..lan(14)
+    };
+    let (mut sim, ids, log) = cluster(6, &cfg, Network::lan(), 23);
+    let name = sim.name(ids[2]).to_owned();
+    sim.crash(ids[2]);
+    sim.run_for(Duration::from_secs(90));
+    for &id in ids.iter().filter(|&&i| i != ids[2]) {
+        assert!(sim.swim(id).unwrap().member(&name).is_none(), "{id:?}");
+    }
+    let reaped = count(
+        &log,
+        |e| matches!(e, Event::Reap(m) if m.name() == name && m.state() == MemberState::Dead),
+    );
+    assert_eq!(reaped, 5);
+}
+
+#[test]
+fn simulation_is_reproducible_from_its_seed() {
+    let run = || {
+        let (mut sim, ids, _log) = cluster(8, &lan(15), Network::lan().with_loss(0.05), 24);
+        sim.crash(ids[1]);
+        sim.run_for(Duration::from_secs(20));
+        (sim.stats().delivered, sim.stats().lost, sim.now())
+    };
+    assert_eq!(run(), run());
+}
+
+/// The big run, in release mode only:
+/// `cargo test --release --test gossip_sim -- --ignored`
+#[test]
+#[ignore = "1,024 members: run in release mode"]
+fn thousand_members_form_a_cluster_spread_updates_and_detect_a_crash() {
+    let n = 1024;
+    let mut sim = Simulation::new(31, Network::lan());
+    let ids = sim.add_members(n, &lan(31)).unwrap();
+    for &id in &ids[1..] {
+        sim.run_for(Duration::from_micros(900));
+        sim.join(id, &[ids[0]]);
+    }
+    let formed = sim.run_until_true(Duration::from_millis(200), Duration::from_secs(30), |s| {
+        converged(s, &ids)
+    });
+    assert!(
+        formed.is_some(),
+        "every view complete within 30 s of a cold start"
+    );
+    sim.run_for(Duration::from_secs(60));
+
+    let log: Log = Rc::default();
+    let l = log.clone();
+    sim.set_observer(move |t, id, e| l.borrow_mut().push((t, id, e.clone())));
+    let who = ids[500];
+    let name = sim.name(who).to_owned();
+    let tags = BTreeMap::from([("zone".to_owned(), "b".to_owned())]);
+    sim.with_swim(who, |s, now| s.set_tags(tags, now))
+        .unwrap()
+        .unwrap();
+    sim.run_for(Duration::from_secs(1));
+    let updated = count(&log, |e| matches!(e, Event::Update(m) if m.name() == name));
+    assert!(
+        updated >= 1022,
+        "99.9% saw the update within 1 s: {updated}"
+    );
+
+    let victim = ids[700];
+    let vname = sim.name(victim).to_owned();
+    sim.crash(victim);
+    let cfg = lan(0);
+    let bound = cfg.probe_interval * 2
+        + cfg.suspicion_min_timeout(n) * cfg.suspicion_max_timeout_mult
+        + Duration::from_secs(2);
+    sim.run_for(bound);
+    let failed = count(&log, |e| matches!(e, Event::Failed(m) if m.name() == vname));
+    assert_eq!(failed, n - 1);
+    assert_eq!(
+        count(&log, |e| matches!(e, Event::Failed(m) if m.name() != vname)),
+        0
+    );
+}

@@ -143,6 +143,32 @@ fn palisade_breaker() -> palisade::breaker::CircuitBreakerLayer {
         .layer()
 }
 
+/// The Hystrix preset over `Echo` (bulkhead wide enough never to reject here).
+fn palisade_hystrix_service(
+) -> impl Service<u64, Response = u64, Error = palisade::BoxError, Future: Send> + Clone + Send + 'static
+{
+    ServiceBuilder::new()
+        .layer(
+            palisade::preset::Hystrix::builder()
+                .max_concurrent_requests(1_000)
+                .build()
+                .expect("hystrix config")
+                .layer(),
+        )
+        .service(Echo)
+}
+
+/// The same three layers from tower-resilience: breaker outside bulkhead outside timeout.
+fn tr_stack_service(
+) -> impl Service<u64, Response = u64, Error: std::fmt::Debug, Future: Send> + Clone + Send + 'static
+{
+    ServiceBuilder::new()
+        .layer(tr_breaker())
+        .layer(tr_bulkhead())
+        .layer(tr_timelimiter())
+        .service(Echo)
+}
+
 fn layers(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let _entered = rt.enter();
     let mut g = c.benchmark_group("per_call");
@@ -210,29 +236,9 @@ fn layers(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     );
 
     // Whole stacks: breaker outside bulkhead outside timeout, as Hystrix runs them.
-    per_call(
-        &mut g,
-        "tower_resilience_stack",
-        ServiceBuilder::new()
-            .layer(tr_breaker())
-            .layer(tr_bulkhead())
-            .layer(tr_timelimiter())
-            .service(Echo),
-    );
+    per_call(&mut g, "tower_resilience_stack", tr_stack_service());
 
-    per_call(
-        &mut g,
-        "palisade_hystrix",
-        ServiceBuilder::new()
-            .layer(
-                palisade::preset::Hystrix::builder()
-                    .max_concurrent_requests(1_000)
-                    .build()
-                    .expect("hystrix config")
-                    .layer(),
-            )
-            .service(Echo),
-    );
+    per_call(&mut g, "palisade_hystrix", palisade_hystrix_service());
 
     g.finish();
 }
@@ -327,6 +333,20 @@ fn contended(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         "tower_resilience_breaker",
         ServiceBuilder::new().layer(tr_breaker()).service(Echo),
     );
+    contended_variant(c, "palisade_hystrix", palisade_hystrix_service());
+    contended_variant(c, "tower_resilience_stack", tr_stack_service());
+    contended_variant(
+        c,
+        "palisade_bulkhead",
+        ServiceBuilder::new()
+            .layer(palisade_bulkhead())
+            .service(Echo),
+    );
+    contended_variant(
+        c,
+        "tower_concurrency_limit",
+        tower::limit::ConcurrencyLimit::new(Echo, 1_000),
+    );
 }
 
 fn main() {
@@ -389,5 +409,25 @@ fn print_ratios() {
                 y / x
             );
         }
+    }
+    println!("\ncontended: ns per call (wall) at 1, 2 and 4 workers");
+    for variant in [
+        "palisade_breaker",
+        "failsafe_breaker",
+        "tower_resilience_breaker",
+        "palisade_hystrix",
+        "tower_resilience_stack",
+        "palisade_bulkhead",
+        "tower_concurrency_limit",
+    ] {
+        let group = format!("contended/{variant}");
+        let row: Vec<String> = ["1_workers", "2_workers", "4_workers"]
+            .iter()
+            .map(|w| match median_ns(&group, w) {
+                Some(ns) => format!("{ns:>8.1}"),
+                None => format!("{:>8}", "-"),
+            })
+            .collect();
+        println!("{variant:<26}{}", row.join(""));
     }
 }

@@ -120,7 +120,7 @@ impl Picker for ConsistentHash {
         if self.epochs != Some(epochs) {
             // The weights epoch also moves on every slow-start step; only a change of
             // membership or of *discovered* weight moves points on the ring.
-            let stale = self.epochs.map_or(true, |(members, _)| members != epochs.0)
+            let stale = self.epochs.is_none_or(|(members, _)| members != epochs.0)
                 || self.weights_changed(candidates);
             if stale {
                 self.rebuild(candidates);

@@ -29,11 +29,11 @@ pub mod classify;
 pub mod clock;
 pub mod discover;
 pub mod error;
+pub mod gossip;
 pub mod preset;
 pub mod timeout;
 pub mod transport;
 pub mod window;
-pub mod gossip;
 
 pub use error::{BoxError, ConfigError};
 

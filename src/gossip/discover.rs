@@ -73,9 +73,11 @@ impl Membership {
         GossipDiscover {
             shared: Arc::clone(self.shared()),
             make_endpoint,
-            required: BTreeMap::new(),
+            rules: Rules {
+                required: BTreeMap::new(),
+                weight_tag: WEIGHT_TAG.to_owned(),
+            },
             include_local: true,
-            weight_tag: WEIGHT_TAG.to_owned(),
             emitted: HashMap::new(),
             pending: VecDeque::new(),
             changes: Some(self.watch_changes()),
@@ -99,9 +101,8 @@ type Waiting = Pin<Box<dyn Future<Output = (watch::Receiver<u64>, bool)> + Send>
 pub struct GossipDiscover<F, S> {
     shared: Arc<Shared>,
     make_endpoint: F,
-    required: BTreeMap<String, String>,
+    rules: Rules,
     include_local: bool,
-    weight_tag: String,
     emitted: HashMap<String, Emitted>,
     pending: VecDeque<Change<String, Weighted<S>>>,
     changes: Option<watch::Receiver<u64>>,
@@ -120,7 +121,7 @@ where
     /// Only members whose tag `key` equals `value` are endpoints (all such filters must
     /// match). A member whose tags stop matching is removed.
     pub fn with_tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.required.insert(key.into(), value.into());
+        self.rules.required.insert(key.into(), value.into());
         self
     }
 
@@ -133,7 +134,7 @@ where
 
     /// The tag read as the endpoint weight (default [`WEIGHT_TAG`]).
     pub fn weight_tag(mut self, tag: impl Into<String>) -> Self {
-        self.weight_tag = tag.into();
+        self.rules.weight_tag = tag.into();
         self
     }
 
@@ -147,6 +148,49 @@ where
         self.emitted.is_empty()
     }
 
+    /// Compares the view with what was emitted and queues the difference.
+    fn sync(&mut self) {
+        let core = self.shared.core.lock();
+        if core.stopped {
+            self.ended = true;
+            return;
+        }
+        let swim = &core.swim;
+        let remote: Vec<&Member> = swim.members().collect();
+        let local = Some(swim.local()).filter(|_| self.include_local);
+        let plan = self.rules.plan(&self.emitted, &remote, local);
+        for name in plan.removed {
+            self.emitted.remove(&name);
+            self.pending.push_back(Change::Remove(name));
+        }
+        for (m, e) in plan.inserted {
+            self.emitted.insert(m.name().to_owned(), e);
+            let service = (self.make_endpoint)(e.addr, m);
+            self.pending.push_back(Change::Insert(
+                m.name().to_owned(),
+                Weighted::new(service, e.weight),
+            ));
+        }
+    }
+}
+
+/// Which members are endpoints, and with what weight.
+#[derive(Debug, Clone)]
+struct Rules {
+    required: BTreeMap<String, String>,
+    weight_tag: String,
+}
+
+/// The changes that bring the emitted set to the view.
+#[derive(Debug, Default)]
+struct Plan<'a> {
+    /// In name order.
+    removed: Vec<String>,
+    /// In name order; new members and changed addresses or weights.
+    inserted: Vec<(&'a Member, Emitted)>,
+}
+
+impl Rules {
     fn wants(&self, m: &Member) -> Option<Emitted> {
         if !m.state().is_live() {
             return None;
@@ -168,55 +212,39 @@ where
         Some(Emitted { addr, weight })
     }
 
-    /// Compares the view with what was emitted and queues the difference.
-    fn sync(&mut self) {
-        let core = self.shared.core.lock();
-        if core.stopped {
-            self.ended = true;
-            return;
-        }
-        let swim = &core.swim;
-        let mut members: Vec<&Member> = swim.members().collect();
-        let local = swim.local();
-        if self.include_local && local.state() == MemberState::Alive {
-            members.push(local);
-        }
-        let isolated =
-            swim.live_members() == 0 && swim.members().any(|m| m.state() == MemberState::Dead);
-        let mut wanted: BTreeMap<&str, (Emitted, &Member)> = BTreeMap::new();
+    /// The rules of the [module docs](self), applied to `remote` members and the
+    /// `local` one (if it may be an endpoint).
+    fn plan<'a>(
+        &self,
+        emitted: &HashMap<String, Emitted>,
+        remote: &[&'a Member],
+        local: Option<&'a Member>,
+    ) -> Plan<'a> {
+        let isolated = !remote.iter().any(|m| m.state().is_live())
+            && remote.iter().any(|m| m.state() == MemberState::Dead);
+        let mut wanted: BTreeMap<&str, (&Member, Emitted)> = BTreeMap::new();
         let mut states: HashMap<&str, MemberState> = HashMap::new();
-        for m in members {
+        for &m in remote.iter().chain(local.iter()) {
             states.insert(m.name(), m.state());
             if let Some(e) = self.wants(m) {
-                wanted.insert(m.name(), (e, m));
+                wanted.insert(m.name(), (m, e));
             }
         }
-        let mut gone: Vec<String> = self
-            .emitted
+        let mut removed: Vec<String> = emitted
             .keys()
             .filter(|name| !wanted.contains_key(name.as_str()))
+            // Isolated: keep failed (and reaped) members, drop the ones that left.
             .filter(|name| {
-                // Isolated: keep failed (and reaped) members, drop the ones that left.
                 !isolated || !matches!(states.get(name.as_str()), Some(MemberState::Dead) | None)
             })
             .cloned()
             .collect();
-        gone.sort();
-        for name in gone {
-            self.emitted.remove(&name);
-            self.pending.push_back(Change::Remove(name));
-        }
-        for (name, (e, m)) in wanted {
-            if self.emitted.get(name) == Some(&e) {
-                continue;
-            }
-            self.emitted.insert(name.to_owned(), e);
-            let service = (self.make_endpoint)(e.addr, m);
-            self.pending.push_back(Change::Insert(
-                name.to_owned(),
-                Weighted::new(service, e.weight),
-            ));
-        }
+        removed.sort();
+        let inserted = wanted
+            .into_values()
+            .filter(|(m, e)| emitted.get(m.name()) != Some(e))
+            .collect();
+        Plan { removed, inserted }
     }
 }
 
@@ -237,6 +265,11 @@ where
             }
             if !this.synced {
                 this.synced = true;
+                // Mark the current version seen *before* reading the view, so that a
+                // change made after this read wakes the next wait.
+                if let Some(rx) = this.changes.as_mut() {
+                    rx.borrow_and_update();
+                }
                 this.sync();
                 continue;
             }
@@ -244,7 +277,6 @@ where
                 let Some(mut rx) = this.changes.take() else {
                     return Poll::Ready(None);
                 };
-                rx.borrow_and_update();
                 this.waiting = Some(Box::pin(async move {
                     let open = rx.changed().await.is_ok();
                     (rx, open)
@@ -271,8 +303,152 @@ impl<F, S> fmt::Debug for GossipDiscover<F, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GossipDiscover")
             .field("endpoints", &self.emitted.len())
-            .field("required", &self.required)
+            .field("required", &self.rules.required)
             .field("include_local", &self.include_local)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gossip::proto::Identity;
+
+    fn member(name: &str, state: MemberState, port: u16, tags: &[(&str, &str)]) -> Member {
+        let mut identity = Identity::new(name, SocketAddr::from(([127, 0, 0, 1], 7000 + port)))
+            .with_service_addr(SocketAddr::from(([127, 0, 0, 1], port)));
+        for (k, v) in tags {
+            identity = identity.with_tag(*k, *v);
+        }
+        Member {
+            identity,
+            incarnation: 1,
+            state,
+            state_since: 0,
+        }
+    }
+
+    fn rules() -> Rules {
+        Rules {
+            required: BTreeMap::new(),
+            weight_tag: WEIGHT_TAG.to_owned(),
+        }
+    }
+
+    fn emitted(names: &[&str]) -> HashMap<String, Emitted> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let port = 1 + i as u16;
+                (
+                    n.to_string(),
+                    Emitted {
+                        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                        weight: 1,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn names(plan: &Plan<'_>) -> (Vec<String>, Vec<String>) {
+        (
+            plan.removed.clone(),
+            plan.inserted
+                .iter()
+                .map(|(m, e)| format!("{}w{}", m.name(), e.weight))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn suspect_members_stay_and_failed_or_left_ones_go() {
+        let a = member("a", MemberState::Suspect, 1, &[]);
+        let b = member("b", MemberState::Dead, 2, &[]);
+        let c = member("c", MemberState::Left, 3, &[]);
+        let d = member("d", MemberState::Alive, 4, &[]);
+        let plan = rules().plan(&emitted(&["a", "b", "c", "d"]), &[&a, &b, &c, &d], None);
+        assert_eq!(names(&plan), (vec!["b".into(), "c".into()], vec![]));
+    }
+
+    #[test]
+    fn isolation_keeps_failed_members_but_not_ones_that_left() {
+        let a = member("a", MemberState::Dead, 1, &[]);
+        let b = member("b", MemberState::Dead, 2, &[]);
+        let c = member("c", MemberState::Left, 3, &[]);
+        let plan = rules().plan(&emitted(&["a", "b", "c", "gone"]), &[&a, &b, &c], None);
+        // Reaped ("gone") and failed stay; the leave is honoured.
+        assert_eq!(names(&plan), (vec!["c".into()], vec![]));
+        // One live member ends the isolation.
+        let d = member("d", MemberState::Suspect, 4, &[]);
+        let plan = rules().plan(&emitted(&["a", "b", "c", "gone"]), &[&a, &b, &c, &d], None);
+        assert_eq!(
+            names(&plan),
+            (
+                vec!["a".into(), "b".into(), "c".into(), "gone".into()],
+                vec!["dw1".into()]
+            )
+        );
+    }
+
+    #[test]
+    fn no_failed_member_is_not_isolation() {
+        // Everyone left: the set empties.
+        let a = member("a", MemberState::Left, 1, &[]);
+        let plan = rules().plan(&emitted(&["a"]), &[&a], None);
+        assert_eq!(plan.removed, vec!["a".to_owned()]);
+    }
+
+    #[test]
+    fn weight_comes_from_the_tag_and_bad_values_mean_one() {
+        let a = member("a", MemberState::Alive, 1, &[("weight", "7")]);
+        let b = member("b", MemberState::Alive, 2, &[("weight", "x")]);
+        let c = member("c", MemberState::Alive, 3, &[("weight", "0")]);
+        let plan = rules().plan(&HashMap::new(), &[&a, &b, &c], None);
+        assert_eq!(
+            names(&plan).1,
+            vec!["aw7".to_owned(), "bw1".into(), "cw1".into()]
+        );
+    }
+
+    #[test]
+    fn unchanged_members_emit_nothing_and_changed_ones_are_reinserted() {
+        let a = member("a", MemberState::Alive, 1, &[("zone", "x")]);
+        let b = member("b", MemberState::Alive, 2, &[("weight", "2")]);
+        let plan = rules().plan(&emitted(&["a", "b"]), &[&a, &b], None);
+        assert_eq!(names(&plan), (vec![], vec!["bw2".into()]));
+    }
+
+    #[test]
+    fn required_tags_and_a_missing_service_address_filter_out() {
+        let mut r = rules();
+        r.required.insert("role".into(), "api".into());
+        let a = member("a", MemberState::Alive, 1, &[("role", "api")]);
+        let b = member("b", MemberState::Alive, 2, &[("role", "db")]);
+        let mut c = member("c", MemberState::Alive, 3, &[("role", "api")]);
+        c.identity.set_service_addr(None);
+        let plan = r.plan(&emitted(&["a", "b", "c"]), &[&a, &b, &c], None);
+        assert_eq!(names(&plan), (vec!["b".into(), "c".into()], vec![]));
+    }
+
+    #[test]
+    fn the_local_member_counts_until_it_leaves() {
+        let me = member("me", MemberState::Alive, 9, &[]);
+        let plan = rules().plan(&HashMap::new(), &[], Some(&me));
+        assert_eq!(names(&plan).1, vec!["mew1".to_owned()]);
+        let left = member("me", MemberState::Left, 9, &[]);
+        let mut e = HashMap::new();
+        e.insert(
+            "me".to_owned(),
+            Emitted {
+                addr: SocketAddr::from(([127, 0, 0, 1], 9)),
+                weight: 1,
+            },
+        );
+        assert_eq!(
+            rules().plan(&e, &[], Some(&left)).removed,
+            vec!["me".to_owned()]
+        );
     }
 }

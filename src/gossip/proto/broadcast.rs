@@ -2,39 +2,109 @@
 //!
 //! Every update is sent a limited number of times (`retransmit_mult * ceil(log10(n+1))`,
 //! see [`Config::retransmit_limit`](super::Config::retransmit_limit)); the updates sent
-//! fewest times go first (newest first among equals), so fresh news spreads fastest.
-//! One member has at most one update queued: a newer update about a member replaces the
-//! older one, whatever their kinds. Updates are stored encoded, so filling a packet is a
-//! copy.
+//! fewest times go first (the most recently queued or sent first among equals), so
+//! fresh news spreads fastest. One member has at most one update queued: a newer update
+//! about a member replaces the older one, whatever their kinds. Updates are stored
+//! encoded, so filling a packet is a copy.
+//!
+//! The queue is a slab of entries plus one stack per transmission count; filling a
+//! packet pops from the lowest stacks and pushes what it sent one stack up, so a packet
+//! costs O(updates in it) with no reordering of a sorted map.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-type Key = (u32, Reverse<u64>);
+#[derive(Debug, Clone)]
+struct Entry {
+    name: String,
+    frame: Vec<u8>,
+    transmits: u32,
+    id: u64,
+}
 
 /// The transmit-limited queue.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct BroadcastQueue {
-    entries: BTreeMap<Key, (String, Vec<u8>)>,
-    by_name: HashMap<String, Key>,
+    slots: Vec<Option<Entry>>,
+    free: Vec<usize>,
+    by_name: HashMap<String, usize>,
+    /// `stacks[t]`: (slot, id) of the entries sent `t` times, newest on top. A record
+    /// whose slot now holds another id is stale and skipped.
+    stacks: Vec<Vec<(usize, u64)>>,
+    /// Records in all stacks, stale ones included.
+    records: usize,
+    len: usize,
     next_id: u64,
 }
 
 impl BroadcastQueue {
     /// Queues an encoded update about `name`, replacing any older one.
     pub(crate) fn enqueue(&mut self, name: &str, frame: Vec<u8>) {
-        if let Some(old) = self.by_name.remove(name) {
-            self.entries.remove(&old);
-        }
         self.next_id += 1;
-        let key = (0, Reverse(self.next_id));
-        self.entries.insert(key, (name.to_owned(), frame));
-        self.by_name.insert(name.to_owned(), key);
+        let id = self.next_id;
+        let slot = match self.by_name.get(name) {
+            Some(&slot) => {
+                let e = self.slots[slot].as_mut().expect("indexed slots are full");
+                e.frame = frame;
+                e.transmits = 0;
+                e.id = id;
+                slot
+            }
+            None => {
+                let entry = Entry {
+                    name: name.to_owned(),
+                    frame,
+                    transmits: 0,
+                    id,
+                };
+                let slot = match self.free.pop() {
+                    Some(slot) => {
+                        self.slots[slot] = Some(entry);
+                        slot
+                    }
+                    None => {
+                        self.slots.push(Some(entry));
+                        self.slots.len() - 1
+                    }
+                };
+                self.by_name.insert(name.to_owned(), slot);
+                self.len += 1;
+                slot
+            }
+        };
+        if self.stacks.is_empty() {
+            self.stacks.push(Vec::new());
+        }
+        self.stacks[0].push((slot, id));
+        self.records += 1;
+        if self.records > 4 * self.len + 1024 {
+            self.compact();
+        }
+    }
+
+    /// Drops stale stack records (left behind by replaced updates) so that memory
+    /// follows the live entries however many updates are queued.
+    fn compact(&mut self) {
+        let slots = &self.slots;
+        let mut records = 0;
+        for stack in &mut self.stacks {
+            stack.retain(|&(slot, id)| slots[slot].as_ref().is_some_and(|e| e.id == id));
+            records += stack.len();
+        }
+        self.records = records;
+    }
+
+    #[cfg(test)]
+    fn records(&self) -> usize {
+        self.records
     }
 
     /// How many updates wait.
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.len
+    }
+
+    fn live(&self, slot: usize, id: u64) -> Option<&Entry> {
+        self.slots[slot].as_ref().filter(|e| e.id == id)
     }
 
     /// Appends queued updates to `out` while they fit in `budget` bytes, counts a
@@ -45,31 +115,58 @@ impl BroadcastQueue {
         const MIN_FRAME: usize = 8;
         // Bound the scan when big updates do not fit, so a packet costs O(1).
         const MAX_SCAN: usize = 64;
-        let mut taken: Vec<Key> = Vec::new();
-        for (key, (_, frame)) in self.entries.iter().take(MAX_SCAN) {
-            if budget < MIN_FRAME {
-                break;
-            }
-            if frame.len() <= budget {
-                budget -= frame.len();
-                out.extend_from_slice(frame);
-                taken.push(*key);
-            }
-        }
-        for key in &taken {
-            let (name, frame) = self.entries.remove(key).expect("key just seen");
-            let sent = key.0 + 1;
-            if sent >= limit {
-                self.by_name.remove(&name);
-            } else {
-                let next = (sent, key.1);
-                if let Some(k) = self.by_name.get_mut(&name) {
-                    *k = next;
+        let mut sent: Vec<(usize, u64)> = Vec::new();
+        let mut skipped: Vec<(usize, u64)> = Vec::new();
+        let mut scanned = 0;
+        'stacks: for t in 0..self.stacks.len() {
+            skipped.clear();
+            while let Some(&(slot, id)) = self.stacks[t].last() {
+                if budget < MIN_FRAME || scanned >= MAX_SCAN {
+                    break;
                 }
-                self.entries.insert(next, (name, frame));
+                self.stacks[t].pop();
+                self.records -= 1;
+                let Some(e) = self.live(slot, id) else {
+                    continue; // replaced by a newer update
+                };
+                scanned += 1;
+                if e.frame.len() <= budget {
+                    budget -= e.frame.len();
+                    out.extend_from_slice(&e.frame);
+                    sent.push((slot, id));
+                } else {
+                    skipped.push((slot, id));
+                }
+            }
+            // Put back what did not fit, in its order.
+            while let Some(r) = skipped.pop() {
+                self.stacks[t].push(r);
+                self.records += 1;
+            }
+            if budget < MIN_FRAME || scanned >= MAX_SCAN {
+                break 'stacks;
             }
         }
-        taken.len()
+        let count = sent.len();
+        for (slot, id) in sent {
+            let e = self.slots[slot].as_mut().expect("just sent");
+            e.transmits += 1;
+            let t = e.transmits;
+            if t >= limit {
+                let e = self.slots[slot].take().expect("just sent");
+                self.by_name.remove(&e.name);
+                self.free.push(slot);
+                self.len -= 1;
+            } else {
+                let t = t as usize;
+                if self.stacks.len() <= t {
+                    self.stacks.resize_with(t + 1, Vec::new);
+                }
+                self.stacks[t].push((slot, id));
+                self.records += 1;
+            }
+        }
+        count
     }
 }
 
@@ -89,6 +186,20 @@ mod tests {
         }
         assert_eq!(out, vec![2; 30]);
         assert_eq!(q.fill(&mut out, 100, 3), 0);
+        assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn replaced_updates_do_not_pile_up() {
+        let mut q = BroadcastQueue::default();
+        for i in 0..100_000u32 {
+            q.enqueue("a", i.to_le_bytes().to_vec());
+        }
+        assert_eq!(q.len(), 1);
+        assert!(q.records() <= 4 + 1024 + 1);
+        let mut out = Vec::new();
+        assert_eq!(q.fill(&mut out, 100, 1), 1);
+        assert_eq!(out, 99_999u32.to_le_bytes());
         assert_eq!(q.len(), 0);
     }
 

@@ -15,19 +15,70 @@
 //! In a full-state merge, a remote *dead* becomes a local *suspect* (memberlist's rule):
 //! a member is not killed on hearsay from one peer, it is given the chance to refute.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
 use super::message::{Alive, Dead, Frame, Suspect};
 use super::suspicion::Suspicion;
 use super::{Event, Member, MemberState, Swim};
 use crate::gossip::codec::frame_bytes;
 
+/// A member name as a hash-map key, stored inline when short (most names are), so that
+/// a lookup compares against bytes already in the map's bucket instead of following a
+/// pointer. Receiving an update costs one lookup, so this is the hottest path of a
+/// large cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NameKey {
+    Inline { len: u8, buf: [u8; INLINE_NAME] },
+    Heap(Box<str>),
+}
+
+const INLINE_NAME: usize = 30;
+
+impl NameKey {
+    fn new(name: &str) -> Self {
+        if name.len() <= INLINE_NAME {
+            let mut buf = [0; INLINE_NAME];
+            buf[..name.len()].copy_from_slice(name.as_bytes());
+            NameKey::Inline {
+                len: name.len() as u8,
+                buf,
+            }
+        } else {
+            NameKey::Heap(name.into())
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            NameKey::Inline { len, buf } => {
+                std::str::from_utf8(&buf[..usize::from(*len)]).expect("copied from a str")
+            }
+            NameKey::Heap(s) => s,
+        }
+    }
+}
+
+impl Borrow<str> for NameKey {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Hash for NameKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // The same hash as the borrowed `str`, as `Borrow` requires.
+        self.as_str().hash(state);
+    }
+}
+
 /// Every other member this member knows, in a vector (for uniform random picks) with a
 /// name index.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Table {
     nodes: Vec<Member>,
-    index: HashMap<String, usize>,
+    index: HashMap<NameKey, usize>,
     live: usize,
 }
 
@@ -62,7 +113,7 @@ impl Table {
             self.live += 1;
         }
         self.index
-            .insert(member.identity.name().to_owned(), self.nodes.len());
+            .insert(NameKey::new(member.identity.name()), self.nodes.len());
         self.nodes.push(member);
     }
 
@@ -70,7 +121,7 @@ impl Table {
         let i = self.index.remove(name)?;
         let m = self.nodes.swap_remove(i);
         if i < self.nodes.len() {
-            let moved = self.nodes[i].identity.name().to_owned();
+            let moved = NameKey::new(self.nodes[i].identity.name());
             self.index.insert(moved, i);
         }
         if m.state.is_live() {
@@ -268,6 +319,9 @@ impl Swim {
 
     /// Forgets failed and left members older than the reap timeout.
     pub(crate) fn reap(&mut self, now: u64) {
+        if self.table.live() == self.table.len() {
+            return; // nobody failed or left: skip the scan
+        }
         let after = self.config.reap_timeout.as_nanos() as u64;
         let expired: Vec<String> = self
             .table
@@ -280,5 +334,26 @@ impl Swim {
                 self.events.push_back(Event::Reap(m));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::hash_map::RandomState;
+    use std::hash::BuildHasher;
+
+    #[test]
+    fn name_keys_hash_and_compare_like_their_str() {
+        let rs = RandomState::new();
+        for name in ["a", "node-0001", &"x".repeat(30), &"y".repeat(31), "zoné"] {
+            let k = NameKey::new(name);
+            assert_eq!(k.as_str(), name);
+            assert_eq!(rs.hash_one(&k), rs.hash_one(name));
+            let mut m = HashMap::new();
+            m.insert(k, 1);
+            assert_eq!(m.get(name), Some(&1));
+        }
+        assert_ne!(NameKey::new("ab"), NameKey::new("abc"));
     }
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use palisade::balance::{
-    Balance, Builder, Candidates, ConsistentHash, LeastConnections, Picker, PowerOfTwoChoices,
-    Random, RoundRobin, WeightedRoundRobin,
+    Balance, Builder, Candidates, ConsistentHash, LeastConnections, LoadIndex, Picker,
+    PowerOfTwoChoices, Random, RoundRobin, WeightedRoundRobin,
 };
 use palisade::discover::{ChannelSet, FixedList};
 use palisade::BoxError;
@@ -203,8 +203,17 @@ async fn p2c_avoids_the_endpoint_with_requests_in_flight() {
 
 #[tokio::test]
 async fn least_connections_fills_endpoints_evenly() {
+    fills_evenly(Spread::new(LeastConnections::seeded(1))).await;
+}
+
+#[tokio::test]
+async fn least_connections_without_its_load_index_scans_and_fills_evenly() {
+    fills_evenly(Spread::new(LeastConnections::seeded(1)).without_index()).await;
+}
+
+async fn fills_evenly(picker: Spread<LeastConnections>) {
     let list = FixedList::unweighted([("a", stuck("a")), ("b", stuck("b")), ("c", stuck("c"))]);
-    let mut b = Balance::new(list, Spread::new(LeastConnections::seeded(1)));
+    let mut b = Balance::new(list, picker);
     let mut held = Vec::new();
     for i in 0..31 {
         held.push(b.ready().await.unwrap().call(i));
@@ -222,9 +231,11 @@ async fn least_connections_fills_endpoints_evenly() {
 }
 
 /// Wraps a picker and records the in-flight counts it was shown at each pick.
+/// Forwards `load_index` unless built `without_index`.
 struct Spread<P> {
     inner: P,
     seen: Mutex<Vec<Vec<usize>>>,
+    index: bool,
 }
 
 impl<P> Spread<P> {
@@ -232,7 +243,13 @@ impl<P> Spread<P> {
         Self {
             inner,
             seen: Mutex::default(),
+            index: true,
         }
+    }
+
+    fn without_index(mut self) -> Self {
+        self.index = false;
+        self
     }
 }
 
@@ -243,18 +260,30 @@ impl<P: Picker> Picker for Spread<P> {
             .push(c.iter().map(|e| e.in_flight()).collect());
         self.inner.pick(c, key)
     }
+
+    fn load_index(&mut self) -> Option<LoadIndex> {
+        self.index.then(|| self.inner.load_index()).flatten()
+    }
 }
 
 #[tokio::test]
 async fn weighted_least_connections_gives_concurrency_in_proportion_to_weight() {
+    weighted_proportion(Recorder::new(LeastConnections::seeded(2).weighted())).await;
+}
+
+#[tokio::test]
+async fn weighted_least_connections_without_its_load_index_gives_the_same_proportion() {
+    weighted_proportion(Recorder::new(LeastConnections::seeded(2).weighted()).without_index())
+        .await;
+}
+
+async fn weighted_proportion(picker: Recorder<LeastConnections>) {
     let list = FixedList::builder()
         .endpoint("a", stuck("a"), 1)
         .endpoint("b", stuck("b"), 3)
         .build()
         .unwrap();
-    let mut b = Builder::new(Recorder::new(LeastConnections::seeded(2).weighted()))
-        .build_weighted(list)
-        .unwrap();
+    let mut b = Builder::new(picker).build_weighted(list).unwrap();
     let mut held = Vec::new();
     for i in 0..40 {
         held.push(b.ready().await.unwrap().call(i));
@@ -265,9 +294,11 @@ async fn weighted_least_connections_gives_concurrency_in_proportion_to_weight() 
 }
 
 /// Wraps a picker and records the weight of every endpoint it picked.
+/// Forwards `load_index` unless built `without_index`.
 struct Recorder<P> {
     inner: P,
     log: Arc<Mutex<Vec<u32>>>,
+    index: bool,
 }
 
 impl<P> Recorder<P> {
@@ -275,7 +306,13 @@ impl<P> Recorder<P> {
         Self {
             inner,
             log: Arc::default(),
+            index: true,
         }
+    }
+
+    fn without_index(mut self) -> Self {
+        self.index = false;
+        self
     }
 }
 
@@ -284,6 +321,10 @@ impl<P: Picker> Picker for Recorder<P> {
         let pos = self.inner.pick(c, key);
         self.log.lock().push(c.get(pos).weight());
         pos
+    }
+
+    fn load_index(&mut self) -> Option<LoadIndex> {
+        self.index.then(|| self.inner.load_index()).flatten()
     }
 }
 
@@ -437,4 +478,38 @@ async fn p2c_peak_ewma_prefers_the_faster_endpoint() {
     let slow = c.get("slow").copied().unwrap_or(0);
     assert!(slow <= 2, "slow took {slow}");
     assert_eq!(c["fast"] + slow, 200);
+}
+
+#[tokio::test]
+async fn least_connections_sends_to_the_endpoint_whose_requests_completed() {
+    // 100 endpoints whose requests stay in flight until dropped: after every endpoint
+    // holds two, dropping a request makes its endpoint the only least-loaded one, and
+    // the next pick must go to it.
+    let names: Vec<&'static str> = (0..100)
+        .map(|i| &*Box::leak(format!("e{i}").into_boxed_str()))
+        .collect();
+    let list = FixedList::unweighted(names.iter().map(|&n| (n, stuck(n))));
+    let mut b = Balance::new(list, Spread::new(LeastConnections::seeded(9)));
+    let mut held = Vec::new();
+    for i in 0..200 {
+        held.push(b.ready().await.unwrap().call(i));
+    }
+    for loads in b.picker().seen.lock().iter() {
+        let (min, max) = (loads.iter().min().unwrap(), loads.iter().max().unwrap());
+        assert!(max - min <= 1, "uneven: {min}..{max}");
+    }
+    // Drop one request: exactly one endpoint is at 1, and the next pick must go there.
+    drop(held.remove(0));
+    b.ready().await.unwrap();
+    assert_eq!(b.in_flight(), 199);
+    let first = b.picker().seen.lock().len();
+    held.push(b.call(500));
+    let seen = b.picker().seen.lock()[first].clone();
+    assert_eq!(seen.iter().filter(|&&l| l == 1).count(), 1, "{seen:?}");
+    // The pick levelled it: everyone is at two again.
+    b.ready().await.unwrap();
+    let level = b.picker().seen.lock().len();
+    held.push(b.call(501));
+    let seen = b.picker().seen.lock()[level].clone();
+    assert!(seen.iter().all(|&l| l == 2), "{seen:?}");
 }

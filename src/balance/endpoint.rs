@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use super::load_index::CompletionQueue;
 use crate::classify::Outcome;
 
 /// Identifies one endpoint of a balancer for as long as it is a member.
@@ -73,10 +74,21 @@ pub(crate) struct EndpointStats {
     failure_threshold: u32,
     /// Raised (for the balancer's next `poll_ready`) when the threshold is crossed.
     attention: Arc<AtomicBool>,
+    /// Where to report a completion when the balancer keeps a load index: the queue and
+    /// this endpoint's slot.
+    completions: Option<(Arc<CompletionQueue>, u32)>,
+    /// Whether this endpoint's slot is in the completion queue (pushed once until the
+    /// balancer takes it).
+    queued: AtomicBool,
 }
 
 impl EndpointStats {
-    pub(crate) fn new(decay_ns: f64, failure_threshold: u32, attention: Arc<AtomicBool>) -> Self {
+    pub(crate) fn new(
+        decay_ns: f64,
+        failure_threshold: u32,
+        attention: Arc<AtomicBool>,
+        completions: Option<(Arc<CompletionQueue>, u32)>,
+    ) -> Self {
         Self {
             in_flight: AtomicUsize::new(0),
             ewma_bits: AtomicU64::new(0),
@@ -87,6 +99,8 @@ impl EndpointStats {
             failures: AtomicU32::new(0),
             failure_threshold,
             attention,
+            completions,
+            queued: AtomicBool::new(false),
         }
     }
 
@@ -102,7 +116,28 @@ impl EndpointStats {
 
     #[inline]
     pub(crate) fn end(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        match &self.completions {
+            None => {
+                self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
+            Some((queue, slot)) => {
+                // Sequentially consistent with `take_queued` + `in_flight_now`: either the
+                // balancer sees this decrement when it re-reads the count, or this
+                // swap sees the flag cleared and queues the slot again.
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+                if !self.queued.swap(true, Ordering::SeqCst) {
+                    queue.push(*slot);
+                }
+            }
+        }
+    }
+
+    /// Clears the queued flag and reads the in-flight count, for the balancer draining
+    /// the completion queue (see `end`).
+    #[inline]
+    pub(crate) fn take_queued(&self) -> usize {
+        self.queued.store(false, Ordering::SeqCst);
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     /// The latency estimate decayed to `now`, in nanoseconds; `None` before any sample.
@@ -250,7 +285,7 @@ mod tests {
 
     fn stats(threshold: u32) -> (EndpointStats, Arc<AtomicBool>) {
         let flag = Arc::new(AtomicBool::new(false));
-        (EndpointStats::new(1e9, threshold, flag.clone()), flag)
+        (EndpointStats::new(1e9, threshold, flag.clone(), None), flag)
     }
 
     #[test]

@@ -9,16 +9,20 @@ use std::task::{ready, Context, Poll};
 use pin_project_lite::pin_project;
 
 use super::endpoint::EndpointStats;
-use crate::classify::Classify;
+use crate::breaker::gate::GateCall;
+use crate::classify::{Classify, Outcome};
 use crate::clock::Clock;
-use crate::error::{BoxError, NoEndpoints};
+use crate::error::{BoxError, BreakerOpen, NoEndpoints};
 
 pin_project! {
     /// The future of a request sent through a [`Balance`](super::Balance).
     ///
     /// It counts as in flight on its endpoint from `call` until it completes or is
     /// dropped, whichever is first. On completion it records the latency (when the picker
-    /// uses latency) and the classified outcome (when outlier detection is on).
+    /// uses latency) and the classified outcome (when outlier detection is on, and in the
+    /// endpoint's circuit when [endpoint breakers](super::Builder::endpoint_breaker) are
+    /// on). Dropping it before completion counts nothing and gives back a half-open
+    /// probe permit the request held.
     pub struct ResponseFuture<F, C> {
         #[pin]
         state: State<F>,
@@ -31,6 +35,7 @@ pin_project! {
     enum State<F> {
         Called { #[pin] future: F },
         Failed { error: Option<NoEndpoints> },
+        Rejected { open: BreakerOpen },
     }
 }
 
@@ -38,7 +43,12 @@ pin_project! {
 /// count.
 pub(crate) struct Tracking<C> {
     stats: Arc<EndpointStats>,
+    /// Present when outlier detection or an endpoint breaker needs the outcome.
     classify: Option<C>,
+    /// Whether the outcome goes into the endpoint's outlier-detection counts.
+    record_outcome: bool,
+    /// The endpoint breaker's record of this call, when the endpoint has one.
+    gate: Option<GateCall>,
     timing: Option<(Clock, u64)>,
 }
 
@@ -46,11 +56,15 @@ impl<C> Tracking<C> {
     pub(crate) fn new(
         stats: Arc<EndpointStats>,
         classify: Option<C>,
+        record_outcome: bool,
+        gate: Option<GateCall>,
         timing: Option<(Clock, u64)>,
     ) -> Self {
         Self {
             stats,
             classify,
+            record_outcome,
+            gate,
             timing,
         }
     }
@@ -76,6 +90,13 @@ impl<F, C> ResponseFuture<F, C> {
             tracking: None,
         }
     }
+
+    pub(crate) fn rejected(open: BreakerOpen) -> Self {
+        Self {
+            state: State::Rejected { open },
+            tracking: None,
+        }
+    }
 }
 
 impl<F, C, T, E> Future for ResponseFuture<F, C>
@@ -93,21 +114,28 @@ where
                 let error = error.take().unwrap_or_default();
                 return Poll::Ready(Err(error.into()));
             }
+            StateProj::Rejected { open } => return Poll::Ready(Err((*open).into())),
             StateProj::Called { future } => future,
         };
         let result = ready!(future.poll(cx));
-        if let Some(tracking) = this.tracking.take() {
-            if let Some(classify) = &tracking.classify {
-                tracking.stats.record_outcome(classify.classify(&result));
-            }
-            if let Some((clock, start)) = &tracking.timing {
-                let now = clock.now();
-                tracking
-                    .stats
-                    .record_latency(now.saturating_sub(*start), now);
-            }
+        let Some(mut tracking) = this.tracking.take() else {
+            return Poll::Ready(result.map_err(Into::into));
+        };
+        let outcome = tracking.classify.as_ref().map(|c| c.classify(&result));
+        if let (Some(outcome), true) = (outcome, tracking.record_outcome) {
+            tracking.stats.record_outcome(outcome);
         }
-        Poll::Ready(result.map_err(Into::into))
+        if let Some((clock, start)) = &tracking.timing {
+            let now = clock.now();
+            tracking
+                .stats
+                .record_latency(now.saturating_sub(*start), now);
+        }
+        let result = result.map_err(Into::into);
+        if let Some(gate) = tracking.gate.take() {
+            gate.finish(outcome.unwrap_or(Outcome::Ignored), &result);
+        }
+        Poll::Ready(result)
     }
 }
 

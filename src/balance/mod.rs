@@ -66,17 +66,47 @@
 //! ejection, never more than a set percentage at once, and ignored in panic.
 //!
 //! Per-endpoint health shows up as **readiness**: an endpoint whose `poll_ready` is
-//! `Pending` is skipped and polled again when it wakes its waker. A per-endpoint circuit
-//! breaker plugs in as a layer around each endpoint (see
-//! [`discover::Layered`](crate::discover::Layered)) whose `poll_ready` is `Pending` while
-//! the circuit is open and wakes the waker when a probe is due; it classifies its own
-//! outcomes with [`Classify`](crate::classify::Classify). The balancer needs nothing more.
+//! `Pending` is skipped and polled again when it wakes its waker (each endpoint has its
+//! own).
+//!
+//! # Per-endpoint circuit breakers
+//!
+//! [`Builder::endpoint_breaker`] gives every endpoint its own circuit breaker in its
+//! readiness form ([`CircuitGate`](crate::breaker::CircuitGate) semantics):
+//!
+//! - an endpoint whose circuit is **open** is not ready, so it is not picked: requests go
+//!   to the other endpoints instead of failing with
+//!   [`BreakerOpen`](crate::error::BreakerOpen). Its timer wakes the balancer when the
+//!   open period ends (a request waiting on an all-open set is then served);
+//! - **half-open**, it is ready only while it can take a probe permit, so exactly
+//!   [`half_open_probes`](crate::breaker::BreakerConfigBuilder::half_open_probes)
+//!   requests reach it at once; enough good probes close it and it takes its share again;
+//! - the circuit wakes the endpoint's slot on every transition, so an endpoint reserved
+//!   by an earlier `poll_ready` whose circuit opens meanwhile is polled again and dropped
+//!   from the ready list. If a circuit rejects at `call` anyway (it opened between the
+//!   balancer's `poll_ready` and `call`), the balancer picks again among the other ready
+//!   endpoints; the request fails with `BreakerOpen` only when all of them rejected;
+//! - one circuit per endpoint: made on `Insert`, kept when an `Insert` replaces the key,
+//!   dropped on `Remove`; [`Balance::endpoint_breaker`] returns its
+//!   [`BreakerHandle`](crate::breaker::BreakerHandle). Outcomes are classified by the
+//!   breaker configuration's classifier (which becomes the balancer's) and recorded as
+//!   the breaker records them;
+//! - endpoints kept out by their circuits count against outlier detection's
+//!   [ejection cap](OutlierDetectionBuilder::max_ejection_percent): ejections and open
+//!   breakers together stay within it (the balancer never overrides a circuit, so
+//!   circuits alone may exceed it).
+//!
+//! Any other per-endpoint middleware plugs in the same way, as a layer around each
+//! endpoint (see [`discover::Layered`](crate::discover::Layered)); a gate from
+//! [`BreakerConfig::gate_layer`](crate::breaker::BreakerConfig::gate_layer) works there
+//! too, without the per-key handles and update semantics.
 
 mod ejection;
 mod endpoint;
 mod future;
 mod key;
 mod layer;
+mod load_index;
 pub mod picker;
 mod readiness;
 mod service;
@@ -89,8 +119,8 @@ pub use future::ResponseFuture;
 pub use key::{HashKey, NoKey};
 pub use layer::{BalanceLayer, MakeBalance, MakeBalanceLayer, MakeFuture, WeightedBalanceLayer};
 pub use picker::{
-    Candidates, ConsistentHash, Cost, Endpoint, LeastConnections, Picker, PowerOfTwoChoices,
-    Random, RoundRobin, WeightedRoundRobin,
+    Candidates, ConsistentHash, Cost, Endpoint, LeastConnections, LoadIndex, Picker,
+    PowerOfTwoChoices, Random, RoundRobin, WeightedRoundRobin,
 };
 pub use service::{Balance, Builder, Weigher};
 pub use slow_start::{SlowStart, SlowStartBuilder};

@@ -18,6 +18,8 @@ use super::key::{HashKey, NoKey};
 use super::picker::Picker;
 use super::set::EndpointSet;
 use super::slow_start::SlowStart;
+use crate::breaker::gate::split_classifier;
+use crate::breaker::{BreakerConfig, BreakerHandle};
 use crate::classify::{Classify, ErrIsFailure};
 use crate::clock::Clock;
 use crate::error::{BoxError, ConfigError, NoEndpoints};
@@ -140,6 +142,19 @@ where
     /// The id of the member with discovery key `key`.
     pub fn endpoint_id(&self, key: &D::Key) -> Option<EndpointId> {
         self.set.id_of(key)
+    }
+
+    /// The circuit breaker of the member with discovery key `key`, when
+    /// [endpoint breakers](Builder::endpoint_breaker) are on. The circuit lives as long
+    /// as the key is a member (an update of the key keeps it); a handle kept after the
+    /// removal reads a circuit the balancer no longer uses.
+    pub fn endpoint_breaker(&self, key: &D::Key) -> Option<BreakerHandle> {
+        self.set.breaker_of(key)
+    }
+
+    /// The circuit breaker of member `id`, when endpoint breakers are on.
+    pub fn endpoint_breaker_by_id(&self, id: EndpointId) -> Option<BreakerHandle> {
+        self.set.breaker_of_id(id)
     }
 
     /// Whether member `id` is currently ejected (`None` if it is not a member).
@@ -284,19 +299,34 @@ where
             return ResponseFuture::failed(NoEndpoints::new(self.set.member_count()));
         }
         let key = self.key.hash_key(&req);
-        let len = self.set.ready_len();
         let now = self.track_latency.then(|| self.clock.now());
-        let mut position = self
-            .picker
-            .pick(&self.set.candidates(&self.clock, now), key);
-        if position >= len {
-            position %= len;
-        }
+        self.set.refresh_load();
+        // Each round that a circuit rejects takes its endpoint out of the ready list, so
+        // this ends; the request fails only when every ready endpoint's circuit rejected.
+        let (position, gate) = loop {
+            let len = self.set.ready_len();
+            let mut position = self
+                .picker
+                .pick(&self.set.candidates(&self.clock, now), key);
+            if position >= len {
+                position %= len;
+            }
+            match self.set.admit(position) {
+                Ok(gate) => break (position, gate),
+                Err(open) if self.set.ready_len() == 0 => {
+                    return ResponseFuture::rejected(open);
+                }
+                Err(_) => {}
+            }
+        };
         let start = now.map(|now| (self.clock.clone(), now));
-        let classify = self.track_outcomes.then(|| self.classify.clone());
+        let classify = (self.track_outcomes || gate.is_some()).then(|| self.classify.clone());
         let (service, stats) = self.set.begin_call(position);
         let future = service.call(req);
-        ResponseFuture::called(future, Tracking::new(stats, classify, start))
+        ResponseFuture::called(
+            future,
+            Tracking::new(stats, classify, self.track_outcomes, gate, start),
+        )
     }
 }
 
@@ -346,6 +376,7 @@ pub struct Builder<P, H = NoKey, C = ErrIsFailure> {
     clock: Clock,
     outlier_detection: Option<OutlierDetection>,
     slow_start: Option<SlowStart>,
+    endpoint_breaker: Option<BreakerConfig<()>>,
 }
 
 impl<P: Picker> Builder<P> {
@@ -362,6 +393,7 @@ impl<P: Picker> Builder<P> {
             clock: Clock::system(),
             outlier_detection: None,
             slow_start: None,
+            endpoint_breaker: None,
         }
     }
 }
@@ -400,6 +432,42 @@ impl<P: Picker, H, C> Builder<P, H, C> {
         self
     }
 
+    /// Gives every endpoint its own circuit breaker, configured by `config`, in its
+    /// [readiness form](crate::breaker::CircuitGate): an endpoint whose circuit is open
+    /// is not ready, so it is not picked and the requests go to the other endpoints
+    /// instead of failing; when the open period ends the endpoint is polled again (its
+    /// timer wakes the balancer) and takes the half-open probes.
+    ///
+    /// - One circuit per endpoint: made when its key is inserted, kept when an insert
+    ///   replaces the key's service, dropped when the key is removed. Read it with
+    ///   [`Balance::endpoint_breaker`].
+    /// - The configuration's classifier becomes the balancer's classifier (as if given
+    ///   to [`classify`](Self::classify)): it decides what a failure is both for the
+    ///   breakers and for outlier detection. Calling `classify` afterwards replaces it
+    ///   for both.
+    /// - A request fails with [`BreakerOpen`](crate::error::BreakerOpen) only if every
+    ///   ready endpoint's circuit rejected it at `call` (each circuit opened after the
+    ///   balancer polled it: a race with completing requests); otherwise the balancer
+    ///   picks again among the others.
+    /// - Endpoints kept out by their breakers (open, half-open or forced open) count
+    ///   against [outlier detection's](Self::outlier_detection) ejection cap.
+    /// - The configuration's event callback, clock and seed are shared by every
+    ///   endpoint's circuit; subscribe per endpoint through its handle.
+    pub fn endpoint_breaker<C2>(self, config: BreakerConfig<C2>) -> Builder<P, H, C2> {
+        let (config, classify) = split_classifier(config);
+        Builder {
+            picker: self.picker,
+            key: self.key,
+            classify,
+            no_endpoint_deadline: self.no_endpoint_deadline,
+            latency_decay: self.latency_decay,
+            clock: self.clock,
+            outlier_detection: self.outlier_detection,
+            slow_start: self.slow_start,
+            endpoint_breaker: Some(config),
+        }
+    }
+
     /// Extracts each request's hash key (for [`ConsistentHash`](super::ConsistentHash)).
     pub fn hash_key<H2>(self, key: H2) -> Builder<P, H2, C> {
         Builder {
@@ -411,6 +479,7 @@ impl<P: Picker, H, C> Builder<P, H, C> {
             clock: self.clock,
             outlier_detection: self.outlier_detection,
             slow_start: self.slow_start,
+            endpoint_breaker: self.endpoint_breaker,
         }
     }
 
@@ -425,6 +494,7 @@ impl<P: Picker, H, C> Builder<P, H, C> {
             clock: self.clock,
             outlier_detection: self.outlier_detection,
             slow_start: self.slow_start,
+            endpoint_breaker: self.endpoint_breaker,
         }
     }
 
@@ -471,17 +541,21 @@ impl<P: Picker, H, C> Builder<P, H, C> {
         self.validate()?;
         let now = self.clock.now();
         let track_outcomes = self.outlier_detection.is_some();
-        let track_latency = self.picker.uses_latency();
+        let mut picker = self.picker;
+        let track_latency = picker.uses_latency();
+        let load_index = picker.load_index();
         Ok(Balance {
             discover,
             discover_done: false,
             set: EndpointSet::new(
                 self.outlier_detection,
                 self.slow_start,
+                self.endpoint_breaker,
+                load_index,
                 self.latency_decay.as_nanos() as f64,
                 now,
             ),
-            picker: self.picker,
+            picker,
             key: self.key,
             classify: self.classify,
             weigher,
@@ -518,6 +592,7 @@ impl<P: fmt::Debug, H, C> fmt::Debug for Builder<P, H, C> {
             .field("latency_decay", &self.latency_decay)
             .field("outlier_detection", &self.outlier_detection)
             .field("slow_start", &self.slow_start)
+            .field("endpoint_breaker", &self.endpoint_breaker.is_some())
             .finish_non_exhaustive()
     }
 }

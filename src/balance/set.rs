@@ -25,11 +25,14 @@ use tower_service::Service;
 
 use super::ejection::{EjectionRecord, OutlierDetection};
 use super::endpoint::{EndpointId, EndpointStats};
-use super::picker::Candidates;
+use super::load_index::{CompletionQueue, LoadHeap};
+use super::picker::{Candidates, LoadIndex};
 use super::readiness::{SlotWaker, WakeQueue};
 use super::slow_start::SlowStart;
+use crate::breaker::gate::{GateCall, GateCore};
+use crate::breaker::{BreakerConfig, BreakerHandle};
 use crate::clock::Clock;
-use crate::error::BoxError;
+use crate::error::{BoxError, BreakerOpen};
 
 const NONE: u32 = u32::MAX;
 
@@ -78,6 +81,9 @@ pub(crate) struct Counters {
 pub(crate) struct EndpointSet<K, S> {
     metas: Vec<Meta>,
     services: Vec<Option<S>>,
+    /// Each member's circuit breaker gate, when endpoint breakers are on.
+    gates: Vec<Option<GateCore>>,
+    breaker: Option<BreakerConfig<()>>,
     wakers: Vec<(Arc<SlotWaker>, Waker)>,
     keys: HashMap<K, u32>,
     free: Vec<u32>,
@@ -101,12 +107,23 @@ pub(crate) struct EndpointSet<K, S> {
     /// costs one idle housekeeping pass).
     next_lift: u64,
     decay_ns: f64,
+    /// The ready slots by load, when the picker asked for it.
+    load: Option<LoadHeap>,
+    completions: Option<Arc<CompletionQueue>>,
+    /// The weights epoch the load heap's scores were computed under.
+    load_weights_epoch: u64,
 }
+
+/// Entries in the completion queue; a fuller queue costs one re-read of every ready
+/// endpoint at the next pick.
+const COMPLETION_QUEUE_CAPACITY: usize = 4096;
 
 impl<K: Hash + Eq, S> EndpointSet<K, S> {
     pub(crate) fn new(
         detection: Option<OutlierDetection>,
         slow_start: Option<SlowStart>,
+        breaker: Option<BreakerConfig<()>>,
+        load_index: Option<LoadIndex>,
         decay_ns: f64,
         now: u64,
     ) -> Self {
@@ -116,6 +133,8 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         Self {
             metas: Vec::new(),
             services: Vec::new(),
+            gates: Vec::new(),
+            breaker,
             wakers: Vec::new(),
             keys: HashMap::new(),
             free: Vec::new(),
@@ -137,6 +156,10 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             next_slow_start: u64::MAX,
             next_lift: u64::MAX,
             decay_ns,
+            load: load_index.map(|l| LoadHeap::new(l.per_weight, l.seed)),
+            completions: load_index
+                .map(|_| Arc::new(CompletionQueue::new(COMPLETION_QUEUE_CAPACITY))),
+            load_weights_epoch: 0,
         }
     }
 
@@ -152,6 +175,43 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             now,
             members_epoch: self.members_epoch,
             weights_epoch: self.weights_epoch,
+            least_loaded: self.load.as_ref().and_then(LoadHeap::top),
+        }
+    }
+
+    /// Brings the load heap up to date with the requests that completed since the last
+    /// pick (and with weight changes, when scores depend on weights).
+    #[inline]
+    pub(crate) fn refresh_load(&mut self) {
+        let (Some(heap), Some(queue)) = (self.load.as_mut(), self.completions.as_ref()) else {
+            return;
+        };
+        let reweigh = heap.per_weight() && self.load_weights_epoch != self.weights_epoch;
+        if queue.take_overflow() || reweigh {
+            // Re-read everything: drain the queue, clear every flag, rescore every
+            // ready slot.
+            while queue.pop().is_some() {}
+            for &slot in &self.members {
+                self.metas[slot as usize].stats.take_queued();
+            }
+            for &slot in &self.ready {
+                let m = &self.metas[slot as usize];
+                let score = heap.score(m.stats.in_flight(), m.effective_weight);
+                heap.set(slot, score);
+            }
+            self.load_weights_epoch = self.weights_epoch;
+            return;
+        }
+        // Bounded, so producers that keep pushing cannot hold the balancer here.
+        for _ in 0..COMPLETION_QUEUE_CAPACITY {
+            let Some(slot) = queue.pop() else { break };
+            let Some(m) = self.metas.get(slot as usize) else {
+                continue;
+            };
+            let in_flight = m.stats.take_queued();
+            if m.live {
+                heap.update(slot, heap.score(in_flight, m.effective_weight));
+            }
         }
     }
 
@@ -192,6 +252,18 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         Some(EndpointId::new(slot, self.metas[slot as usize].generation))
     }
 
+    /// The handle of the circuit breaker of the member with key `key`.
+    pub(crate) fn breaker_of(&self, key: &K) -> Option<BreakerHandle> {
+        let slot = *self.keys.get(key)?;
+        self.gates[slot as usize].as_ref().map(GateCore::handle)
+    }
+
+    /// The handle of the circuit breaker of member `id`.
+    pub(crate) fn breaker_of_id(&self, id: EndpointId) -> Option<BreakerHandle> {
+        self.meta(id)?;
+        self.gates[id.slot()].as_ref().map(GateCore::handle)
+    }
+
     pub(crate) fn meta(&self, id: EndpointId) -> Option<&Meta> {
         let m = self.metas.get(id.slot())?;
         (m.live && m.generation == id.generation()).then_some(m)
@@ -200,7 +272,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
     // ----- membership ----------------------------------------------------------------
 
     /// Inserts an endpoint, or replaces the service and weight of the one with this key
-    /// (keeping its statistics, ejection history and slow-start age).
+    /// (keeping its statistics, ejection history, slow-start age and circuit).
     pub(crate) fn upsert(&mut self, key: K, key_hash: u64, service: S, weight: u32, now: u64) {
         let weight = weight.max(1);
         if let Some(&slot) = self.keys.get(&key) {
@@ -225,10 +297,11 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
                 let slot = self.metas.len() as u32;
                 self.wakers.push(SlotWaker::new(slot, self.queue.clone()));
                 self.services.push(None);
+                self.gates.push(None);
                 self.metas.push(Meta {
                     generation: 0,
                     live: false,
-                    stats: self.new_stats(),
+                    stats: self.new_stats(slot),
                     weight: 1,
                     effective_weight: 1.0,
                     added_at: 0,
@@ -242,7 +315,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
                 slot
             }
         };
-        let stats = self.new_stats();
+        let stats = self.new_stats(slot);
         let effective_weight = self.effective(weight, now, now);
         let member_pos = self.members.len() as u32;
         let m = &mut self.metas[slot as usize];
@@ -257,6 +330,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         m.member_pos = member_pos;
         m.ejection = EjectionRecord::default();
         self.services[slot as usize] = Some(service);
+        self.gates[slot as usize] = self.breaker.as_ref().map(GateCore::new);
         self.members.push(slot);
         self.keys.insert(key, slot);
         self.members_epoch += 1;
@@ -285,6 +359,8 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
     fn vacate(&mut self, slot: u32) {
         let i = slot as usize;
         self.services[i] = None;
+        // Dropping the gate gives back a probe permit it held.
+        self.gates[i] = None;
         let m = &mut self.metas[i];
         m.live = false;
         // A new generation at once: ids held by pickers stop resolving now, not at reuse.
@@ -306,7 +382,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         self.refresh_panic();
     }
 
-    fn new_stats(&self) -> Arc<EndpointStats> {
+    fn new_stats(&self, slot: u32) -> Arc<EndpointStats> {
         let threshold = self
             .detection
             .as_ref()
@@ -315,6 +391,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             self.decay_ns,
             threshold,
             self.attention.clone(),
+            self.completions.as_ref().map(|q| (q.clone(), slot)),
         ))
     }
 
@@ -344,6 +421,9 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             && (self.panic || !m.ejection.is_ejected());
         match (want, m.ready_pos != NONE) {
             (true, false) => {
+                if let Some(heap) = self.load.as_mut() {
+                    heap.set(slot, heap.score(m.stats.in_flight(), m.effective_weight));
+                }
                 self.metas[slot as usize].ready_pos = self.ready.len() as u32;
                 self.ready.push(slot);
             }
@@ -356,6 +436,9 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         let pos = std::mem::replace(&mut self.metas[slot as usize].ready_pos, NONE);
         if pos == NONE {
             return;
+        }
+        if let Some(heap) = self.load.as_mut() {
+            heap.remove(slot);
         }
         self.ready.swap_remove(pos as usize);
         if let Some(&moved) = self.ready.get(pos as usize) {
@@ -377,8 +460,13 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
                 self.wakers[slot as usize].0.clear();
                 let m = &self.metas[slot as usize];
                 // A stale wake (the endpoint is no longer pending, or the slot changed
-                // hands) needs nothing.
-                if m.live && m.readiness == Readiness::Pending {
+                // hands) needs nothing. A gated endpoint that is reserved is polled again:
+                // its circuit changed state (it may have opened).
+                let gated = self.gates[slot as usize].is_some();
+                if m.live
+                    && (m.readiness == Readiness::Pending
+                        || (gated && m.readiness == Readiness::Reserved))
+                {
                     self.push_to_poll(slot);
                 }
             }
@@ -400,6 +488,15 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
                 continue;
             };
             let mut cx = Context::from_waker(&self.wakers[i].1);
+            if let Some(gate) = self.gates[i].as_mut() {
+                // An endpoint whose circuit would reject is not ready; the gate wakes
+                // the slot when a probe is due or the circuit changes.
+                if gate.poll_admissible(&mut cx).is_pending() {
+                    self.metas[i].readiness = Readiness::Pending;
+                    self.sync_ready(slot);
+                    continue;
+                }
+            }
             match service.poll_ready(&mut cx) {
                 Poll::Ready(Ok(())) => {
                     self.metas[i].readiness = Readiness::Reserved;
@@ -422,6 +519,47 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         self.scratch = polling;
     }
 
+    /// Admits a call to the slot at ready `position` through its circuit breaker, if it
+    /// has one. A circuit that rejects (it changed state since the slot was polled)
+    /// takes the slot out of the ready list and queues it for polling, so the caller can
+    /// pick again among the rest.
+    #[inline]
+    pub(crate) fn admit(&mut self, position: usize) -> Result<Option<GateCall>, BreakerOpen> {
+        let slot = self.ready[position];
+        let Some(gate) = self.gates[slot as usize].as_mut() else {
+            return Ok(None);
+        };
+        match gate.admit_call() {
+            Ok(call) => Ok(Some(call)),
+            Err(open) => {
+                self.metas[slot as usize].readiness = Readiness::Unpolled;
+                self.take_out_of_ready(slot);
+                self.push_to_poll(slot);
+                Err(open)
+            }
+        }
+    }
+
+    /// Members that are not ejected but whose circuit does not admit every call (open,
+    /// half-open, forced open): they count against the ejection cap.
+    fn blocked_by_breakers(&self) -> usize {
+        if self.breaker.is_none() {
+            return 0;
+        }
+        self.members
+            .iter()
+            .filter(|&&slot| self.is_blocked(slot))
+            .count()
+    }
+
+    fn is_blocked(&self, slot: u32) -> bool {
+        let i = slot as usize;
+        !self.metas[i].ejection.is_ejected()
+            && self.gates[i]
+                .as_ref()
+                .is_some_and(|g| !g.shared().state().admits_all())
+    }
+
     /// The slot at ready `position` takes a call: it stays in the ready list (so the
     /// order is stable) but must be re-polled before the next pick.
     #[inline]
@@ -435,6 +573,12 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         }
         let stats = self.metas[i].stats.clone();
         stats.begin();
+        if let Some(heap) = self.load.as_mut() {
+            heap.update(
+                slot,
+                heap.score(stats.in_flight(), self.metas[i].effective_weight),
+            );
+        }
         let service = self.services[i]
             .as_mut()
             .expect("a ready slot always holds a service");
@@ -480,11 +624,16 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         self.attention.load(Ordering::Relaxed)
     }
 
-    fn eject(&mut self, slot: u32, now: u64) -> bool {
+    /// Ejects `slot` if the cap allows; `blocked` is the number of other members kept
+    /// out by their circuit breakers (see [`blocked_by_breakers`](Self::blocked_by_breakers)),
+    /// which count against the cap and is updated when `slot` was one of them.
+    fn eject(&mut self, slot: u32, now: u64, blocked: &mut usize) -> bool {
         let Some(detection) = &self.detection else {
             return false;
         };
-        if !detection.may_eject(self.ejected, self.members.len()) {
+        let was_blocked = self.is_blocked(slot);
+        let out = self.ejected + *blocked - usize::from(was_blocked);
+        if !detection.may_eject(out, self.members.len()) {
             return false;
         }
         let m = &mut self.metas[slot as usize];
@@ -496,6 +645,9 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         tracing::debug!(slot, until, "endpoint ejected");
         self.next_lift = self.next_lift.min(until);
         self.ejected += 1;
+        if was_blocked {
+            *blocked -= 1;
+        }
         self.counters.ejections += 1;
         self.sync_ready(slot);
         self.refresh_panic();
@@ -509,12 +661,13 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         if threshold == 0 {
             return;
         }
+        let mut blocked = self.blocked_by_breakers();
         for k in 0..self.members.len() {
             let slot = self.members[k];
             let stats = &self.metas[slot as usize].stats;
             if stats.consecutive_failures() >= threshold {
                 stats.reset_consecutive_failures();
-                self.eject(slot, now);
+                self.eject(slot, now, &mut blocked);
             }
         }
     }
@@ -567,8 +720,9 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             .map(|&(slot, ok, t)| (slot, ok as f64 / t as f64))
             .collect();
         outliers.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let mut blocked = self.blocked_by_breakers();
         for (slot, _) in outliers {
-            self.eject(slot, now);
+            self.eject(slot, now, &mut blocked);
         }
     }
 
@@ -677,6 +831,7 @@ mod tests {
         Set(u8, u8),
         Poll,
         Call(usize),
+        End(usize),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -690,7 +845,28 @@ mod tests {
                 .prop_map(|(k, s)| Op::Set(k, s)),
             Just(Op::Poll),
             any::<usize>().prop_map(Op::Call),
+            any::<usize>().prop_map(Op::End),
         ]
+    }
+
+    /// The load index's top is a ready slot with the least in flight.
+    fn check_load(set: &mut EndpointSet<u8, Fake>) {
+        set.refresh_load();
+        let clock = Clock::manual().0;
+        let top = set.candidates(&clock, None).least_loaded();
+        let min = set
+            .ready
+            .iter()
+            .map(|&s| set.metas[s as usize].stats.in_flight())
+            .min();
+        match (top, min) {
+            (None, None) => {}
+            (Some(pos), Some(min)) => {
+                let slot = set.ready[pos];
+                assert_eq!(set.metas[slot as usize].stats.in_flight(), min);
+            }
+            other => panic!("load index and ready list disagree: {other:?}"),
+        }
     }
 
     fn check(set: &EndpointSet<u8, Fake>, after_poll: bool) {
@@ -729,7 +905,8 @@ mod tests {
     proptest! {
         #[test]
         fn ready_list_always_holds_exactly_the_reserved_members(ops in prop::collection::vec(op(), 1..200)) {
-            let mut set: EndpointSet<u8, Fake> = EndpointSet::new(None, None, 1e9, 0);
+            let mut set: EndpointSet<u8, Fake> =
+                EndpointSet::new(None, None, None, Some(LoadIndex::in_flight(3)), 1e9, 0);
             let mut switches: std::collections::HashMap<u8, Arc<Switch>> = Default::default();
             let mut held = Vec::new();
             for op in ops {
@@ -758,8 +935,15 @@ mod tests {
                             held.push(stats);
                         }
                     }
+                    Op::End(i) => {
+                        if !held.is_empty() {
+                            let n = held.len();
+                            held.swap_remove(i % n).end();
+                        }
+                    }
                 }
                 check(&set, polled);
+                check_load(&mut set);
             }
             for s in held.drain(..) {
                 s.end();

@@ -96,7 +96,7 @@ where
 }
 
 /// What the window counts for a classified result (`None`: nothing).
-fn window_event<T>(outcome: Outcome, result: &Result<T, BoxError>) -> Option<Event> {
+pub(super) fn window_event<T>(outcome: Outcome, result: &Result<T, BoxError>) -> Option<Event> {
     match (outcome, result) {
         (Outcome::Ignored, _) => None,
         (Outcome::Success, _) => Some(Event::Success),

@@ -77,6 +77,20 @@
 //! - The future is `Send` when the inner future and the classifier are, and `'static`
 //!   when they are.
 //!
+//! # Readiness form: [`CircuitGate`]
+//! In front of one endpoint of a load balancer, rejecting from `call` is the wrong
+//! answer: the request should go to another endpoint. [`CircuitGate`] (from
+//! [`BreakerConfig::gate`] or, one circuit per service, [`BreakerConfig::gate_layer`])
+//! is the same circuit shown as readiness: `poll_ready` is `Pending` while the circuit
+//! is open (or forced open) and arms a tokio timer for the end of the open period; in
+//! half-open it is `Ready` only when it could take a probe permit, which it holds for the
+//! next `call` and gives back if dropped first; closed, it forwards to the inner service.
+//! The circuit also wakes the gate's task on every transition and whenever a probe
+//! permit comes back. It still never fails `poll_ready` because the circuit is open, and
+//! it records outcomes exactly as the breaker does. The balancer gives every endpoint one
+//! through [`Builder::endpoint_breaker`](crate::balance::Builder::endpoint_breaker).
+//! The breaker itself is unchanged: its call path does not know gates exist.
+//!
 //! # Statistics
 //! The window ([`BreakerConfigBuilder::window`], 10 s in 10 buckets by default) counts
 //! successes, failures, timeouts, bulkhead rejections, slow calls and latency of the calls
@@ -107,6 +121,7 @@ mod circuit;
 mod config;
 pub mod events;
 mod future;
+pub(crate) mod gate;
 mod handle;
 mod layer;
 mod policy;
@@ -118,6 +133,7 @@ pub use circuit::{CircuitState, TransitionReason};
 pub use config::{BreakerConfig, BreakerConfigBuilder};
 pub use events::{BreakerEvent, EventStream};
 pub use future::ResponseFuture;
+pub use gate::{CircuitGate, CircuitGateLayer};
 pub use handle::{BreakerHandle, BreakerMetrics};
 pub use layer::CircuitBreakerLayer;
 pub use service::CircuitBreaker;

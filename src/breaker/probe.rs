@@ -82,6 +82,15 @@ impl HalfOpenProbes {
         self.slots.len() as u32
     }
 
+    /// The earliest expiry of a held permit, if any is held.
+    pub(crate) fn earliest_expiry(&self) -> Option<u64> {
+        self.slots
+            .iter()
+            .map(|c| c.load(Ordering::Acquire))
+            .filter(|&held| held != 0)
+            .min()
+    }
+
     /// Permits held and not yet expired at `now`.
     pub(crate) fn in_flight(&self, now: u64) -> u32 {
         self.slots

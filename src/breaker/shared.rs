@@ -14,8 +14,10 @@
 //! needs a background task and the circuit can never stay wedged in half-open.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::task::Waker;
 use std::time::Duration;
 
+use futures::task::AtomicWaker;
 use parking_lot::Mutex;
 
 use super::circuit::{duration_nanos, Circuit, CircuitState, Transition, Word};
@@ -79,6 +81,24 @@ pub(crate) struct SharedCircuit {
     /// Written by transitions and `metrics()`: kept off the lines the call path reads.
     circuit: CachePadded<Mutex<Circuit>>,
     events: EventHub,
+    /// The task of a readiness gate (`gate.rs`) waiting for this circuit to change:
+    /// woken on every transition and whenever a probe permit is given back. Touched only
+    /// off the closed call path.
+    gate_waker: AtomicWaker,
+}
+
+/// What a readiness gate learns from [`SharedCircuit::check_gate`].
+#[derive(Debug)]
+pub(crate) enum GateCheck {
+    /// The state admits every call: admit it in `call`, as the breaker does.
+    Pass,
+    /// Half-open, and this probe permit was taken for the gate's next call.
+    Probe(Admission),
+    /// Open until this clock reading, or half-open with every permit taken until the
+    /// earliest one expires.
+    WaitUntil(u64),
+    /// Forced open: wait for the handle to change the state.
+    WaitForChange,
 }
 
 /// How many state changes an admission rides through before it gives up and rejects.
@@ -103,6 +123,7 @@ impl SharedCircuit {
             record_short_circuits: matches!(config.window.kind(), WindowKind::Time { .. }),
             circuit: CachePadded(Mutex::new(circuit)),
             events: EventHub::new(config.on_event.clone(), config.event_buffer),
+            gate_waker: AtomicWaker::new(),
         }
     }
 
@@ -208,8 +229,17 @@ impl SharedCircuit {
     #[inline]
     pub(crate) fn abandon(&self, admission: &mut Admission) {
         if let Some(permit) = admission.take_probe() {
-            self.probes.release(permit);
+            self.release_probe(permit);
         }
+    }
+
+    /// Gives a probe permit back and wakes a gate waiting for one. Returns whether the
+    /// permit was still held.
+    #[cold]
+    fn release_probe(&self, permit: ProbePermit) -> bool {
+        let held = self.probes.release(permit);
+        self.gate_waker.wake();
+        held
     }
 
     /// A call admitted under `admission` finished as `event` (`None`: ignored by the
@@ -218,7 +248,7 @@ impl SharedCircuit {
     pub(crate) fn complete(&self, mut admission: Admission, event: Option<Event>) {
         // Give the permit back first: whether it was still ours decides whether the
         // probe's result counts.
-        let probe_counts = admission.take_probe().map(|p| self.probes.release(p));
+        let probe_counts = admission.take_probe().map(|p| self.release_probe(p));
         let Some(event) = event else { return };
         if admission.word.state() == CircuitState::ForcedClosed {
             return;
@@ -312,7 +342,84 @@ impl SharedCircuit {
         #[cfg(feature = "tracing")]
         tracing::info!(from = %t.from, to = %t.to, reason = %t.reason, "circuit breaker changed state");
         drop(circuit);
+        self.gate_waker.wake();
         self.events.flush();
+    }
+
+    /// For a readiness gate: whether a call could be admitted now, without counting a
+    /// rejection. Moves an open circuit whose period is over to half-open, and in
+    /// half-open takes a probe permit for the gate's next call.
+    pub(crate) fn check_gate(&self) -> GateCheck {
+        let mut word = self.load_word();
+        for _ in 0..ADMISSION_ATTEMPTS {
+            let now = self.clock.now();
+            match word.state() {
+                CircuitState::Closed | CircuitState::MetricsOnly | CircuitState::ForcedClosed => {
+                    return GateCheck::Pass
+                }
+                CircuitState::ForcedOpen => return GateCheck::WaitForChange,
+                CircuitState::Open => {
+                    let until = self.open_until.load(Ordering::Acquire);
+                    if now < until {
+                        return GateCheck::WaitUntil(until);
+                    }
+                    self.transition(|c| c.open_period_elapsed(word.generation(), now));
+                }
+                CircuitState::HalfOpen => {
+                    let Some(permit) = self.probes.try_acquire(now) else {
+                        return match self.probes.earliest_expiry() {
+                            Some(at) => GateCheck::WaitUntil(at),
+                            // Released meanwhile: look again.
+                            None => {
+                                word = self.load_word();
+                                continue;
+                            }
+                        };
+                    };
+                    if self.load_word() == word {
+                        return GateCheck::Probe(Admission {
+                            word,
+                            start: now,
+                            probe: Some(permit),
+                        });
+                    }
+                    self.probes.release(permit);
+                }
+            }
+            word = self.load_word();
+        }
+        // The state changed under the check on every attempt: look again at once.
+        GateCheck::WaitUntil(0)
+    }
+
+    /// For a readiness gate: turns the probe admission the gate held into the admission
+    /// of the call being made now, if its half-open period is still current (the start
+    /// is stamped now, so the time the permit was held is not counted as latency).
+    /// Otherwise gives the permit back and returns `None`.
+    pub(crate) fn confirm_probe(&self, mut admission: Admission) -> Option<Admission> {
+        if self.load_word() == admission.word {
+            admission.start = self.clock.now();
+            Some(admission)
+        } else {
+            self.abandon(&mut admission);
+            None
+        }
+    }
+
+    /// Whether `admission` was made under the circuit's current state (no transition
+    /// since).
+    pub(crate) fn is_current(&self, admission: &Admission) -> bool {
+        self.load_word() == admission.word
+    }
+
+    /// Registers the task to wake when this circuit changes state or gives a probe
+    /// permit back.
+    pub(crate) fn register_gate_waker(&self, waker: &Waker) {
+        self.gate_waker.register(waker);
+    }
+
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     pub(crate) fn state(&self) -> CircuitState {

@@ -1,14 +1,21 @@
 //! Least connections: the ready endpoint with the fewest requests in flight.
 
-use super::{Candidates, PickRng, Picker};
+use super::{Candidates, LoadIndex, PickRng, Picker};
 
 /// Sends each request to the ready endpoint with the fewest requests in flight, choosing
 /// uniformly at random among ties. [`weighted`](Self::weighted) compares
 /// `(in flight + 1) / effective weight` instead, so an endpoint of weight 2 is given
 /// about twice the concurrency of one of weight 1.
 ///
-/// Exact, so O(ready endpoints) per pick; for large sets prefer
-/// [`PowerOfTwoChoices`](super::PowerOfTwoChoices), which approximates it in O(1).
+/// Exact: the pick is an endpoint with the least load among the ready ones, counting
+/// every request that completed before the pick. Inside a [`Balance`](super::super::Balance)
+/// it asks for a [`LoadIndex`], so a pick is O(1) and each change of an endpoint's load
+/// O(log ready) (no scan, no allocation). Ties go to the tied endpoint with the lowest
+/// random tag, redrawn whenever that endpoint's load changes (see [`LoadIndex`]): every
+/// tied endpoint is equally likely in a fresh tie, but picks among a standing tie are
+/// not independent draws. Called by another picker that does not forward
+/// [`Picker::load_index`], it falls back to an O(ready) scan that draws each tie at
+/// random.
 #[derive(Debug, Clone)]
 pub struct LeastConnections {
     weighted: bool,
@@ -46,7 +53,27 @@ impl Default for LeastConnections {
 }
 
 impl Picker for LeastConnections {
+    #[inline]
     fn pick(&mut self, candidates: &Candidates<'_>, _key: Option<u64>) -> usize {
+        if let Some(position) = candidates.least_loaded() {
+            return position;
+        }
+        self.scan(candidates)
+    }
+
+    fn load_index(&mut self) -> Option<LoadIndex> {
+        let seed = self.rng.next_u64();
+        Some(if self.weighted {
+            LoadIndex::in_flight_per_weight(seed)
+        } else {
+            LoadIndex::in_flight(seed)
+        })
+    }
+}
+
+impl LeastConnections {
+    /// The exact scan, for candidates without a load index.
+    fn scan(&mut self, candidates: &Candidates<'_>) -> usize {
         let mut best = 0;
         let mut best_score = f64::INFINITY;
         let mut ties = 0usize;

@@ -13,7 +13,7 @@
 //! | [`RoundRobin`] | the next ready endpoint in turn | O(1) |
 //! | [`WeightedRoundRobin`] | a smooth weighted rotation (5:1:1 gives `a a a b c a a`) | O(1) when most endpoints are ready |
 //! | [`PowerOfTwoChoices`] | the cheaper of two random endpoints (in-flight or peak-EWMA cost) | O(1) |
-//! | [`LeastConnections`] | the fewest in flight (optionally per unit of weight), ties at random | O(ready) |
+//! | [`LeastConnections`] | the fewest in flight (optionally per unit of weight), ties at random | O(1) pick, O(log ready) per load change |
 //! | [`Random`] | uniformly, or in proportion to weight | O(1) |
 //! | [`ConsistentHash`] | by the request's hash key on a ring with virtual nodes | O(log members) |
 //!
@@ -79,6 +79,14 @@ pub trait Picker {
     fn uses_latency(&self) -> bool {
         false
     }
+
+    /// Asks the balancer to keep the ready endpoints ordered by load, so that
+    /// [`Candidates::least_loaded`] answers in O(1). Asked once, when the balancer is
+    /// built. The index costs an O(log n) update whenever an endpoint's load or
+    /// readiness changes, so only pickers that read it should ask.
+    fn load_index(&mut self) -> Option<LoadIndex> {
+        None
+    }
 }
 
 impl<P: Picker + ?Sized> Picker for Box<P> {
@@ -88,6 +96,43 @@ impl<P: Picker + ?Sized> Picker for Box<P> {
 
     fn uses_latency(&self) -> bool {
         (**self).uses_latency()
+    }
+
+    fn load_index(&mut self) -> Option<LoadIndex> {
+        (**self).load_index()
+    }
+}
+
+/// An ordering of the ready endpoints by load that a [`Picker`] asks the balancer to
+/// maintain (see [`Picker::load_index`]).
+///
+/// The load of an endpoint is its in-flight count, or with
+/// [`in_flight_per_weight`](Self::in_flight_per_weight) `(in flight + 1) / effective
+/// weight`. Ties are broken by a random tag drawn (from a generator seeded with `seed`)
+/// each time an endpoint's load is set: in a fresh tie every tied endpoint is equally
+/// likely to come first, and the order among tied endpoints changes as their loads move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadIndex {
+    pub(crate) per_weight: bool,
+    pub(crate) seed: u64,
+}
+
+impl LoadIndex {
+    /// Orders by in-flight count; ties broken by tags drawn from `seed`.
+    pub fn in_flight(seed: u64) -> Self {
+        Self {
+            per_weight: false,
+            seed,
+        }
+    }
+
+    /// Orders by `(in flight + 1) / effective weight`; ties broken by tags drawn from
+    /// `seed`.
+    pub fn in_flight_per_weight(seed: u64) -> Self {
+        Self {
+            per_weight: true,
+            seed,
+        }
     }
 }
 
@@ -101,9 +146,20 @@ pub struct Candidates<'a> {
     pub(crate) now: Option<u64>,
     pub(crate) members_epoch: u64,
     pub(crate) weights_epoch: u64,
+    /// The top of the balancer's load index, when it keeps one.
+    pub(crate) least_loaded: Option<u32>,
 }
 
 impl<'a> Candidates<'a> {
+    /// The position of the least-loaded ready endpoint by the balancer's
+    /// [`LoadIndex`], or `None` when the balancer keeps none (the picker did not ask for
+    /// one through [`Picker::load_index`]). O(1). Loads are current as of this pick:
+    /// every request that completed before the pick began is accounted for.
+    #[inline]
+    pub fn least_loaded(&self) -> Option<usize> {
+        self.metas[self.least_loaded? as usize].ready_position()
+    }
+
     /// How many endpoints are ready.
     #[inline]
     pub fn len(&self) -> usize {
@@ -317,6 +373,12 @@ impl PickRng {
     #[inline]
     pub(crate) fn below(&mut self, n: usize) -> usize {
         ((self.rng.next_u64() as u128 * n as u128) >> 64) as usize
+    }
+
+    /// A uniform 64-bit number (to seed another generator).
+    #[inline]
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.rng.next_u64()
     }
 
     /// A uniform float in `[0, 1)`.

@@ -313,3 +313,85 @@ async fn counters_show_traffic_both_ways() {
         m.kill();
     }
 }
+
+#[tokio::test]
+async fn hostile_datagrams_and_streams_are_counted_and_change_nothing() {
+    let a = Membership::start(config("a").max_inbound_streams(1))
+        .await
+        .unwrap();
+    let addr = a.gossip_addr();
+    let raw = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // Oversized (over max_packet_size), and garbage.
+    raw.send_to(&vec![0u8; 4000], addr).await.unwrap();
+    raw.send_to(b"\xffgarbage", addr).await.unwrap();
+    raw.send_to(b"", addr).await.unwrap();
+    // A stream announcing more than max_stream_size: refused before reading it.
+    use tokio::io::AsyncWriteExt;
+    let mut big = tokio::net::TcpStream::connect(addr).await.unwrap();
+    big.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    let a2 = a.clone();
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            let s = a2.stats();
+            s.protocol.drops.oversized >= 1 && s.dropped() >= 4 && s.streams_oversized == 1
+        })
+        .await,
+        "{:?}",
+        a.stats()
+    );
+    // One idle connection holds the only inbound slot: the next one is refused.
+    let _idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(eventually(Duration::from_secs(2), || a2.stats().streams_refused >= 1).await);
+    assert!(a.members().is_empty());
+    // Still healthy: a real member joins (the idle connection times out first).
+    let b = Membership::start(config("b").join_attempts(10).seeds([addr]))
+        .await
+        .unwrap();
+    assert_eq!(b.live_members(), 1);
+    a.kill();
+    b.kill();
+}
+
+#[tokio::test]
+async fn keys_rotate_at_run_time_through_the_handle() {
+    use palisade::gossip::Keyring;
+    let keyed = |name: &str, key: [u8; 32]| {
+        config(name).protocol(Config {
+            keyring: Some(Keyring::new(key)),
+            ..fast()
+        })
+    };
+    let a = Membership::start(keyed("a", [1; 32])).await.unwrap();
+    let b = Membership::start(keyed("b", [1; 32]).seeds([a.gossip_addr()]))
+        .await
+        .unwrap();
+    // Install the new key everywhere, promote it everywhere, drop the old one.
+    for m in [&a, &b] {
+        m.with_keyring(|r| r.install([2; 32])).unwrap();
+    }
+    for m in [&a, &b] {
+        m.with_keyring(|r| r.use_key(&[2; 32])).unwrap().unwrap();
+    }
+    for m in [&a, &b] {
+        m.with_keyring(|r| r.remove(&[1; 32])).unwrap().unwrap();
+    }
+    // A member with only the new key joins the rotated pair.
+    let c = Membership::start(keyed("c", [2; 32]).seeds([a.gossip_addr()]))
+        .await
+        .unwrap();
+    let all = [a.clone(), b.clone(), c.clone()];
+    assert!(
+        eventually(Duration::from_secs(5), || all
+            .iter()
+            .all(|m| m.live_members() == 2))
+        .await
+    );
+    assert_eq!(a.stats().protocol.drops.unauthenticated, 0);
+    let plain = Membership::start(config("plain")).await.unwrap();
+    assert!(plain.with_keyring(|r| r.len()).is_none());
+    for m in all.iter().chain([&plain]) {
+        m.kill();
+    }
+}

@@ -37,6 +37,29 @@
 //! - When the member stops, the stream ends; the balancer keeps the endpoints it has.
 //!
 //! Changes come in name order, removals before inserts.
+//!
+//! ```
+//! use palisade::balance::{Builder, PowerOfTwoChoices};
+//! use palisade::gossip::proto::Config;
+//! use palisade::gossip::runtime::{Membership, MembershipConfig};
+//! use palisade::transport::{Connection, ConnectionConfig};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let me = Membership::start(
+//!     MembershipConfig::new("client", "127.0.0.1:0".parse()?).protocol(Config::local()),
+//! )
+//! .await?;
+//! // One persistent connection per member that announces `role=api`.
+//! let discover = me
+//!     .discover(|addr, _member| Connection::new(addr, ConnectionConfig::default()))
+//!     .with_tag("role", "api");
+//! let balance = Builder::new(PowerOfTwoChoices::new()).build_weighted(discover)?;
+//! # drop(balance);
+//! # me.kill();
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;

@@ -120,16 +120,12 @@ pub(crate) async fn run(
                     break;
                 }
             }
-            received = udp.recv_from(&mut buf) => match received {
-                Ok((n, from)) => {
-                    let mut core = shared.core.lock();
-                    let now = shared.now();
-                    core.swim.handle_datagram(from, &buf[..n], now);
-                }
-                Err(_) => {
-                    shared.counters.recv_errors.fetch_add(1, Ordering::Relaxed);
-                }
-            },
+            // Timers before packets: a flood of datagrams must not starve the probes.
+            _ = tokio::time::sleep_until(deadline) => {
+                let mut core = shared.core.lock();
+                let now = shared.now();
+                core.swim.handle_timeout(now);
+            }
             Some(msg) = rx.recv() => match msg {
                 StreamMsg::Inbound { from, bytes, reply } => {
                     let mut core = shared.core.lock();
@@ -149,11 +145,16 @@ pub(crate) async fn run(
                     }
                 }
             },
-            _ = tokio::time::sleep_until(deadline) => {
-                let mut core = shared.core.lock();
-                let now = shared.now();
-                core.swim.handle_timeout(now);
-            }
+            received = udp.recv_from(&mut buf) => match received {
+                Ok((n, from)) => {
+                    let mut core = shared.core.lock();
+                    let now = shared.now();
+                    core.swim.handle_datagram(from, &buf[..n], now);
+                }
+                Err(_) => {
+                    shared.counters.recv_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            },
             _ = shared.wake.notified() => {}
             Some(_) = outbound.join_next(), if !outbound.is_empty() => {}
         }

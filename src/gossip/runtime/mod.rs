@@ -1,7 +1,7 @@
 //! The tokio runtime of a gossip member: sockets and timers around the sans-IO core.
 //!
 //! [`Membership::start`] binds one UDP socket and one TCP listener on the same address,
-//! builds a [`Swim`](crate::gossip::proto::Swim) for the configured identity, spawns the
+//! builds a [`Swim`] for the configured identity, spawns the
 //! task that drives it, joins the cluster through the seeds, and returns a cheap,
 //! cloneable handle.
 //!
@@ -25,7 +25,7 @@
 //!   leave is gossiped and also sent over TCP to up to three live members; it completes
 //!   when one of them acknowledged it (answered the exchange) and the gossip queue is
 //!   empty, or when the [leave timeout](MembershipConfig::leave_timeout) passes.
-//!   Others see [`Event::Leave`](crate::gossip::Event::Leave).
+//!   Others see [`Event::Leave`].
 //! - [`kill`](Membership::kill), or dropping the last clone of the handle: abrupt, like
 //!   a crash. The sockets close at once; others see the member `Failed` after their
 //!   suspicion timeout.
@@ -33,11 +33,12 @@
 //! Clones share the one member. After the member stopped, reads return the last view
 //! and commands return [`Stopped`].
 //!
-//! ```no_run
+//! ```
 //! use palisade::gossip::proto::Config;
 //! use palisade::gossip::runtime::{Membership, MembershipConfig};
 //!
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let a = Membership::start(
 //!     MembershipConfig::new("a", "127.0.0.1:0".parse()?).protocol(Config::local()),
 //! )
@@ -50,6 +51,7 @@
 //! .await?; // returns once `a` answered the join
 //! assert_eq!(b.members().len(), 1);
 //! b.shutdown().await; // leaves gracefully: `a` sees Event::Leave
+//! # a.kill();
 //! # Ok(())
 //! # }
 //! ```
@@ -79,6 +81,7 @@ pub use config::MembershipConfig;
 pub use error::{JoinError, StartError, Stopped};
 
 use crate::error::ConfigError;
+use crate::gossip::keyring::Keyring;
 use crate::gossip::proto::{Event, Identity, Member, MemberState, Stats, Swim};
 use crate::transport::Backoff;
 use driver::{Core, Counters, Shared};
@@ -431,6 +434,18 @@ impl Membership {
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Runs `f` on the keyring, to install, promote or remove keys at run time (rotation
+    /// without downtime: install the new key everywhere, then make it primary
+    /// everywhere, then remove the old one). `None` if packets are not sealed (no
+    /// keyring configured) or the member stopped.
+    pub fn with_keyring<R>(&self, f: impl FnOnce(&mut Keyring) -> R) -> Option<R> {
+        let mut core = self.shared.core.lock();
+        if core.stopped {
+            return None;
+        }
+        core.swim.keyring_mut().map(f)
     }
 
     /// The configuration it was started with.

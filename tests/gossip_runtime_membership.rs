@@ -395,3 +395,53 @@ async fn keys_rotate_at_run_time_through_the_handle() {
         m.kill();
     }
 }
+
+#[tokio::test]
+async fn event_subscriptions_end_when_the_member_stops() {
+    let a = Membership::start(config("a")).await.unwrap();
+    let mut rx = a.subscribe();
+    let mut stream = a.events();
+    a.shutdown().await;
+    assert!(matches!(
+        tokio::time::timeout(Duration::from_secs(1), rx.recv()).await,
+        Ok(Err(tokio::sync::broadcast::error::RecvError::Closed))
+    ));
+    use futures::StreamExt;
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(1), stream.next()).await,
+        Ok(None)
+    );
+    // Subscribing afterwards gives a closed receiver, and commands say it stopped.
+    assert!(a.subscribe().recv().await.is_err());
+    assert!(a.set_service_addr(None).is_err());
+    assert!(!a.leave().await);
+}
+
+#[tokio::test]
+async fn a_failed_start_frees_its_address_before_returning() {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let err = Membership::start(
+        MembershipConfig::new("a", addr)
+            .protocol(fast())
+            .join_attempts(1)
+            .seeds([closed]),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StartError::Join(_)));
+    // The same fixed address binds again at once.
+    let again = Membership::start(MembershipConfig::new("a", addr).protocol(fast()))
+        .await
+        .unwrap();
+    assert_eq!(again.gossip_addr(), addr);
+    again.kill();
+}

@@ -54,7 +54,8 @@ pub(crate) struct Shared {
     pub(crate) wake: Notify,
     /// Signalled after every driver step (a leave watches its progress with it).
     pub(crate) stepped: Notify,
-    pub(crate) events: broadcast::Sender<Event>,
+    /// Taken (dropped) when the driver stops, which ends every subscription.
+    pub(crate) events: Mutex<Option<broadcast::Sender<Event>>>,
     /// Bumped whenever the view may have changed (events, local updates).
     pub(crate) version: watch::Sender<u64>,
     pub(crate) stop: watch::Sender<bool>,
@@ -168,6 +169,7 @@ pub(crate) async fn run(
     // Dropping the waiters tells join / leave callers that nothing will answer.
     core.waiters.clear();
     drop(core);
+    shared.events.lock().take();
     shared.bump();
     shared.stepped.notify_waiters();
 }
@@ -223,9 +225,11 @@ async fn flush(
     }
     if !events.is_empty() {
         shared.bump();
-        for e in events {
-            // No subscriber is fine: events are also readable as the view.
-            let _ = shared.events.send(e);
+        if let Some(sender) = shared.events.lock().as_ref() {
+            for e in events {
+                // No subscriber is fine: events are also readable as the view.
+                let _ = sender.send(e);
+            }
         }
     }
 }

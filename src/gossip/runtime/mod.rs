@@ -170,7 +170,7 @@ impl Membership {
             epoch,
             wake: Notify::new(),
             stepped: Notify::new(),
-            events,
+            events: Mutex::new(Some(events)),
             version,
             stop,
             counters: Counters::default(),
@@ -184,8 +184,12 @@ impl Membership {
             shared,
         };
         if !seeds.is_empty() {
-            // On failure the handle is dropped here, which stops the driver.
-            membership.join(&seeds).await.map_err(StartError::Join)?;
+            if let Err(e) = membership.join(&seeds).await {
+                // Stop and wait, so that the address is free again when this returns.
+                membership.kill();
+                membership.wait_stopped().await;
+                return Err(StartError::Join(e));
+            }
         }
         Ok(membership)
     }
@@ -318,6 +322,12 @@ impl Membership {
             self.leave().await;
         }
         self.kill();
+        self.wait_stopped().await;
+    }
+
+    /// Waits for the driver task to end (once, for the first caller; later callers
+    /// return at once).
+    async fn wait_stopped(&self) {
         let driver = self.owner.driver.lock().take();
         if let Some(driver) = driver {
             let _ = driver.await;
@@ -395,9 +405,14 @@ impl Membership {
     /// A receiver of every membership event from now on. A receiver that falls more
     /// than [`event_capacity`](MembershipConfig::event_capacity) events behind gets
     /// `RecvError::Lagged` and loses the oldest; the view ([`members`](Self::members))
-    /// is always complete.
+    /// is always complete. Once the member stops, the receiver gets the events it has
+    /// not read yet, then `RecvError::Closed`.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.shared.events.subscribe()
+        match self.shared.events.lock().as_ref() {
+            Some(sender) => sender.subscribe(),
+            // Stopped: a receiver that is closed at once.
+            None => broadcast::channel(1).1,
+        }
     }
 
     /// The membership events from now on, as a `Stream`. It skips events lost to lag

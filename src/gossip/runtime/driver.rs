@@ -213,6 +213,8 @@ async fn flush(
                         .ok()
                         .flatten();
                     if bytes.is_none() {
+                        #[cfg(feature = "tracing")]
+                        tracing::debug!(to = %t.to, "gossip stream exchange failed");
                         shared
                             .counters
                             .stream_failures
@@ -225,6 +227,17 @@ async fn flush(
     }
     if !events.is_empty() {
         shared.bump();
+        #[cfg(feature = "tracing")]
+        for e in &events {
+            let kind = match e {
+                Event::Join(_) => "join",
+                Event::Leave(_) => "leave",
+                Event::Failed(_) => "failed",
+                Event::Update(_) => "update",
+                Event::Reap(_) => "reap",
+            };
+            tracing::debug!(member = e.member().name(), kind, "gossip membership event");
+        }
         if let Some(sender) = shared.events.lock().as_ref() {
             for e in events {
                 // No subscriber is fine: events are also readable as the view.
@@ -281,6 +294,8 @@ async fn inbound(
     let bytes = match timeout(limit, read_message(&mut stream, max)).await {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(ReadError::Oversized)) => {
+            #[cfg(feature = "tracing")]
+            tracing::debug!(%peer, "gossip stream over max_stream_size refused");
             shared
                 .counters
                 .streams_oversized

@@ -185,6 +185,8 @@ impl Membership {
         };
         if !seeds.is_empty() {
             if let Err(e) = membership.join(&seeds).await {
+                #[cfg(feature = "tracing")]
+                tracing::warn!(error = %e, "gossip join failed; stopping");
                 // Stop and wait, so that the address is free again when this returns.
                 membership.kill();
                 membership.wait_stopped().await;
@@ -222,6 +224,8 @@ impl Membership {
             if answered > 0 {
                 return Ok(answered);
             }
+            #[cfg(feature = "tracing")]
+            tracing::debug!(attempt, seeds = ?targets, "gossip join: no seed answered");
             if attempt + 1 < config.join_attempts {
                 let delay = backoff.delay(attempt, &mut rand::rng());
                 tokio::time::sleep(delay).await;

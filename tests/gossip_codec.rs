@@ -160,3 +160,64 @@ fn each_drop_reason_is_counted_separately() {
     );
     assert_eq!(d.total(), 9);
 }
+
+#[derive(Debug, Clone)]
+enum Input {
+    Alive(u8, u64),
+    Suspect(u8, u64, u8),
+    Dead(u8, u64, u8),
+    Tick(u32),
+}
+
+fn input() -> impl Strategy<Value = Input> {
+    prop_oneof![
+        (0u8..6, 0u64..4).prop_map(|(m, i)| Input::Alive(m, i)),
+        (0u8..6, 0u64..4, 0u8..6).prop_map(|(m, i, f)| Input::Suspect(m, i, f)),
+        (0u8..6, 0u64..4, 0u8..6).prop_map(|(m, i, f)| Input::Dead(m, i, f)),
+        (0u32..20_000).prop_map(Input::Tick),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Any sequence of (valid, possibly contradictory) updates and timer ticks keeps the
+    /// member table consistent: the live count matches the states, deadlines move
+    /// forward, and only this member raises its own incarnation.
+    #[test]
+    fn any_update_sequence_keeps_the_view_consistent(inputs in proptest::collection::vec(input(), 1..80)) {
+        use palisade::gossip::proto::message::Dead;
+        let cfg = Config { seed: Some(1), reap_timeout: std::time::Duration::from_secs(20), ..Config::lan() };
+        // Member 0 is "me".
+        let mut s = Swim::new(Identity::new("m0", addr(1)), cfg, 0).unwrap();
+        let mut now = 0u64;
+        let name = |m: u8| format!("m{m}");
+        for inp in inputs {
+            let frame = match inp {
+                Input::Alive(m, i) => Frame::Alive(Alive { incarnation: i, identity: Identity::new(name(m), addr(m + 1)) }),
+                Input::Suspect(m, i, f) => Frame::Suspect(Suspect { incarnation: i, name: name(m), from: name(f) }),
+                Input::Dead(m, i, f) => Frame::Dead(Dead { incarnation: i, name: name(m), from: name(f) }),
+                Input::Tick(ms) => {
+                    now += u64::from(ms) * 1_000_000;
+                    while s.next_deadline() <= now {
+                        let d = s.next_deadline();
+                        s.handle_timeout(d);
+                        prop_assert!(s.next_deadline() > d);
+                    }
+                    s.drain_transmits().for_each(drop);
+                    continue;
+                }
+            };
+            let mut body = Vec::new();
+            begin_body(&mut body);
+            encode_frame(&frame, &mut body);
+            s.handle_datagram(addr(9), &Codec::new("", None, 0).seal(&body), now);
+            s.drain_transmits().for_each(drop);
+            let live = s.members().filter(|m| m.state().is_live()).count();
+            prop_assert_eq!(s.live_members(), live);
+            prop_assert!(s.members().all(|m| m.name() != "m0"), "never lists itself");
+            prop_assert_eq!(s.local().state(), palisade::gossip::MemberState::Alive);
+        }
+        while s.poll_event().is_some() {}
+    }
+}

@@ -514,3 +514,40 @@ fn presets_form_a_cluster_and_detect_a_crash() {
         }
     }
 }
+
+#[test]
+fn a_stale_accusation_draws_the_refutation_back_out() {
+    let mut a = member(1);
+    know(&mut a, &[3, 4]);
+    a.handle_datagram(addr(9), &packet(&[alive(2, 3)]), 0);
+    run(&mut a, 0, 5 * S); // drain the queue
+    assert_eq!(a.pending_updates(), 0);
+    // Someone still gossips a suspicion of n2 at incarnation 2: it missed n2's refutation.
+    let stale = Frame::Suspect(Suspect {
+        incarnation: 2,
+        name: name(2),
+        from: name(4),
+    });
+    a.handle_datagram(addr(4), &packet(&[stale]), 5 * S);
+    assert_eq!(a.member("n2").unwrap().state(), MemberState::Alive);
+    assert_eq!(a.stats().stale_corrections, 1);
+    let sent = run(&mut a, 5 * S, 6 * S);
+    assert!(sent.iter().any(|(_, t)| frames(t).contains(&alive(2, 3))));
+    // The same about ourselves: we re-announce our current incarnation, unchanged.
+    let refuted = Frame::Dead(Dead {
+        incarnation: 0,
+        name: name(1),
+        from: name(3),
+    });
+    a.handle_datagram(addr(3), &packet(std::slice::from_ref(&refuted)), 6 * S);
+    assert_eq!(a.local().incarnation(), 1);
+    run(&mut a, 6 * S, 12 * S);
+    a.handle_datagram(addr(3), &packet(&[refuted]), 12 * S);
+    assert_eq!(
+        a.local().incarnation(),
+        1,
+        "a stale accusation is not refuted again"
+    );
+    let sent = run(&mut a, 12 * S, 13 * S);
+    assert!(sent.iter().any(|(_, t)| frames(t).contains(&alive(1, 1))));
+}

@@ -401,3 +401,25 @@ fn thousand_members_form_a_cluster_spread_updates_and_detect_a_crash() {
         0
     );
 }
+
+/// `cargo test --release --test gossip_sim -- --ignored`
+#[test]
+#[ignore = "128 members, minutes of virtual time: run in release mode"]
+fn even_split_of_128_members_heals_with_default_reconnection() {
+    let n = 128;
+    let (mut sim, ids, _log) = cluster(n, &lan(41), Network::lan().with_loss(0.01), 41);
+    let (a, b) = ids.split_at(n / 2);
+    sim.partition(a, b);
+    sim.run_for(Duration::from_secs(120));
+    for &id in &ids {
+        assert_eq!(sim.swim(id).unwrap().live_members(), n / 2 - 1);
+    }
+    sim.heal();
+    let healed = sim.run_until_true(Duration::from_secs(1), Duration::from_secs(300), |s| {
+        converged(s, &ids)
+    });
+    assert!(
+        healed.is_some(),
+        "every view complete again after the split healed"
+    );
+}

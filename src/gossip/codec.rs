@@ -13,7 +13,10 @@
 //! - **Compatibility.** `version` is the sender's protocol version ([`PROTOCOL_VERSION`]).
 //!   A receiver accepts every version from 1 on: newer versions may only add frame kinds
 //!   (which older receivers skip, counted in [`Stats::skipped_frames`](super::proto::Stats))
-//!   or append fields at the end of a payload (which postcard leaves unread).
+//!   or append fields at the end of a payload (which postcard leaves unread). Enums
+//!   inside payloads (such as [`MemberState`](super::proto::MemberState)) are closed:
+//!   a new variant needs a new frame kind, or older receivers drop the packet as
+//!   malformed.
 //! - Every length is checked before it is used: a malformed, truncated, oversized,
 //!   unauthenticated or replayed packet is dropped whole (nothing in it is applied) and
 //!   counted by [`DropReason`].

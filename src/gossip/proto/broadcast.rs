@@ -98,6 +98,11 @@ impl BroadcastQueue {
         self.records
     }
 
+    /// Whether an update about `name` waits.
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
     /// How many updates wait.
     pub(crate) fn len(&self) -> usize {
         self.len

@@ -145,6 +145,8 @@ pub struct Stats {
     pub conflicts: u64,
     /// Push-pull states not sent because they exceeded `max_stream_size`.
     pub oversized_sends: u64,
+    /// Times a stale accusation was answered by gossiping the refutation again.
+    pub stale_corrections: u64,
 }
 
 /// The SWIM + Lifeguard state machine of one member. See the [module docs](self).

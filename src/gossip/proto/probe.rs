@@ -150,18 +150,20 @@ impl Swim {
         );
         let seq = self.next_seq();
         let timeout = self.awareness.scale(self.config.probe_timeout);
-        let mut frames = vec![Frame::Ping(Ping {
-            seq,
-            target: target.clone(),
-        })];
+        let mut frames = Vec::with_capacity(2);
         if suspected && self.config.lifeguard {
-            // Buddy system: tell the suspect directly.
+            // Buddy system: tell the suspect directly. Before the ping, so that the
+            // refutation it causes rides on the ack.
             frames.push(Frame::Suspect(Suspect {
                 incarnation,
                 name: target.clone(),
                 from: self.local.name().to_owned(),
             }));
         }
+        frames.push(Frame::Ping(Ping {
+            seq,
+            target: target.clone(),
+        }));
         self.round = Some(ProbeRound {
             seq,
             target,

@@ -14,6 +14,12 @@
 //!
 //! In a full-state merge, a remote *dead* becomes a local *suspect* (memberlist's rule):
 //! a member is not killed on hearsay from one peer, it is given the chance to refute.
+//!
+//! One addition to memberlist: an accusation (suspect or dead) *older* than an alive we
+//! hold means its sender missed the refutation, so we gossip the refutation again
+//! (`correct_stale`). In simulation (128 members, 10% loss, ten minutes) this
+//! removed the rare false positive where one member missed every copy of a
+//! refutation and let its suspicion time out.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -213,6 +219,8 @@ impl Swim {
         if s.name == self.local.identity.name() {
             if !self.leaving && s.incarnation >= self.local.incarnation {
                 self.refute(s.incarnation, true);
+            } else if !self.leaving {
+                self.correct_stale(&s.name);
             }
             return;
         }
@@ -220,6 +228,7 @@ impl Swim {
             return;
         };
         if s.incarnation < m.incarnation {
+            self.correct_stale(&s.name);
             return;
         }
         if let Some(running) = self.suspicions.get_mut(&s.name) {
@@ -269,13 +278,19 @@ impl Swim {
         if d.name == self.local.identity.name() {
             if !self.leaving && d.incarnation >= self.local.incarnation {
                 self.refute(d.incarnation, true);
+            } else if !self.leaving {
+                self.correct_stale(&d.name);
             }
             return;
         }
         let Some(m) = self.table.get(&d.name) else {
             return;
         };
-        if d.incarnation < m.incarnation || !m.state.is_live() {
+        if d.incarnation < m.incarnation {
+            self.correct_stale(&d.name);
+            return;
+        }
+        if !m.state.is_live() {
             return;
         }
         let left = d.from == d.name;
@@ -296,6 +311,28 @@ impl Swim {
         } else {
             Event::Failed(m)
         });
+    }
+
+    /// An accusation older than what we know about `name` is still circulating: someone
+    /// missed the refutation. Gossip the refutation (our newer alive) again, unless an
+    /// update about `name` is already queued. Without this, a member that missed every
+    /// copy of a refutation keeps the stale suspicion until it times out and declares a
+    /// healthy member failed; with it, the stale accusation it gossips draws the
+    /// refutation back to it.
+    pub(crate) fn correct_stale(&mut self, name: &str) {
+        if self.broadcasts.contains(name) {
+            return;
+        }
+        let m = if name == self.local.identity.name() {
+            self.local.clone()
+        } else {
+            match self.table.get(name) {
+                Some(m) if m.state == MemberState::Alive => m.clone(),
+                _ => return,
+            }
+        };
+        self.stats.stale_corrections += 1;
+        self.enqueue_alive(&m);
     }
 
     /// Announces this member alive with an incarnation above `accused`.

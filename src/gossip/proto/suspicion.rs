@@ -40,7 +40,7 @@ impl Suspicion {
             from: HashSet::from([from.to_owned()]),
             deadline: 0,
         };
-        s.deadline = now + s.timeout();
+        s.deadline = now.saturating_add(s.timeout());
         s
     }
 
@@ -66,7 +66,7 @@ impl Suspicion {
             return false;
         }
         self.from.insert(from.to_owned());
-        self.deadline = self.start + self.timeout();
+        self.deadline = self.start.saturating_add(self.timeout());
         true
     }
 

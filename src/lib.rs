@@ -10,11 +10,11 @@
 //! | [`clock`] | the monotonic clock the counting layers read |
 //! | [`transport`] | persistent connections: a pipelined request/response protocol over TCP |
 //! | [`window`] | rolling-window statistics: counts and latency of recent calls |
-//! | [`breaker`] | the circuit breaker: trip, reject, probe, close |
+//! | [`breaker`] | the circuit breaker: trip, reject, probe, close; or, as a readiness gate, make an endpoint unready while open |
 //! | [`bulkhead`] | a cap on concurrent calls: fail fast, or queue FIFO for a bounded wait |
 //! | [`preset`] | the Hystrix command: breaker over bulkhead over timeout, with Hystrix's knobs |
 //! | [`timeout`] | a deadline per call, with an optional per-request override |
-//! | [`balance`] | a load balancer over a changing endpoint set, with pluggable pickers |
+//! | [`balance`] | a load balancer over a changing endpoint set, with pluggable pickers and per-endpoint circuit breakers |
 //! | [`discover`] | simple endpoint sources: a fixed list, a channel-fed set |
 //! | [`gossip`] | SWIM + Lifeguard membership: sans-IO core, wire format, keyring, simulator, tokio runtime, discovery source |
 //!

@@ -201,8 +201,9 @@ async fn half_open_admits_exactly_the_configured_probes_under_concurrency() {
 
 #[tokio::test(start_paused = true)]
 async fn circuit_opening_while_its_endpoint_is_reserved_sends_requests_elsewhere() {
-    // Failures complete while `a` is already reserved for the next call: the circuit's
-    // transition wakes the balancer, which re-polls `a` and finds it not ready.
+    // Failures complete while `a` is already reserved for the next call: its circuit
+    // rejects at `call`, the balancer picks `b` instead and polls `a` again, finding it
+    // not ready.
     let slow = Duration::from_millis(10);
     let (a, b) = (ep("a").slow(slow), ep("b").slow(slow));
     let list = FixedList::unweighted([("a", a.clone()), ("b", b.clone())]);
@@ -390,4 +391,23 @@ async fn ejections_and_open_breakers_together_stay_within_max_ejection_percent()
         assert!(balance.ejected_len() <= 3);
     }
     assert_eq!(balance.ejected_len(), 3);
+}
+
+#[test]
+fn balancer_with_endpoint_breakers_and_its_futures_are_send() {
+    fn send<T: Send>(_: &T) {}
+    fn send_static<T: Send + 'static>(_: &T) {}
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _entered = rt.enter();
+    let list = FixedList::unweighted([("a", ep("a"))]);
+    let mut balance = Builder::new(LeastConnections::seeded(1))
+        .endpoint_breaker(breaker(3, 1, 1))
+        .build_weighted(list)
+        .unwrap();
+    send(&balance);
+    let fut = balance.call(());
+    send_static(&fut);
 }

@@ -193,7 +193,9 @@ impl OutlierDetectionBuilder {
     }
 
     /// The most members ejected at once, in percent, rounded down. Default 10; at most
-    /// 100.
+    /// 100. With [endpoint breakers](super::Builder::endpoint_breaker), members kept out
+    /// by their circuits (open, half-open, forced open) count against this cap: no
+    /// ejection happens while ejected plus blocked members would exceed it.
     pub fn max_ejection_percent(mut self, pct: u32) -> Self {
         self.max_ejection_percent = pct;
         self

@@ -16,7 +16,7 @@
 //! source to the balancer.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -60,7 +60,10 @@ impl fmt::Display for EndpointId {
 
 /// Live statistics of one endpoint, shared with the response futures of its requests.
 pub(crate) struct EndpointStats {
-    in_flight: AtomicUsize,
+    /// Requests in flight (low 32 bits) and, when the balancer keeps a load index,
+    /// completions the balancer has not seen yet (high 32 bits): one word, so that a
+    /// completion is one atomic add and the balancer's look one atomic `and`.
+    in_flight: AtomicU64,
     /// Peak-EWMA latency in nanoseconds as `f64` bits; `0` means no sample yet.
     ewma_bits: AtomicU64,
     /// Clock reading of the last latency sample.
@@ -77,10 +80,11 @@ pub(crate) struct EndpointStats {
     /// Where to report a completion when the balancer keeps a load index: the queue and
     /// this endpoint's slot.
     completions: Option<(Arc<CompletionQueue>, u32)>,
-    /// Whether this endpoint's slot is in the completion queue (pushed once until the
-    /// balancer takes it).
-    queued: AtomicBool,
 }
+
+const IN_FLIGHT_MASK: u64 = (1 << 32) - 1;
+/// Added by a completion: one more unseen completion, one fewer in flight.
+const COMPLETED: u64 = IN_FLIGHT_MASK;
 
 impl EndpointStats {
     pub(crate) fn new(
@@ -90,7 +94,7 @@ impl EndpointStats {
         completions: Option<(Arc<CompletionQueue>, u32)>,
     ) -> Self {
         Self {
-            in_flight: AtomicUsize::new(0),
+            in_flight: AtomicU64::new(0),
             ewma_bits: AtomicU64::new(0),
             ewma_at: AtomicU64::new(0),
             decay_ns,
@@ -100,13 +104,12 @@ impl EndpointStats {
             failure_threshold,
             attention,
             completions,
-            queued: AtomicBool::new(false),
         }
     }
 
     #[inline]
     pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        (self.in_flight.load(Ordering::Relaxed) & IN_FLIGHT_MASK) as usize
     }
 
     #[inline]
@@ -121,23 +124,22 @@ impl EndpointStats {
                 self.in_flight.fetch_sub(1, Ordering::Relaxed);
             }
             Some((queue, slot)) => {
-                // Sequentially consistent with `take_queued` + `in_flight_now`: either the
-                // balancer sees this decrement when it re-reads the count, or this
-                // swap sees the flag cleared and queues the slot again.
-                self.in_flight.fetch_sub(1, Ordering::SeqCst);
-                if !self.queued.swap(true, Ordering::SeqCst) {
+                // The first completion the balancer has not seen queues the slot; the
+                // balancer's `take_queued` clears the unseen count in the same word, so
+                // a completion is either seen by that look or queues the slot again.
+                let before = self.in_flight.fetch_add(COMPLETED, Ordering::AcqRel);
+                if before >> 32 == 0 {
                     queue.push(*slot);
                 }
             }
         }
     }
 
-    /// Clears the queued flag and reads the in-flight count, for the balancer draining
-    /// the completion queue (see `end`).
+    /// Clears the unseen completions and reads the in-flight count, for the balancer
+    /// draining the completion queue (see `end`).
     #[inline]
     pub(crate) fn take_queued(&self) -> usize {
-        self.queued.store(false, Ordering::SeqCst);
-        self.in_flight.load(Ordering::SeqCst)
+        (self.in_flight.fetch_and(IN_FLIGHT_MASK, Ordering::AcqRel) & IN_FLIGHT_MASK) as usize
     }
 
     /// The latency estimate decayed to `now`, in nanoseconds; `None` before any sample.

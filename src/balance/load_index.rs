@@ -1,9 +1,13 @@
-//! The ready endpoints ordered by load, for least-connections picking in O(log n).
+//! The ready endpoints ordered by load, for least-connections picking without a scan.
 //!
-//! An indexed binary min-heap over the ready slots, keyed by `(score, tag)`: the score
-//! is the in-flight count (or `(in flight + 1) / effective weight`), the tag a random
-//! number drawn whenever the slot's score is set, which breaks ties at random. The top
-//! is the pick; every change of a slot's load or readiness is one O(log n) sift.
+//! - By in-flight count ([`LoadBuckets`]): one bucket of slots per count and a pointer
+//!   to the lowest non-empty one. The pick is a uniformly random member of that bucket,
+//!   so ties are broken exactly at random; a change of a slot's count moves it between
+//!   two buckets in O(1) (moving the pointer up past empty buckets when the lowest one
+//!   empties costs at most the number of counts skipped, in practice one).
+//! - By in-flight count per unit of weight ([`LoadHeap`]): an indexed binary min-heap
+//!   keyed by `(score, tag)`, the tag a random number drawn whenever the slot's score is
+//!   set, which breaks ties. The top is the pick; every change is one O(log n) sift.
 //!
 //! In-flight counts go up in the balancer's `call` (which updates the heap at once) and
 //! down in response futures, anywhere. A future that ends pushes its slot onto a
@@ -102,10 +106,188 @@ impl CompletionQueue {
     }
 }
 
+/// The ordering a picker asked for: buckets by count, or a heap by count per weight.
+#[derive(Debug)]
+pub(crate) enum LoadOrder {
+    Count(LoadBuckets),
+    PerWeight(LoadHeap),
+}
+
+impl LoadOrder {
+    pub(crate) fn new(per_weight: bool, seed: u64) -> Self {
+        if per_weight {
+            LoadOrder::PerWeight(LoadHeap::new(seed))
+        } else {
+            LoadOrder::Count(LoadBuckets::new(seed))
+        }
+    }
+
+    /// Whether the order depends on weights (so a weight change means a rescore).
+    pub(crate) fn per_weight(&self) -> bool {
+        matches!(self, LoadOrder::PerWeight(_))
+    }
+
+    /// Adds `slot`, or moves it, to its place for `in_flight` and `weight`.
+    #[inline]
+    pub(crate) fn set(&mut self, slot: u32, in_flight: usize, weight: f64) {
+        match self {
+            LoadOrder::Count(b) => b.set(slot, in_flight),
+            LoadOrder::PerWeight(h) => h.set(slot, (in_flight + 1) as f64 / weight),
+        }
+    }
+
+    /// [`set`](Self::set), only if `slot` is in.
+    #[inline]
+    pub(crate) fn update(&mut self, slot: u32, in_flight: usize, weight: f64) {
+        let present = match self {
+            LoadOrder::Count(b) => b.contains(slot),
+            LoadOrder::PerWeight(h) => h.contains(slot),
+        };
+        if present {
+            self.set(slot, in_flight, weight);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn remove(&mut self, slot: u32) {
+        match self {
+            LoadOrder::Count(b) => b.remove(slot),
+            LoadOrder::PerWeight(h) => h.remove(slot),
+        }
+    }
+
+    /// A least-loaded slot (random among ties).
+    #[inline]
+    pub(crate) fn choose(&mut self) -> Option<u32> {
+        match self {
+            LoadOrder::Count(b) => b.choose(),
+            LoadOrder::PerWeight(h) => h.top(),
+        }
+    }
+}
+
+/// Ready slots in buckets by in-flight count. See the [module docs](self).
+#[derive(Debug)]
+pub(crate) struct LoadBuckets {
+    buckets: Vec<Vec<u32>>,
+    /// Per slot: its bucket (`NONE`: absent) and its index in it.
+    place: Vec<(u32, u32)>,
+    /// The lowest non-empty bucket, when `len > 0`.
+    min: usize,
+    len: usize,
+    rng: SmallRng,
+}
+
+impl LoadBuckets {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self {
+            buckets: Vec::new(),
+            place: Vec::new(),
+            min: 0,
+            len: 0,
+            rng: SmallRng::seed_from_u64(seed),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn contains(&self, slot: u32) -> bool {
+        self.place.get(slot as usize).is_some_and(|p| p.0 != NONE)
+    }
+
+    /// Takes `slot` out of its bucket; returns the bucket it was in.
+    #[inline]
+    fn take(&mut self, slot: u32) -> Option<usize> {
+        let (bucket, index) = *self.place.get(slot as usize)?;
+        if bucket == NONE {
+            return None;
+        }
+        let b = &mut self.buckets[bucket as usize];
+        b.swap_remove(index as usize);
+        if let Some(&moved) = b.get(index as usize) {
+            self.place[moved as usize].1 = index;
+        }
+        self.place[slot as usize].0 = NONE;
+        self.len -= 1;
+        Some(bucket as usize)
+    }
+
+    #[inline]
+    pub(crate) fn set(&mut self, slot: u32, count: usize) {
+        let count = count.min(u32::MAX as usize - 1);
+        if let Some(&(bucket, _)) = self.place.get(slot as usize) {
+            if bucket as usize == count {
+                return;
+            }
+        } else {
+            self.place.resize(slot as usize + 1, (NONE, 0));
+        }
+        self.take(slot);
+        if self.buckets.len() <= count {
+            self.buckets.resize_with(count + 1, Vec::new);
+        }
+        let b = &mut self.buckets[count];
+        self.place[slot as usize] = (count as u32, b.len() as u32);
+        b.push(slot);
+        self.len += 1;
+        if self.len == 1 || count < self.min {
+            self.min = count;
+        } else {
+            self.settle_min();
+        }
+    }
+
+    #[inline]
+    pub(crate) fn remove(&mut self, slot: u32) {
+        if self.take(slot).is_some() {
+            self.settle_min();
+        }
+    }
+
+    /// Moves `min` up past empty buckets.
+    #[inline]
+    fn settle_min(&mut self) {
+        if self.len == 0 {
+            self.min = 0;
+            return;
+        }
+        while self.buckets[self.min].is_empty() {
+            self.min += 1;
+        }
+    }
+
+    /// A uniformly random slot of the lowest bucket.
+    #[inline]
+    pub(crate) fn choose(&mut self) -> Option<u32> {
+        if self.len == 0 {
+            return None;
+        }
+        let b = &self.buckets[self.min];
+        let i = ((self.rng.next_u64() as u128 * b.len() as u128) >> 64) as usize;
+        Some(b[i])
+    }
+
+    #[cfg(test)]
+    fn check(&self) {
+        let mut n = 0;
+        for (count, b) in self.buckets.iter().enumerate() {
+            for (i, &slot) in b.iter().enumerate() {
+                assert_eq!(self.place[slot as usize], (count as u32, i as u32));
+                n += 1;
+            }
+            if !b.is_empty() {
+                assert!(self.min <= count);
+            }
+        }
+        assert_eq!(n, self.len);
+        if self.len > 0 {
+            assert!(!self.buckets[self.min].is_empty());
+        }
+    }
+}
+
 /// The indexed min-heap of ready slots by load. See the [module docs](self).
 #[derive(Debug)]
 pub(crate) struct LoadHeap {
-    per_weight: bool,
     heap: Vec<u32>,
     /// Per slot: its position in `heap`, or `NONE`.
     pos: Vec<u32>,
@@ -115,29 +297,13 @@ pub(crate) struct LoadHeap {
 }
 
 impl LoadHeap {
-    pub(crate) fn new(per_weight: bool, seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self {
-            per_weight,
             heap: Vec::new(),
             pos: Vec::new(),
             keys: Vec::new(),
             rng: SmallRng::seed_from_u64(seed),
         }
-    }
-
-    /// The score of a slot with `in_flight` requests and `effective_weight`.
-    #[inline]
-    pub(crate) fn score(&self, in_flight: usize, effective_weight: f64) -> f64 {
-        if self.per_weight {
-            (in_flight + 1) as f64 / effective_weight
-        } else {
-            in_flight as f64
-        }
-    }
-
-    /// Whether scores depend on weights (so a weight change means a rebuild).
-    pub(crate) fn per_weight(&self) -> bool {
-        self.per_weight
     }
 
     /// The least-loaded ready slot.
@@ -147,7 +313,7 @@ impl LoadHeap {
     }
 
     #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.heap.len()
     }
 
@@ -186,14 +352,6 @@ impl LoadHeap {
                     self.sift_down(at);
                 }
             }
-        }
-    }
-
-    /// Updates the score of `slot` if it is in the heap.
-    #[inline]
-    pub(crate) fn update(&mut self, slot: u32, score: f64) {
-        if self.contains(slot) {
-            self.set(slot, score);
         }
     }
 
@@ -328,12 +486,51 @@ mod tests {
         assert_eq!(seen, want);
     }
 
+    #[test]
+    fn buckets_choose_uniformly_among_the_least_loaded() {
+        let mut b = LoadBuckets::new(5);
+        for slot in 0..4 {
+            b.set(slot, 0);
+        }
+        b.set(4, 1);
+        let mut hits = [0u32; 5];
+        for _ in 0..40_000 {
+            hits[b.choose().unwrap() as usize] += 1;
+        }
+        assert_eq!(hits[4], 0);
+        for &h in &hits[..4] {
+            assert!((9_000..11_000).contains(&h), "{hits:?}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn buckets_choose_a_least_loaded_slot(
+            ops in prop::collection::vec((0..40u32, 0..6usize, 0..3u8), 1..300)
+        ) {
+            let mut b = LoadBuckets::new(1);
+            let mut model: std::collections::HashMap<u32, usize> = Default::default();
+            for (slot, load, op) in ops {
+                match op {
+                    0 => { b.remove(slot); model.remove(&slot); }
+                    _ => { b.set(slot, load); model.insert(slot, load); }
+                }
+                b.check();
+                match b.choose() {
+                    None => prop_assert!(model.is_empty()),
+                    Some(top) => {
+                        let min = model.values().min().copied().unwrap();
+                        prop_assert_eq!(model[&top], min);
+                    }
+                }
+            }
+        }
+
         #[test]
         fn heap_top_is_always_a_least_loaded_slot(
             ops in prop::collection::vec((0..40u32, 0..6u32, 0..3u8), 1..300)
         ) {
-            let mut heap = LoadHeap::new(false, 1);
+            let mut heap = LoadHeap::new(1);
             let mut model: std::collections::HashMap<u32, u32> = Default::default();
             for (slot, load, op) in ops {
                 match op {

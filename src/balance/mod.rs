@@ -81,11 +81,11 @@
 //! - **half-open**, it is ready only while it can take a probe permit, so exactly
 //!   [`half_open_probes`](crate::breaker::BreakerConfigBuilder::half_open_probes)
 //!   requests reach it at once; enough good probes close it and it takes its share again;
-//! - the circuit wakes the endpoint's slot on every transition, so an endpoint reserved
-//!   by an earlier `poll_ready` whose circuit opens meanwhile is polled again and dropped
-//!   from the ready list. If a circuit rejects at `call` anyway (it opened between the
-//!   balancer's `poll_ready` and `call`), the balancer picks again among the other ready
-//!   endpoints; the request fails with `BreakerOpen` only when all of them rejected;
+//! - an endpoint reserved by an earlier `poll_ready` whose circuit opens meanwhile
+//!   (requests in flight on it failed) is caught at `call`: its circuit rejects, the
+//!   balancer takes it out of the ready list and picks again among the other ready
+//!   endpoints. A request fails with `BreakerOpen` only when every ready endpoint's
+//!   circuit rejected it;
 //! - one circuit per endpoint: made on `Insert`, kept when an `Insert` replaces the key,
 //!   dropped on `Remove`; [`Balance::endpoint_breaker`] returns its
 //!   [`BreakerHandle`](crate::breaker::BreakerHandle). Outcomes are classified by the

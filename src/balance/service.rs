@@ -300,10 +300,10 @@ where
         }
         let key = self.key.hash_key(&req);
         let now = self.track_latency.then(|| self.clock.now());
-        self.set.refresh_load();
         // Each round that a circuit rejects takes its endpoint out of the ready list, so
         // this ends; the request fails only when every ready endpoint's circuit rejected.
         let (position, gate) = loop {
+            self.set.refresh_load();
             let len = self.set.ready_len();
             let mut position = self
                 .picker
@@ -447,8 +447,13 @@ impl<P: Picker, H, C> Builder<P, H, C> {
     ///   for both.
     /// - A request fails with [`BreakerOpen`](crate::error::BreakerOpen) only if every
     ///   ready endpoint's circuit rejected it at `call` (each circuit opened after the
-    ///   balancer polled it: a race with completing requests); otherwise the balancer
-    ///   picks again among the others.
+    ///   balancer polled its endpoint, because requests in flight on it failed);
+    ///   otherwise the balancer picks again among the others.
+    /// - Each endpoint's circuit has its own rolling window: with the default 10-bucket
+    ///   time window that is about 23 KiB per endpoint on a 2-CPU machine (more with
+    ///   more window stripes). For thousands of endpoints, give the configuration a
+    ///   smaller [window](crate::breaker::BreakerConfigBuilder::window), e.g.
+    ///   `WindowConfig::count(20).stripes(1)` (about 2 KiB).
     /// - Endpoints kept out by their breakers (open, half-open or forced open) count
     ///   against [outlier detection's](Self::outlier_detection) ejection cap.
     /// - The configuration's event callback, clock and seed are shared by every

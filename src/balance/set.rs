@@ -25,7 +25,7 @@ use tower_service::Service;
 
 use super::ejection::{EjectionRecord, OutlierDetection};
 use super::endpoint::{EndpointId, EndpointStats};
-use super::load_index::{CompletionQueue, LoadHeap};
+use super::load_index::{CompletionQueue, LoadOrder};
 use super::picker::{Candidates, LoadIndex};
 use super::readiness::{SlotWaker, WakeQueue};
 use super::slow_start::SlowStart;
@@ -108,7 +108,13 @@ pub(crate) struct EndpointSet<K, S> {
     next_lift: u64,
     decay_ns: f64,
     /// The ready slots by load, when the picker asked for it.
-    load: Option<LoadHeap>,
+    load: Option<LoadOrder>,
+    /// The load order's choice for the next pick (set by `refresh_load`).
+    load_top: Option<u32>,
+    /// The slot called since the last `refresh_load`, whose place in the load order is
+    /// brought up to date then (a request that completes before the next pick then
+    /// moves nothing).
+    load_called: Option<u32>,
     completions: Option<Arc<CompletionQueue>>,
     /// The weights epoch the load heap's scores were computed under.
     load_weights_epoch: u64,
@@ -156,7 +162,9 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             next_slow_start: u64::MAX,
             next_lift: u64::MAX,
             decay_ns,
-            load: load_index.map(|l| LoadHeap::new(l.per_weight, l.seed)),
+            load: load_index.map(|l| LoadOrder::new(l.per_weight, l.seed)),
+            load_top: None,
+            load_called: None,
             completions: load_index
                 .map(|_| Arc::new(CompletionQueue::new(COMPLETION_QUEUE_CAPACITY))),
             load_weights_epoch: 0,
@@ -175,17 +183,20 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             now,
             members_epoch: self.members_epoch,
             weights_epoch: self.weights_epoch,
-            least_loaded: self.load.as_ref().and_then(LoadHeap::top),
+            least_loaded: self.load_top,
         }
     }
 
-    /// Brings the load heap up to date with the requests that completed since the last
-    /// pick (and with weight changes, when scores depend on weights).
+    /// Brings the load order up to date with the requests that completed since the last
+    /// pick (and with weight changes, when it depends on weights), and chooses the
+    /// least-loaded endpoint for the next pick.
     #[inline]
     pub(crate) fn refresh_load(&mut self) {
         let (Some(heap), Some(queue)) = (self.load.as_mut(), self.completions.as_ref()) else {
             return;
         };
+        self.load_top = None;
+        let called = self.load_called.take();
         let reweigh = heap.per_weight() && self.load_weights_epoch != self.weights_epoch;
         if queue.take_overflow() || reweigh {
             // Re-read everything: drain the queue, clear every flag, rescore every
@@ -196,10 +207,10 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             }
             for &slot in &self.ready {
                 let m = &self.metas[slot as usize];
-                let score = heap.score(m.stats.in_flight(), m.effective_weight);
-                heap.set(slot, score);
+                heap.set(slot, m.stats.in_flight(), m.effective_weight);
             }
             self.load_weights_epoch = self.weights_epoch;
+            self.load_top = heap.choose();
             return;
         }
         // Bounded, so producers that keep pushing cannot hold the balancer here.
@@ -210,9 +221,16 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             };
             let in_flight = m.stats.take_queued();
             if m.live {
-                heap.update(slot, heap.score(in_flight, m.effective_weight));
+                heap.update(slot, in_flight, m.effective_weight);
             }
         }
+        if let Some(slot) = called {
+            let m = &self.metas[slot as usize];
+            if m.live {
+                heap.update(slot, m.stats.in_flight(), m.effective_weight);
+            }
+        }
+        self.load_top = heap.choose();
     }
 
     #[inline]
@@ -422,7 +440,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         match (want, m.ready_pos != NONE) {
             (true, false) => {
                 if let Some(heap) = self.load.as_mut() {
-                    heap.set(slot, heap.score(m.stats.in_flight(), m.effective_weight));
+                    heap.set(slot, m.stats.in_flight(), m.effective_weight);
                 }
                 self.metas[slot as usize].ready_pos = self.ready.len() as u32;
                 self.ready.push(slot);
@@ -574,10 +592,16 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         let stats = self.metas[i].stats.clone();
         stats.begin();
         if let Some(heap) = self.load.as_mut() {
-            heap.update(
-                slot,
-                heap.score(stats.in_flight(), self.metas[i].effective_weight),
-            );
+            // At most one call between two refreshes; should there be another, bring the
+            // earlier one up to date now.
+            if let Some(earlier) = self.load_called.replace(slot) {
+                if earlier != slot {
+                    let m = &self.metas[earlier as usize];
+                    if m.live {
+                        heap.update(earlier, m.stats.in_flight(), m.effective_weight);
+                    }
+                }
+            }
         }
         let service = self.services[i]
             .as_mut()

@@ -16,8 +16,8 @@
 //!   permit taken it is `Pending` until a permit comes back or expires.
 //! - **ForcedOpen**: `Pending` until the handle changes the state.
 //!
-//! The gate also registers its task with the circuit, which wakes it on every
-//! transition and whenever a probe permit is given back.
+//! While it waits, the gate's task is also registered with the circuit, which wakes it
+//! on every transition and whenever a probe permit is given back.
 //!
 //! `poll_ready` never fails because the circuit is open. Outcomes are classified and
 //! recorded exactly as by the breaker (same classifier, generations, window, events).
@@ -74,20 +74,27 @@ impl GateCore {
     /// `Ready` when the next call would be admitted; `Pending` (with a wake-up arranged)
     /// while it would be rejected.
     pub(crate) fn poll_admissible(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        // Registered first, so a transition between the check and our return wakes us.
-        self.shared.register_gate_waker(cx.waker());
         if let Some(admission) = &self.reserved {
             if self.shared.is_current(admission) {
                 return Poll::Ready(());
             }
             self.release_reserved();
         }
-        for _ in 0..TIMER_ROUNDS {
+        // The task is registered only once the circuit says "wait", and the circuit is
+        // checked again after that, so a transition in between is not missed; a
+        // closed circuit costs no registration.
+        let mut registered = false;
+        for _ in 0..=TIMER_ROUNDS {
             let until = match self.shared.check_gate() {
                 GateCheck::Pass => return Poll::Ready(()),
                 GateCheck::Probe(admission) => {
                     self.reserved = Some(admission);
                     return Poll::Ready(());
+                }
+                _ if !registered => {
+                    self.shared.register_gate_waker(cx.waker());
+                    registered = true;
+                    continue;
                 }
                 GateCheck::WaitForChange => return Poll::Pending,
                 GateCheck::WaitUntil(until) => until,

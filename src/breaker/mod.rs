@@ -85,8 +85,8 @@
 //! is open (or forced open) and arms a tokio timer for the end of the open period; in
 //! half-open it is `Ready` only when it could take a probe permit, which it holds for the
 //! next `call` and gives back if dropped first; closed, it forwards to the inner service.
-//! The circuit also wakes the gate's task on every transition and whenever a probe
-//! permit comes back. It still never fails `poll_ready` because the circuit is open, and
+//! While the gate waits, the circuit also wakes its task on every transition and
+//! whenever a probe permit comes back. It still never fails `poll_ready` because the circuit is open, and
 //! it records outcomes exactly as the breaker does. The balancer gives every endpoint one
 //! through [`Builder::endpoint_breaker`](crate::balance::Builder::endpoint_breaker).
 //! The breaker itself is unchanged: its call path does not know gates exist.

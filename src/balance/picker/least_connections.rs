@@ -8,14 +8,13 @@ use super::{Candidates, LoadIndex, PickRng, Picker};
 /// about twice the concurrency of one of weight 1.
 ///
 /// Exact: the pick is an endpoint with the least load among the ready ones, counting
-/// every request that completed before the pick. Inside a [`Balance`](super::super::Balance)
-/// it asks for a [`LoadIndex`], so a pick is O(1) and each change of an endpoint's load
-/// O(log ready) (no scan, no allocation). Ties go to the tied endpoint with the lowest
-/// random tag, redrawn whenever that endpoint's load changes (see [`LoadIndex`]): every
-/// tied endpoint is equally likely in a fresh tie, but picks among a standing tie are
-/// not independent draws. Called by another picker that does not forward
-/// [`Picker::load_index`], it falls back to an O(ready) scan that draws each tie at
-/// random.
+/// every request that completed before the pick. Inside a
+/// [`Balance`](super::super::Balance) it asks for a [`LoadIndex`], so there is no scan:
+/// unweighted, a pick and each change of an endpoint's in-flight count are O(1) and ties
+/// are drawn uniformly at random for every pick; [`weighted`](Self::weighted), changes
+/// are O(log ready) and ties are broken by per-endpoint random tags (see [`LoadIndex`]).
+/// Nothing is allocated per request. Called by another picker that does not forward
+/// [`Picker::load_index`], it falls back to an O(ready) scan that draws ties at random.
 #[derive(Debug, Clone)]
 pub struct LeastConnections {
     weighted: bool,

@@ -106,11 +106,16 @@ impl<P: Picker + ?Sized> Picker for Box<P> {
 /// An ordering of the ready endpoints by load that a [`Picker`] asks the balancer to
 /// maintain (see [`Picker::load_index`]).
 ///
-/// The load of an endpoint is its in-flight count, or with
-/// [`in_flight_per_weight`](Self::in_flight_per_weight) `(in flight + 1) / effective
-/// weight`. Ties are broken by a random tag drawn (from a generator seeded with `seed`)
-/// each time an endpoint's load is set: in a fresh tie every tied endpoint is equally
-/// likely to come first, and the order among tied endpoints changes as their loads move.
+/// - [`in_flight`](Self::in_flight): endpoints in buckets by in-flight count. Keeping
+///   it costs O(1) per change of an endpoint's count; the choice is uniformly random
+///   among the endpoints with the fewest in flight (drawn afresh for every pick from a
+///   generator seeded with `seed`).
+/// - [`in_flight_per_weight`](Self::in_flight_per_weight): an indexed min-heap by
+///   `(in flight + 1) / effective weight`, O(log n) per change (and a rescore of every
+///   ready endpoint when weights change, e.g. at each slow-start step). Ties are broken
+///   by a random tag drawn each time an endpoint's load is set: in a fresh tie every
+///   tied endpoint is equally likely to come first, but successive picks among a
+///   standing tie are not independent draws.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadIndex {
     pub(crate) per_weight: bool,

@@ -1,0 +1,240 @@
+//! Per-request overhead of palisade's balancer with each picker, against
+//! `tower::balance::p2c::Balance` over `tower::load::PendingRequests`, at 10, 100, 1,000
+//! and 10,000 endpoints, side by side in one run.
+//!
+//! Run: `cargo bench --bench balance` (add `-- --quick` for a short run). Every endpoint
+//! is the same always-ready service that answers at once; one iteration is `ready()` +
+//! `call()` + awaiting the response, polled in place with a no-op waker inside an
+//! entered tokio runtime (no executor overhead). At the end the run prints each
+//! variant's median per size, as a ratio to palisade's round robin and to tower's p2c.
+
+use std::convert::Infallible;
+use std::future::{Future, Ready};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use criterion::measurement::WallTime;
+use criterion::{black_box, BenchmarkGroup, Criterion};
+use palisade::balance::{
+    Balance, Builder, ConsistentHash, LeastConnections, PowerOfTwoChoices, Random, RoundRobin,
+    WeightedRoundRobin,
+};
+use palisade::breaker::BreakerConfig;
+use palisade::discover::FixedList;
+use tower::{Service, ServiceExt};
+
+/// One endpoint: always ready, answers at once.
+#[derive(Clone, Copy, Debug)]
+struct Echo;
+
+impl Service<u64> for Echo {
+    type Response = u64;
+    type Error = Infallible;
+    type Future = Ready<Result<u64, Infallible>>;
+
+    #[inline]
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    #[inline]
+    fn call(&mut self, req: u64) -> Self::Future {
+        std::future::ready(Ok(req))
+    }
+}
+
+/// Polls a future to completion in place with a no-op waker.
+#[inline]
+fn drive<F: Future>(f: F) -> F::Output {
+    let mut f = pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+            return out;
+        }
+    }
+}
+
+fn per_request<S>(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, mut svc: S)
+where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    // Settle discovery and the first poll of every endpoint outside the measurement.
+    for i in 0..4 {
+        drive(svc.ready()).expect("ready");
+        drive(svc.call(i)).expect("call");
+    }
+    let mut n = 0u64;
+    g.bench_function(name, |b| {
+        b.iter(|| {
+            n = n.wrapping_add(1);
+            drive(svc.ready()).expect("ready");
+            drive(svc.call(black_box(n))).expect("call")
+        })
+    });
+}
+
+fn unweighted(n: usize) -> FixedList<usize, Echo> {
+    FixedList::unweighted((0..n).map(|i| (i, Echo)))
+}
+
+fn weighted(n: usize) -> FixedList<usize, Echo> {
+    (0..n)
+        .fold(FixedList::builder(), |b, i| {
+            b.endpoint(i, Echo, 1 + (i % 4) as u32)
+        })
+        .build()
+        .expect("weights")
+}
+
+const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
+
+const VARIANTS: [&str; 9] = [
+    "round_robin",
+    "weighted_round_robin",
+    "p2c_in_flight",
+    "p2c_peak_ewma",
+    "least_connections",
+    "random",
+    "consistent_hash",
+    "round_robin_endpoint_breakers",
+    "tower_p2c_pending_requests",
+];
+
+fn group_name(n: usize) -> String {
+    format!("balance_{n}")
+}
+
+fn balance(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let _entered = rt.enter();
+    for n in SIZES {
+        let mut g = c.benchmark_group(group_name(n));
+        per_request(
+            &mut g,
+            VARIANTS[0],
+            Balance::new(unweighted(n), RoundRobin::new()),
+        );
+        per_request(
+            &mut g,
+            VARIANTS[1],
+            Builder::new(WeightedRoundRobin::new())
+                .build_weighted(weighted(n))
+                .expect("build"),
+        );
+        per_request(
+            &mut g,
+            VARIANTS[2],
+            Balance::new(unweighted(n), PowerOfTwoChoices::seeded(1)),
+        );
+        per_request(
+            &mut g,
+            VARIANTS[3],
+            Balance::new(
+                unweighted(n),
+                PowerOfTwoChoices::seeded(1).peak_ewma(Duration::from_millis(1)),
+            ),
+        );
+        per_request(
+            &mut g,
+            VARIANTS[4],
+            Balance::new(unweighted(n), LeastConnections::seeded(1)),
+        );
+        per_request(
+            &mut g,
+            VARIANTS[5],
+            Balance::new(unweighted(n), Random::seeded(1)),
+        );
+        per_request(
+            &mut g,
+            VARIANTS[6],
+            Builder::new(ConsistentHash::new())
+                .hash_key(|k: &u64| *k)
+                .build(unweighted(n))
+                .expect("build"),
+        );
+        per_request(
+            &mut g,
+            VARIANTS[7],
+            Builder::new(RoundRobin::new())
+                .endpoint_breaker(BreakerConfig::default())
+                .build(unweighted(n))
+                .expect("build"),
+        );
+        let services: Vec<_> = (0..n)
+            .map(|_| {
+                tower::load::PendingRequests::new(Echo, tower::load::CompleteOnResponse::default())
+            })
+            .collect();
+        per_request(
+            &mut g,
+            VARIANTS[8],
+            tower::balance::p2c::Balance::new(tower::discover::ServiceList::new(services)),
+        );
+        g.finish();
+    }
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .configure_from_args();
+    balance(&mut c, &rt);
+    c.final_summary();
+    print_table();
+}
+
+/// Median of one benchmark from criterion's saved estimates, in nanoseconds.
+fn median_ns(group: &str, function: &str) -> Option<f64> {
+    let home = std::env::var_os("CRITERION_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| "target".into())
+                .join("criterion")
+        });
+    let path = home
+        .join(group.replace('/', "_"))
+        .join(function)
+        .join("new/estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    json["median"]["point_estimate"].as_f64()
+}
+
+/// Prints each variant's median per size, and its ratio to palisade's round robin and to
+/// tower's p2c (below 1.0: cheaper than that reference).
+fn print_table() {
+    println!("\nmedian ns per request (ratio to round_robin | ratio to tower p2c)");
+    print!("{:<32}", "variant");
+    for n in SIZES {
+        print!("{:>26}", format!("{n} endpoints"));
+    }
+    println!();
+    for variant in VARIANTS {
+        print!("{variant:<32}");
+        for n in SIZES {
+            let g = group_name(n);
+            let cell = match (
+                median_ns(&g, variant),
+                median_ns(&g, VARIANTS[0]),
+                median_ns(&g, VARIANTS[8]),
+            ) {
+                (Some(x), Some(rr), Some(tower)) => {
+                    format!("{x:.0} ({:.2}x | {:.2}x)", x / rr, x / tower)
+                }
+                (Some(x), _, _) => format!("{x:.0}"),
+                _ => "-".to_string(),
+            };
+            print!("{cell:>26}");
+        }
+        println!();
+    }
+}

@@ -351,6 +351,18 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_source_and_a_balancer_over_it_are_send() {
+        fn send<T: Send>() {}
+        type Make = fn(SocketAddr, &Member) -> crate::transport::Connection;
+        type Source = GossipDiscover<Make, crate::transport::Connection>;
+        send::<Source>();
+        send::<crate::balance::Balance<Source, crate::balance::PowerOfTwoChoices>>();
+        send::<Membership>();
+        fn sync<T: Sync>() {}
+        sync::<Membership>();
+    }
+
     fn rules() -> Rules {
         Rules {
             required: BTreeMap::new(),

@@ -57,6 +57,11 @@ fn gossip() -> Config {
         probe_interval: Duration::from_millis(200),
         probe_timeout: Duration::from_millis(100),
         gossip_interval: Duration::from_millis(50),
+        // Members that join within milliseconds of each other through one seed: four
+        // retransmissions per update (not `local`'s two) so that every member hears of
+        // every other by gossip, and a push-pull every second as the backstop.
+        retransmit_mult: 4,
+        push_pull_interval: Duration::from_secs(1),
         ..Config::local()
     }
 }
@@ -321,10 +326,13 @@ async fn run(mut servers: Vec<Server>, seed: SocketAddr) -> Result<(), BoxError>
         outcomes.remote_error
     );
     println!(
-        "  connection lost  {:>7}  (in flight on m2 when it died)",
+        "  connection lost  {:>7}  (in flight on a member that died)",
         outcomes.connection_lost
     );
-    println!("  disconnected     {:>7}", outcomes.disconnected);
+    println!(
+        "  disconnected     {:>7}  (reached a connection as it went down)",
+        outcomes.disconnected
+    );
     println!("  breaker open     {:>7}", outcomes.breaker_open);
     println!("  no endpoints     {:>7}", outcomes.no_endpoints);
     println!("  timed out        {:>7}", outcomes.timed_out);

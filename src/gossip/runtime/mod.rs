@@ -375,6 +375,12 @@ impl Membership {
         self.shared.core.lock().swim.live_members()
     }
 
+    /// Lifeguard's local health score (0 is healthy; it grows when this member misses
+    /// acks or has to refute suspicions of itself, and stretches its probe timing).
+    pub fn health_score(&self) -> u32 {
+        self.shared.core.lock().swim.health_score()
+    }
+
     /// Replaces this member's tags and spreads them (others see [`Event::Update`]).
     /// Fails if they exceed the protocol's `max_tags_bytes`, or if the member stopped.
     pub fn set_tags(&self, tags: BTreeMap<String, String>) -> Result<(), SetError> {

@@ -311,7 +311,6 @@ async fn counters_show_traffic_both_ways() {
     );
     let s = a.stats();
     assert_eq!(s.dropped(), 0);
-    assert_eq!(a.health_score(), 0);
     assert!(s.streams_accepted >= 1, "{s:?}");
     for m in &all {
         m.kill();

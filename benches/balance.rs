@@ -5,7 +5,9 @@
 //! Run: `cargo bench --bench balance` (add `-- --quick` for a short run). Every endpoint
 //! is the same always-ready service that answers at once; one iteration is `ready()` +
 //! `call()` + awaiting the response, polled in place with a no-op waker inside an
-//! entered tokio runtime (no executor overhead). At the end the run prints each
+//! entered tokio runtime (no executor overhead). The breaker variants give every
+//! endpoint its own circuit (`Builder::endpoint_breaker`), with the default window and
+//! with a small one. At the end the run prints each
 //! variant's median per size, as a ratio to palisade's round robin and to tower's p2c.
 
 use std::convert::Infallible;
@@ -22,6 +24,7 @@ use palisade::balance::{
 };
 use palisade::breaker::BreakerConfig;
 use palisade::discover::FixedList;
+use palisade::window::WindowConfig;
 use tower::{Service, ServiceExt};
 
 /// One endpoint: always ready, answers at once.
@@ -91,7 +94,7 @@ fn weighted(n: usize) -> FixedList<usize, Echo> {
 
 const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
 
-const VARIANTS: [&str; 9] = [
+const VARIANTS: [&str; 10] = [
     "round_robin",
     "weighted_round_robin",
     "p2c_in_flight",
@@ -100,8 +103,12 @@ const VARIANTS: [&str; 9] = [
     "random",
     "consistent_hash",
     "round_robin_endpoint_breakers",
+    "round_robin_small_window_breakers",
     "tower_p2c_pending_requests",
 ];
+
+/// The index of tower's p2c in `VARIANTS`.
+const TOWER: usize = VARIANTS.len() - 1;
 
 fn group_name(n: usize) -> String {
     format!("balance_{n}")
@@ -162,6 +169,21 @@ fn balance(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
                 .build(unweighted(n))
                 .expect("build"),
         );
+        // The same with a small per-endpoint window (about 2 KiB per circuit instead of
+        // about 23 KiB), as the builder's docs advise for large sets.
+        per_request(
+            &mut g,
+            VARIANTS[8],
+            Builder::new(RoundRobin::new())
+                .endpoint_breaker(
+                    BreakerConfig::builder()
+                        .window(WindowConfig::count(20).stripes(1))
+                        .build()
+                        .expect("breaker"),
+                )
+                .build(unweighted(n))
+                .expect("build"),
+        );
         let services: Vec<_> = (0..n)
             .map(|_| {
                 tower::load::PendingRequests::new(Echo, tower::load::CompleteOnResponse::default())
@@ -169,7 +191,7 @@ fn balance(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
             .collect();
         per_request(
             &mut g,
-            VARIANTS[8],
+            VARIANTS[TOWER],
             tower::balance::p2c::Balance::new(tower::discover::ServiceList::new(services)),
         );
         g.finish();
@@ -225,7 +247,7 @@ fn print_table() {
             let cell = match (
                 median_ns(&g, variant),
                 median_ns(&g, VARIANTS[0]),
-                median_ns(&g, VARIANTS[8]),
+                median_ns(&g, VARIANTS[TOWER]),
             ) {
                 (Some(x), Some(rr), Some(tower)) => {
                     format!("{x:.0} ({:.2}x | {:.2}x)", x / rr, x / tower)

@@ -513,3 +513,85 @@ async fn least_connections_sends_to_the_endpoint_whose_requests_completed() {
     let seen = b.picker().seen.lock()[level].clone();
     assert!(seen.iter().all(|&l| l == 2), "{seen:?}");
 }
+
+/// Checks, at every pick after quiescence, that the endpoint the load index offers has
+/// the least in flight.
+struct ExactAfterQuiet<P> {
+    inner: P,
+    check: Arc<std::sync::atomic::AtomicBool>,
+    checked: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl<P: Picker> Picker for ExactAfterQuiet<P> {
+    fn pick(&mut self, c: &Candidates<'_>, key: Option<u64>) -> usize {
+        let pos = self.inner.pick(c, key);
+        if self.check.load(std::sync::atomic::Ordering::SeqCst) {
+            let min = c.iter().map(|e| e.in_flight()).min().unwrap();
+            assert_eq!(c.get(pos).in_flight(), min, "not a least-loaded endpoint");
+            self.checked
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        pos
+    }
+
+    fn load_index(&mut self) -> Option<LoadIndex> {
+        self.inner.load_index()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_connections_index_stays_exact_when_requests_complete_on_other_threads() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    // Endpoints whose responses finish after a few yields, on whichever worker polls them.
+    #[derive(Clone)]
+    struct Yielding;
+    impl Service<u64> for Yielding {
+        type Response = u64;
+        type Error = Infallible;
+        type Future = Pin<Box<dyn Future<Output = Result<u64, Infallible>> + Send>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: u64) -> Self::Future {
+            Box::pin(async move {
+                for _ in 0..(req % 7) {
+                    tokio::task::yield_now().await;
+                }
+                Ok(req)
+            })
+        }
+    }
+    let check = Arc::new(AtomicBool::new(false));
+    let checked = Arc::new(AtomicU32::new(0));
+    for weighted in [false, true] {
+        let lc = LeastConnections::seeded(3);
+        let picker = ExactAfterQuiet {
+            inner: if weighted { lc.weighted() } else { lc },
+            check: check.clone(),
+            checked: checked.clone(),
+        };
+        let list = FixedList::unweighted((0..64u64).map(|i| (i, Yielding)));
+        let mut b = Balance::new(list, picker);
+        for round in 0..5u64 {
+            check.store(false, Ordering::SeqCst);
+            let mut tasks = Vec::new();
+            for i in 0..2_000u64 {
+                let fut = b.ready().await.unwrap().call(round * 10_000 + i);
+                tasks.push(tokio::spawn(fut));
+            }
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+            assert_eq!(b.in_flight(), 0);
+            // Quiet: every completion happened before these picks, so the index must
+            // offer an endpoint with nothing in flight, then level the load.
+            check.store(true, Ordering::SeqCst);
+            let mut held = Vec::new();
+            for i in 0..128u64 {
+                held.push(b.ready().await.unwrap().call(i * 7));
+            }
+            drop(held);
+        }
+    }
+    assert_eq!(checked.load(Ordering::SeqCst), 2 * 5 * 128);
+}

@@ -83,7 +83,8 @@ pub(crate) struct EndpointStats {
 }
 
 const IN_FLIGHT_MASK: u64 = (1 << 32) - 1;
-/// Added by a completion: one more unseen completion, one fewer in flight.
+/// Added by a completion: one more unseen completion, one fewer in flight. (A call
+/// also counts as an unseen change: see `begin`.)
 const COMPLETED: u64 = IN_FLIGHT_MASK;
 
 impl EndpointStats {
@@ -114,7 +115,14 @@ impl EndpointStats {
 
     #[inline]
     pub(crate) fn begin(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        // With a load index, the balancer looks at this endpoint at its next pick anyway
+        // (see `EndpointSet::refresh_load`): mark a completion as unseen already, so
+        // that a request completing before then does not queue the slot.
+        if self.completions.is_some() {
+            self.in_flight.fetch_add(1 + (1 << 32), Ordering::AcqRel);
+        } else {
+            self.in_flight.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     #[inline]

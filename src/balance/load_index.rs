@@ -101,8 +101,10 @@ impl CompletionQueue {
     }
 
     /// Whether a push found the queue full since the last call.
+    #[inline]
     pub(crate) fn take_overflow(&self) -> bool {
-        self.overflowed.swap(false, Ordering::AcqRel)
+        // Load first: a swap on every pick would be a locked instruction for nothing.
+        self.overflowed.load(Ordering::Acquire) && self.overflowed.swap(false, Ordering::AcqRel)
     }
 }
 
@@ -501,6 +503,47 @@ mod tests {
         for &h in &hits[..4] {
             assert!((9_000..11_000).contains(&h), "{hits:?}");
         }
+    }
+
+    #[test]
+    fn queue_hands_over_everything_while_producers_and_consumer_race() {
+        use std::sync::Arc;
+        // Small enough to lap many times, large enough never to fill (the consumer keeps
+        // up within a lap or the test would report an overflow).
+        let q = Arc::new(CompletionQueue::new(1 << 16));
+        let producers: Vec<_> = (0..2u32)
+            .map(|t| {
+                let q = q.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000u32 {
+                        q.push(t * 100_000 + i);
+                    }
+                })
+            })
+            .collect();
+        let mut got = 0;
+        let mut last = [None::<u32>; 2];
+        while got < 40_000 {
+            match q.pop() {
+                Some(v) => {
+                    // Each producer's values arrive in its order, once.
+                    let t = (v / 100_000) as usize;
+                    assert!(last[t].is_none_or(|l| l < v), "{v} after {last:?}");
+                    last[t] = Some(v);
+                    got += 1;
+                }
+                None => {
+                    assert!(!q.take_overflow());
+                    std::thread::yield_now();
+                }
+            }
+        }
+        for p in producers {
+            p.join().unwrap();
+        }
+        assert_eq!(q.pop(), None);
+        assert!(!q.take_overflow());
+        assert_eq!(last, [Some(19_999), Some(119_999)]);
     }
 
     proptest! {

@@ -454,6 +454,12 @@ impl<P: Picker, H, C> Builder<P, H, C> {
     ///   more window stripes). For thousands of endpoints, give the configuration a
     ///   smaller [window](crate::breaker::BreakerConfigBuilder::window), e.g.
     ///   `WindowConfig::count(20).stripes(1)` (about 2 KiB).
+    /// - Per request, an endpoint's breaker costs what a
+    ///   [`CircuitBreaker`](crate::breaker::CircuitBreaker) costs (an admission and a
+    ///   completion on its circuit, no lock, no allocation), but with thousands of
+    ///   endpoints each request touches a circuit that is cold in cache: `benches/balance.rs`
+    ///   measures about 0.1–0.3 µs added per request at 10 to 1,000 endpoints and
+    ///   0.6–1.2 µs at 10,000.
     /// - Endpoints kept out by their breakers (open, half-open or forced open) count
     ///   against [outlier detection's](Self::outlier_detection) ejection cap.
     /// - The configuration's event callback, clock and seed are shared by every

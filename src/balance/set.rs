@@ -225,9 +225,11 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             }
         }
         if let Some(slot) = called {
+            // Clears the mark `begin` left, so later completions queue the slot again.
             let m = &self.metas[slot as usize];
+            let in_flight = m.stats.take_queued();
             if m.live {
-                heap.update(slot, m.stats.in_flight(), m.effective_weight);
+                heap.update(slot, in_flight, m.effective_weight);
             }
         }
         self.load_top = heap.choose();
@@ -597,8 +599,9 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             if let Some(earlier) = self.load_called.replace(slot) {
                 if earlier != slot {
                     let m = &self.metas[earlier as usize];
+                    let in_flight = m.stats.take_queued();
                     if m.live {
-                        heap.update(earlier, m.stats.in_flight(), m.effective_weight);
+                        heap.update(earlier, in_flight, m.effective_weight);
                     }
                 }
             }

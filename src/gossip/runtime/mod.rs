@@ -11,7 +11,14 @@
 //!   protocol's `max_stream_size` and by a [stream timeout](MembershipConfig::stream_timeout)
 //!   at every step; inbound connections are capped. Wire: a big-endian `u32` length,
 //!   then the sealed message; the answer comes back on the same connection.
-//! - **Timers**: the driver sleeps until the core's next deadline, on tokio's clock.
+//! - **Timers**: the driver sleeps until the core's next deadline, on tokio's clock
+//!   (so a paused test clock jumps while the runtime is idle, and real-socket members
+//!   then suspect each other: use the [simulator](crate::gossip::sim) for virtual
+//!   time).
+//! - **Answers**: an inbound stream message is handed to the core with the peer's TCP
+//!   address as `from`; the core's answer (a stream transmit to that address, queued by
+//!   the same call) is written back on the same connection, so answers need no
+//!   listening port on the initiator's side and pass NAT.
 //!
 //! # The handle
 //! [`Membership`] reads the view ([`members`](Membership::members),

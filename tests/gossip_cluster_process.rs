@@ -18,6 +18,8 @@ use palisade::gossip::Event;
 
 const MEMBER_ENV: &str = "PALISADE_GOSSIP_MEMBER";
 const SEED_ENV: &str = "PALISADE_GOSSIP_SEED";
+/// A byte; the member seals with the key of 32 such bytes.
+const KEY_ENV: &str = "PALISADE_GOSSIP_KEY_BYTE";
 
 fn fast() -> Config {
     Config {
@@ -57,15 +59,29 @@ fn member_process_entry() {
 }
 
 async fn run_member(name: String) {
+    let mut protocol = fast();
+    if let Ok(byte) = std::env::var(KEY_ENV) {
+        protocol.keyring = Some(palisade::gossip::Keyring::new([byte.parse().unwrap(); 32]));
+    }
     let mut config = MembershipConfig::new(name, "127.0.0.1:0".parse().unwrap())
-        .protocol(fast())
-        .join_attempts(20)
+        .protocol(protocol)
+        .join_attempts(if std::env::var(KEY_ENV).is_ok() {
+            4
+        } else {
+            20
+        })
         .join_backoff(Duration::from_millis(50), Duration::from_millis(500))
         .leave_timeout(Duration::from_secs(3));
     if let Ok(seed) = std::env::var(SEED_ENV) {
         config = config.seeds([seed.parse().unwrap()]);
     }
-    let member = Membership::start(config).await.expect("member starts");
+    let member = match Membership::start(config).await {
+        Ok(m) => m,
+        Err(e) => {
+            println!("JOINFAILED {e}");
+            return;
+        }
+    };
     let mut events = member.subscribe();
     println!("ADDR {}", member.gossip_addr());
     let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -80,6 +96,7 @@ async fn run_member(name: String) {
         let _ = cmd_tx.send("exit".to_owned());
     });
     let mut live = usize::MAX;
+    let mut dropped = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let lifetime = tokio::time::sleep(Duration::from_secs(60));
     tokio::pin!(lifetime);
@@ -90,6 +107,11 @@ async fn run_member(name: String) {
                 if now != live {
                     live = now;
                     println!("LIVE {live}");
+                }
+                let d = member.stats().dropped();
+                if d != dropped {
+                    dropped = d;
+                    println!("DROPPED {dropped}");
                 }
             }
             Ok(e) = events.recv() => {
@@ -134,6 +156,15 @@ impl Drop for Proc {
 }
 
 fn spawn(name: &str, seed: Option<&str>, lines: &mpsc::Sender<(String, String)>) -> Proc {
+    spawn_keyed(name, seed, None, lines)
+}
+
+fn spawn_keyed(
+    name: &str,
+    seed: Option<&str>,
+    key: Option<u8>,
+    lines: &mpsc::Sender<(String, String)>,
+) -> Proc {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "--exact",
@@ -148,6 +179,9 @@ fn spawn(name: &str, seed: Option<&str>, lines: &mpsc::Sender<(String, String)>)
     if let Some(seed) = seed {
         cmd.env(SEED_ENV, seed);
     }
+    if let Some(key) = key {
+        cmd.env(KEY_ENV, key.to_string());
+    }
     let mut child = cmd.spawn().expect("spawn member process");
     let stdout = child.stdout.take().unwrap();
     let stdin = child.stdin.take();
@@ -157,11 +191,17 @@ fn spawn(name: &str, seed: Option<&str>, lines: &mpsc::Sender<(String, String)>)
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             // libtest prints "test member_process_entry ... " before the first line.
-            let Some(at) = ["ADDR ", "LIVE ", "EVENT ", "LEFT "]
-                .iter()
-                .filter_map(|tag| line.find(tag))
-                .min()
-            else {
+            let Some(at) = [
+                "ADDR ",
+                "LIVE ",
+                "EVENT ",
+                "LEFT ",
+                "DROPPED ",
+                "JOINFAILED",
+            ]
+            .iter()
+            .filter_map(|tag| line.find(tag))
+            .min() else {
                 continue;
             };
             if tx.send((who.clone(), line[at..].to_owned())).is_err() {
@@ -292,4 +332,63 @@ fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitSt
         std::thread::sleep(Duration::from_millis(20));
     }
     None
+}
+
+#[test]
+fn a_process_with_the_wrong_key_never_appears_and_its_packets_are_dropped() {
+    if std::env::var(MEMBER_ENV).is_ok() {
+        return;
+    }
+    let (tx, rx) = mpsc::channel();
+    let mut t = Transcript {
+        rx,
+        seen: Vec::new(),
+    };
+    let _a = spawn_keyed("a", None, Some(7), &tx);
+    let seed = t.addr_of("a", Duration::from_secs(10));
+    let _b = spawn_keyed("b", Some(&seed), Some(7), &tx);
+    t.wait_all(&all_say(&["a", "b"], "LIVE 1"), Duration::from_secs(10))
+        .expect("the keyed pair forms");
+    let _intruder = spawn_keyed("intruder", Some(&seed), Some(9), &tx);
+    // Each of its join attempts is a push-pull the seed cannot open.
+    let end = Instant::now() + Duration::from_secs(10);
+    let joined_failed = loop {
+        if t.seen
+            .iter()
+            .any(|(w, l)| w == "intruder" && l.starts_with("JOINFAILED"))
+        {
+            break true;
+        }
+        let left = end.saturating_duration_since(Instant::now());
+        match t.rx.recv_timeout(left) {
+            Ok(line) => t.seen.push(line),
+            Err(_) => break false,
+        }
+    };
+    assert!(
+        joined_failed,
+        "the intruder's join did not fail: {:?}",
+        t.seen
+    );
+    let dropped_by_a = |t: &Transcript| {
+        t.seen
+            .iter()
+            .filter(|(w, l)| w == "a" && l.starts_with("DROPPED "))
+            .filter_map(|(_, l)| l["DROPPED ".len()..].parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    // Four attempts, four sealed messages a cannot open.
+    let end = Instant::now() + Duration::from_secs(3);
+    while dropped_by_a(&t) < 4 && Instant::now() < end {
+        if let Ok(line) = t.rx.recv_timeout(Duration::from_millis(100)) {
+            t.seen.push(line);
+        }
+    }
+    assert!(dropped_by_a(&t) >= 4, "{:?}", t.seen);
+    assert!(!t
+        .seen
+        .iter()
+        .any(|(_, l)| l.starts_with("EVENT") && l.ends_with("intruder")));
+    assert!(!t.said("a", "LIVE 2") && !t.said("b", "LIVE 2"));
 }

@@ -76,6 +76,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures::Stream;
 use parking_lot::Mutex;
@@ -227,7 +228,12 @@ impl Membership {
             else {
                 break;
             };
-            let answered = count_answers(waiting).await;
+            // Each exchange is bounded by the stream timeout; the margin covers scheduling,
+            // and the bound covers an exchange the core did not start (an oversized state).
+            let bound = config.stream_timeout + Duration::from_millis(500);
+            let answered = tokio::time::timeout(bound, count_answers(waiting))
+                .await
+                .unwrap_or(0);
             if answered > 0 {
                 return Ok(answered);
             }
@@ -254,6 +260,11 @@ impl Membership {
         }
         let now = self.shared.now();
         op(&mut core.swim, now);
+        // Forget waiters whose caller gave up (timed out or dropped).
+        core.waiters.retain(|_, w| {
+            w.retain(|tx| !tx.is_closed());
+            !w.is_empty()
+        });
         let waiting = targets
             .iter()
             .map(|t| {

@@ -16,7 +16,7 @@
 //! | [`timeout`] | a deadline per call, with an optional per-request override |
 //! | [`balance`] | a load balancer over a changing endpoint set, with pluggable pickers and per-endpoint circuit breakers |
 //! | [`discover`] | simple endpoint sources: a fixed list, a channel-fed set |
-//! | [`gossip`] | SWIM + Lifeguard membership: sans-IO core, wire format, keyring, simulator |
+//! | [`gossip`] | SWIM + Lifeguard membership: sans-IO core, wire format, keyring, simulator, tokio runtime, discovery source |
 //!
 //! [tower]: https://docs.rs/tower
 #![warn(missing_docs)]

@@ -24,13 +24,20 @@
 //! suspicions and buddy system; periodic push-pull anti-entropy; Serf's reconnection
 //! to failed members and reaping.
 //!
-//! Not here yet: the tokio UDP/TCP runtime that drives [`Swim`] over real sockets, and
-//! the adapter that turns membership events into a `tower::discover::Discover` stream.
+//! - [`runtime`]: the tokio driver ([`Membership`]): the UDP socket, the TCP listener
+//!   for joins and push-pull, the timers; joining with retries, graceful leave, events
+//!   and counters through a cloneable handle.
+//! - [`discover`]: the view as a `tower::discover::Discover` source of balancer
+//!   endpoints ([`GossipDiscover`]).
 
 pub mod codec;
+pub mod discover;
 pub mod keyring;
 pub mod proto;
+pub mod runtime;
 pub mod sim;
 
+pub use discover::GossipDiscover;
 pub use keyring::Keyring;
 pub use proto::{Config, Event, Identity, Member, MemberState, Swim, Transmit, Transport};
+pub use runtime::{Membership, MembershipConfig};

@@ -1,0 +1,182 @@
+//! How a [`Membership`](super::Membership) binds, joins, frames its streams and leaves.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::error::ConfigError;
+use crate::gossip::proto::Config;
+
+/// The configuration of one member's runtime: its identity, where it listens, whom it
+/// joins through, and the protocol [`Config`] it runs.
+///
+/// ```
+/// use palisade::gossip::proto::Config;
+/// use palisade::gossip::runtime::MembershipConfig;
+///
+/// let config = MembershipConfig::new("node-1", "127.0.0.1:0".parse().unwrap())
+///     .seeds(["127.0.0.1:7946".parse().unwrap()])
+///     .service_addr("127.0.0.1:8080".parse().unwrap())
+///     .tag("weight", "2")
+///     .protocol(Config::local());
+/// # drop(config);
+/// ```
+#[derive(Debug, Clone)]
+pub struct MembershipConfig {
+    pub(crate) name: String,
+    pub(crate) bind: SocketAddr,
+    pub(crate) advertise: Option<SocketAddr>,
+    pub(crate) service_addr: Option<SocketAddr>,
+    pub(crate) tags: BTreeMap<String, String>,
+    pub(crate) seeds: Vec<SocketAddr>,
+    pub(crate) protocol: Config,
+    pub(crate) join_attempts: u32,
+    pub(crate) join_backoff: (Duration, Duration),
+    pub(crate) stream_timeout: Duration,
+    pub(crate) max_inbound_streams: usize,
+    pub(crate) leave_timeout: Duration,
+    pub(crate) event_capacity: usize,
+}
+
+impl MembershipConfig {
+    /// A member named `name` listening (UDP and TCP, same port) on `bind`. Port 0 picks a
+    /// free port at start. Defaults: no seeds (a cluster of one until someone joins it),
+    /// the LAN protocol preset, 5 join attempts with backoff from 200 ms to 2 s, 2 s
+    /// stream timeout, 64 concurrent inbound streams, 3 s leave timeout, 1,024 buffered
+    /// events per subscriber.
+    pub fn new(name: impl Into<String>, bind: SocketAddr) -> Self {
+        Self {
+            name: name.into(),
+            bind,
+            advertise: None,
+            service_addr: None,
+            tags: BTreeMap::new(),
+            seeds: Vec::new(),
+            protocol: Config::lan(),
+            join_attempts: 5,
+            join_backoff: (Duration::from_millis(200), Duration::from_secs(2)),
+            stream_timeout: Duration::from_secs(2),
+            max_inbound_streams: 64,
+            leave_timeout: Duration::from_secs(3),
+            event_capacity: 1024,
+        }
+    }
+
+    /// The gossip address other members reach this one at, when it differs from the
+    /// bound address (binding `0.0.0.0`, NAT). Required when `bind` is unspecified.
+    pub fn advertise_addr(mut self, addr: SocketAddr) -> Self {
+        self.advertise = Some(addr);
+        self
+    }
+
+    /// The address of the service this member offers, announced to the others (what a
+    /// [`GossipDiscover`](crate::gossip::discover::GossipDiscover) connects to).
+    pub fn service_addr(mut self, addr: SocketAddr) -> Self {
+        self.service_addr = Some(addr);
+        self
+    }
+
+    /// Adds a tag announced with this member (e.g. `weight`, `zone`).
+    pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.tags.insert(key.into(), value.into());
+        self
+    }
+
+    /// Gossip addresses of existing members to join through at start. Any one answering
+    /// is enough; when none answers, joining is retried (see
+    /// [`join_attempts`](Self::join_attempts)).
+    pub fn seeds(mut self, seeds: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.seeds = seeds.into_iter().collect();
+        self
+    }
+
+    /// The protocol configuration (timings, keys, label). Default [`Config::lan`].
+    pub fn protocol(mut self, config: Config) -> Self {
+        self.protocol = config;
+        self
+    }
+
+    /// How many rounds of join attempts (each to every seed at once) before
+    /// [`Membership::start`](super::Membership::start) gives up. At least 1.
+    pub fn join_attempts(mut self, attempts: u32) -> Self {
+        self.join_attempts = attempts;
+        self
+    }
+
+    /// Backoff between join rounds: jittered, doubling from `initial` up to `max`.
+    pub fn join_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.join_backoff = (initial, max);
+        self
+    }
+
+    /// The bound on one stream exchange (connect, send, receive the answer), in each
+    /// direction. Not zero.
+    pub fn stream_timeout(mut self, timeout: Duration) -> Self {
+        self.stream_timeout = timeout;
+        self
+    }
+
+    /// The most inbound stream connections handled at once; more are closed at accept.
+    /// At least 1.
+    pub fn max_inbound_streams(mut self, n: usize) -> Self {
+        self.max_inbound_streams = n;
+        self
+    }
+
+    /// How long a graceful [`leave`](super::Membership::leave) may take before the
+    /// member stops anyway.
+    pub fn leave_timeout(mut self, timeout: Duration) -> Self {
+        self.leave_timeout = timeout;
+        self
+    }
+
+    /// How many events each [`subscribe`](super::Membership::subscribe)r may fall behind
+    /// before it loses the oldest. At least 1.
+    pub fn event_capacity(mut self, n: usize) -> Self {
+        self.event_capacity = n;
+        self
+    }
+
+    /// The member's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Checks every field; the error names the setter of the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.protocol.validate()?;
+        if self.bind.ip().is_unspecified() && self.advertise.is_none() {
+            return Err(ConfigError::new(
+                "advertise_addr",
+                "required when binding an unspecified address (0.0.0.0 or ::)",
+            ));
+        }
+        if let Some(a) = self.advertise {
+            if a.ip().is_unspecified() || a.port() == 0 {
+                return Err(ConfigError::new(
+                    "advertise_addr",
+                    "must be a specific address with a port",
+                ));
+            }
+        }
+        if self.join_attempts == 0 {
+            return Err(ConfigError::new("join_attempts", "must be at least 1"));
+        }
+        if self.join_backoff.0.is_zero() {
+            return Err(ConfigError::new("join_backoff", "initial must not be zero"));
+        }
+        if self.stream_timeout.is_zero() {
+            return Err(ConfigError::new("stream_timeout", "must not be zero"));
+        }
+        if self.max_inbound_streams == 0 {
+            return Err(ConfigError::new(
+                "max_inbound_streams",
+                "must be at least 1",
+            ));
+        }
+        if self.event_capacity == 0 {
+            return Err(ConfigError::new("event_capacity", "must be at least 1"));
+        }
+        Ok(())
+    }
+}

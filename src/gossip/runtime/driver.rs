@@ -1,0 +1,339 @@
+//! The task that drives one [`Swim`]: the UDP socket, the TCP listener, the timers.
+//!
+//! Everything that touches the protocol state goes through one `parking_lot` mutex held
+//! for a synchronous step (hand a packet or a tick to the core, drain what it queued),
+//! never across an `.await`. The driver is the only one that drains transmits and
+//! events; the handle's commands change the core under the lock and wake the driver.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::{timeout, Instant};
+
+use super::config::MembershipConfig;
+use super::stream::{read_message, write_message, ReadError};
+use crate::gossip::proto::{Event, Swim, Transmit, Transport};
+
+/// The largest UDP datagram; anything read is handed to the core, which drops (and
+/// counts) what exceeds `max_packet_size`.
+const MAX_DATAGRAM: usize = 65_536;
+
+/// The protocol state and who waits on it.
+pub(crate) struct Core {
+    pub(crate) swim: Swim,
+    /// Join / leave callers waiting for a stream exchange with an address to complete:
+    /// `true` if it answered.
+    pub(crate) waiters: HashMap<SocketAddr, Vec<oneshot::Sender<bool>>>,
+    pub(crate) stopped: bool,
+}
+
+/// Counters kept by the runtime (the core keeps its own).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) streams_accepted: AtomicU64,
+    pub(crate) streams_refused: AtomicU64,
+    pub(crate) streams_oversized: AtomicU64,
+    pub(crate) stream_failures: AtomicU64,
+    pub(crate) send_errors: AtomicU64,
+    pub(crate) recv_errors: AtomicU64,
+}
+
+/// What the handles and the driver share.
+pub(crate) struct Shared {
+    pub(crate) core: Mutex<Core>,
+    pub(crate) config: MembershipConfig,
+    pub(crate) epoch: Instant,
+    /// Wakes the driver after a command changed the core.
+    pub(crate) wake: Notify,
+    /// Signalled after every driver step (a leave watches its progress with it).
+    pub(crate) stepped: Notify,
+    /// Taken (dropped) when the driver stops, which ends every subscription.
+    pub(crate) events: Mutex<Option<broadcast::Sender<Event>>>,
+    /// Bumped whenever the view may have changed (events, local updates).
+    pub(crate) version: watch::Sender<u64>,
+    pub(crate) stop: watch::Sender<bool>,
+    pub(crate) counters: Counters,
+}
+
+impl Shared {
+    /// Nanoseconds since the runtime started, on tokio's clock.
+    pub(crate) fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    pub(crate) fn bump(&self) {
+        self.version.send_modify(|v| *v = v.wrapping_add(1));
+    }
+}
+
+enum StreamMsg {
+    /// A message received on an inbound connection; the answer goes back on `reply`.
+    Inbound {
+        from: SocketAddr,
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<Vec<u8>>,
+    },
+    /// An outbound exchange with `to` ended: its answer, or `None` if it failed.
+    Answered {
+        to: SocketAddr,
+        bytes: Option<Vec<u8>>,
+    },
+}
+
+/// Runs until `stop` turns true (or its sender is gone).
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    udp: UdpSocket,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (tx, mut rx) = mpsc::channel::<StreamMsg>(shared.config.max_inbound_streams + 64);
+    let accept = AbortOnDrop(tokio::spawn(accept_loop(
+        listener,
+        tx.clone(),
+        Arc::clone(&shared),
+    )));
+    let mut outbound = JoinSet::new();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let deadline = {
+            let core = shared.core.lock();
+            let now = shared.now();
+            // Never sleep past an hour: a `u64::MAX` deadline means "nothing scheduled".
+            let at = core
+                .swim
+                .next_deadline()
+                .min(now.saturating_add(3_600_000_000_000));
+            shared.epoch + Duration::from_nanos(at)
+        };
+        let mut answer = None;
+        tokio::select! {
+            biased;
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    break;
+                }
+            }
+            // Timers before packets: a flood of datagrams must not starve the probes.
+            _ = tokio::time::sleep_until(deadline) => {
+                let mut core = shared.core.lock();
+                let now = shared.now();
+                core.swim.handle_timeout(now);
+            }
+            Some(msg) = rx.recv() => match msg {
+                StreamMsg::Inbound { from, bytes, reply } => {
+                    let mut core = shared.core.lock();
+                    let now = shared.now();
+                    core.swim.handle_stream(from, &bytes, now);
+                    answer = Some((from, reply));
+                }
+                StreamMsg::Answered { to, bytes } => {
+                    let mut core = shared.core.lock();
+                    let ok = bytes.is_some();
+                    if let Some(bytes) = bytes {
+                        let now = shared.now();
+                        core.swim.handle_stream(to, &bytes, now);
+                    }
+                    for w in core.waiters.remove(&to).unwrap_or_default() {
+                        let _ = w.send(ok);
+                    }
+                }
+            },
+            received = udp.recv_from(&mut buf) => match received {
+                Ok((n, from)) => {
+                    let mut core = shared.core.lock();
+                    let now = shared.now();
+                    core.swim.handle_datagram(from, &buf[..n], now);
+                }
+                Err(_) => {
+                    shared.counters.recv_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+            _ = shared.wake.notified() => {}
+            Some(_) = outbound.join_next(), if !outbound.is_empty() => {}
+        }
+        flush(&shared, &udp, &tx, &mut outbound, answer).await;
+        shared.stepped.notify_waiters();
+    }
+    drop(accept);
+    outbound.abort_all();
+    let mut core = shared.core.lock();
+    core.stopped = true;
+    // Dropping the waiters tells join / leave callers that nothing will answer.
+    core.waiters.clear();
+    drop(core);
+    shared.events.lock().take();
+    shared.bump();
+    shared.stepped.notify_waiters();
+}
+
+/// Sends what the core queued and publishes its events. A stream transmit to the peer
+/// of the inbound exchange being answered goes back on that connection.
+async fn flush(
+    shared: &Arc<Shared>,
+    udp: &UdpSocket,
+    tx: &mpsc::Sender<StreamMsg>,
+    outbound: &mut JoinSet<()>,
+    mut answer: Option<(SocketAddr, oneshot::Sender<Vec<u8>>)>,
+) {
+    let (transmits, events) = {
+        let mut core = shared.core.lock();
+        let transmits: Vec<Transmit> = core.swim.drain_transmits().collect();
+        let events: Vec<Event> = std::iter::from_fn(|| core.swim.poll_event()).collect();
+        (transmits, events)
+    };
+    for t in transmits {
+        match t.transport {
+            Transport::Datagram => {
+                if udp.send_to(&t.bytes, t.to).await.is_err() {
+                    shared.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Transport::Stream => {
+                if answer.as_ref().is_some_and(|(from, _)| *from == t.to) {
+                    if let Some((_, reply)) = answer.take() {
+                        let _ = reply.send(t.bytes);
+                    }
+                    continue;
+                }
+                let tx = tx.clone();
+                let limit = shared.config.stream_timeout;
+                let max = shared.config.protocol.max_stream_size;
+                let shared = Arc::clone(shared);
+                outbound.spawn(async move {
+                    let bytes = timeout(limit, exchange(t.to, &t.bytes, max))
+                        .await
+                        .ok()
+                        .flatten();
+                    if bytes.is_none() {
+                        #[cfg(feature = "tracing")]
+                        tracing::debug!(to = %t.to, "gossip stream exchange failed");
+                        shared
+                            .counters
+                            .stream_failures
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    let _ = tx.send(StreamMsg::Answered { to: t.to, bytes }).await;
+                });
+            }
+        }
+    }
+    if !events.is_empty() {
+        shared.bump();
+        #[cfg(feature = "tracing")]
+        for e in &events {
+            let kind = match e {
+                Event::Join(_) => "join",
+                Event::Leave(_) => "leave",
+                Event::Failed(_) => "failed",
+                Event::Update(_) => "update",
+                Event::Reap(_) => "reap",
+            };
+            tracing::debug!(member = e.member().name(), kind, "gossip membership event");
+        }
+        if let Some(sender) = shared.events.lock().as_ref() {
+            for e in events {
+                // No subscriber is fine: events are also readable as the view.
+                let _ = sender.send(e);
+            }
+        }
+    }
+}
+
+/// One outbound exchange: connect, send, read the answer.
+async fn exchange(to: SocketAddr, bytes: &[u8], max: usize) -> Option<Vec<u8>> {
+    let mut stream = TcpStream::connect(to).await.ok()?;
+    let _ = stream.set_nodelay(true);
+    write_message(&mut stream, bytes).await.ok()?;
+    read_message(&mut stream, max).await.ok()
+}
+
+async fn accept_loop(listener: TcpListener, tx: mpsc::Sender<StreamMsg>, shared: Arc<Shared>) {
+    let limit = Arc::new(Semaphore::new(shared.config.max_inbound_streams));
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => match Arc::clone(&limit).try_acquire_owned() {
+                    Ok(permit) => {
+                        shared.counters.streams_accepted.fetch_add(1, Ordering::Relaxed);
+                        let tx = tx.clone();
+                        let shared = Arc::clone(&shared);
+                        connections.spawn(async move {
+                            inbound(stream, peer, tx, &shared).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        shared.counters.streams_refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                },
+                // Out of descriptors or a reset before accept: pause rather than spin.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+async fn inbound(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    tx: mpsc::Sender<StreamMsg>,
+    shared: &Shared,
+) {
+    let limit = shared.config.stream_timeout;
+    let max = shared.config.protocol.max_stream_size;
+    let bytes = match timeout(limit, read_message(&mut stream, max)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(ReadError::Oversized)) => {
+            #[cfg(feature = "tracing")]
+            tracing::debug!(%peer, "gossip stream over max_stream_size refused");
+            shared
+                .counters
+                .streams_oversized
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        Ok(Err(ReadError::Closed)) => return,
+        Ok(Err(ReadError::Io)) | Err(_) => {
+            shared
+                .counters
+                .stream_failures
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    let (reply, answer) = oneshot::channel();
+    if tx
+        .send(StreamMsg::Inbound {
+            from: peer,
+            bytes,
+            reply,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    // No answer (a dropped packet, or an answer to an answer) closes the connection.
+    if let Ok(Ok(answer)) = timeout(limit, answer).await {
+        let _ = timeout(limit, write_message(&mut stream, &answer)).await;
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,85 @@
+//! Why a member could not start or join.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+
+use crate::error::ConfigError;
+
+/// [`Membership::start`](super::Membership::start) failed; nothing keeps running.
+#[derive(Debug)]
+pub enum StartError {
+    /// The configuration (or the identity it describes) is invalid.
+    Config(ConfigError),
+    /// The gossip address could not be bound (taken, not local, not permitted), for UDP
+    /// or for TCP.
+    Bind {
+        /// The address that was asked for.
+        addr: SocketAddr,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// No seed answered in any join attempt.
+    Join(JoinError),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Config(e) => write!(f, "invalid membership configuration: {e}"),
+            StartError::Bind { addr, source } => {
+                write!(f, "cannot bind gossip address {addr}: {source}")
+            }
+            StartError::Join(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Config(e) => Some(e),
+            StartError::Bind { source, .. } => Some(source),
+            StartError::Join(e) => Some(e),
+        }
+    }
+}
+
+impl From<ConfigError> for StartError {
+    fn from(e: ConfigError) -> Self {
+        StartError::Config(e)
+    }
+}
+
+/// No seed answered a join (a full-state exchange over TCP) in any attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinError {
+    /// The seeds that were tried (this member's own address excluded).
+    pub seeds: Vec<SocketAddr>,
+    /// How many rounds were made.
+    pub attempts: u32,
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "no seed answered after {} join attempt(s) to {:?}",
+            self.attempts, self.seeds
+        )
+    }
+}
+
+impl std::error::Error for JoinError {}
+
+/// The member was shut down (or dropped); the operation cannot run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stopped;
+
+impl fmt::Display for Stopped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the membership runtime has stopped")
+    }
+}
+
+impl std::error::Error for Stopped {}

@@ -1,0 +1,581 @@
+//! The tokio runtime of a gossip member: sockets and timers around the sans-IO core.
+//!
+//! [`Membership::start`] binds one UDP socket and one TCP listener on the same address,
+//! builds a [`Swim`] for the configured identity, spawns the
+//! task that drives it, joins the cluster through the seeds, and returns a cheap,
+//! cloneable handle.
+//!
+//! - **Datagrams** (probes, acks, gossip) travel over UDP, one packet per datagram.
+//! - **Streams** (push-pull: joins, anti-entropy, reconnects, acknowledged leaves)
+//!   travel over TCP, one connection per exchange, length-prefixed, bounded by the
+//!   protocol's `max_stream_size` and by a [stream timeout](MembershipConfig::stream_timeout)
+//!   at every step; inbound connections are capped. Wire: a big-endian `u32` length,
+//!   then the sealed message; the answer comes back on the same connection.
+//! - **Timers**: the driver sleeps until the core's next deadline, on tokio's clock
+//!   (so a paused test clock jumps while the runtime is idle, and real-socket members
+//!   then suspect each other: use the [simulator](crate::gossip::sim) for virtual
+//!   time).
+//! - **Answers**: an inbound stream message is handed to the core with the peer's TCP
+//!   address as `from`; the core's answer (a stream transmit to that address, queued by
+//!   the same call) is written back on the same connection, so answers need no
+//!   listening port on the initiator's side and pass NAT.
+//!
+//! # The handle
+//! [`Membership`] reads the view ([`members`](Membership::members),
+//! [`local`](Membership::local)), changes this member's metadata
+//! ([`set_tags`](Membership::set_tags), [`set_service_addr`](Membership::set_service_addr)),
+//! delivers events ([`subscribe`](Membership::subscribe) for a broadcast receiver,
+//! [`events`](Membership::events) for a `Stream`), exposes counters
+//! ([`stats`](Membership::stats)), feeds a balancer
+//! ([`discover`](Membership::discover)), and ends the member:
+//! - [`leave`](Membership::leave) then [`shutdown`](Membership::shutdown): graceful. The
+//!   leave is gossiped and also sent over TCP to up to three live members; it completes
+//!   when one of them acknowledged it (answered the exchange) and the gossip queue is
+//!   empty, or when the [leave timeout](MembershipConfig::leave_timeout) passes.
+//!   Others see [`Event::Leave`].
+//! - [`kill`](Membership::kill), or dropping the last clone of the handle: abrupt, like
+//!   a crash. The sockets close at once; others see the member `Failed` after their
+//!   suspicion timeout.
+//!
+//! Clones share the one member. After the member stopped, reads return the last view
+//! and commands return [`Stopped`].
+//!
+//! ```
+//! use palisade::gossip::proto::Config;
+//! use palisade::gossip::runtime::{Membership, MembershipConfig};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let a = Membership::start(
+//!     MembershipConfig::new("a", "127.0.0.1:0".parse()?).protocol(Config::local()),
+//! )
+//! .await?;
+//! let b = Membership::start(
+//!     MembershipConfig::new("b", "127.0.0.1:0".parse()?)
+//!         .protocol(Config::local())
+//!         .seeds([a.gossip_addr()]),
+//! )
+//! .await?; // returns once `a` answered the join
+//! assert_eq!(b.members().len(), 1);
+//! b.shutdown().await; // leaves gracefully: `a` sees Event::Leave
+//! # a.kill();
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+pub(crate) mod driver;
+mod error;
+mod stream;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::Stream;
+use parking_lot::Mutex;
+use rand::seq::SliceRandom;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{broadcast, oneshot, watch, Notify};
+use tokio::time::Instant;
+
+pub use config::MembershipConfig;
+pub use error::{JoinError, StartError, Stopped};
+
+use crate::error::ConfigError;
+use crate::gossip::keyring::Keyring;
+use crate::gossip::proto::{Event, Identity, Member, MemberState, Stats, Swim};
+use crate::transport::Backoff;
+use driver::{Core, Counters, Shared};
+
+/// A running gossip member. See the [module docs](self).
+#[derive(Clone)]
+pub struct Membership {
+    shared: Arc<Shared>,
+    owner: Arc<Owner>,
+}
+
+/// Stops the driver when the last handle goes.
+struct Owner {
+    shared: Arc<Shared>,
+    driver: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let _ = self.shared.stop.send(true);
+    }
+}
+
+/// Counters of one member: the core's (packets and bytes sent and received, drops by
+/// reason) and the runtime's (stream connections, socket errors).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MembershipStats {
+    /// The protocol's counters: `packets_received` includes dropped ones, `drops` counts
+    /// them by reason (bad authentication, malformed, oversized, replayed...).
+    pub protocol: Stats,
+    /// Inbound stream connections accepted.
+    pub streams_accepted: u64,
+    /// Inbound stream connections closed at accept because too many were open.
+    pub streams_refused: u64,
+    /// Inbound stream messages refused because their length exceeded `max_stream_size`
+    /// (never read, so the core never saw them).
+    pub streams_oversized: u64,
+    /// Stream exchanges that failed: connect refused, reset, timed out, no answer.
+    pub stream_failures: u64,
+    /// Datagrams the socket refused to send.
+    pub send_errors: u64,
+    /// Errors receiving datagrams.
+    pub recv_errors: u64,
+}
+
+impl MembershipStats {
+    /// Every received packet or stream message dropped without effect: the core's drops
+    /// plus oversized stream messages.
+    pub fn dropped(&self) -> u64 {
+        self.protocol.drops.total() + self.streams_oversized
+    }
+}
+
+impl Membership {
+    /// Binds, starts the member and joins the cluster through the configured seeds (if
+    /// any). Returns once a seed answered, or with [`StartError::Join`] after the last
+    /// join attempt; [`StartError::Bind`] when the address is taken or not local;
+    /// [`StartError::Config`] for an invalid configuration. On error nothing keeps
+    /// running. Needs a tokio runtime with I/O and time enabled.
+    pub async fn start(config: MembershipConfig) -> Result<Membership, StartError> {
+        config.validate()?;
+        let (udp, listener) = bind(config.bind).await?;
+        let bound = udp.local_addr().map_err(|source| StartError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        let gossip_addr = config.advertise.unwrap_or(bound);
+        let mut identity =
+            Identity::new(config.name.clone(), gossip_addr).with_tags(config.tags.clone());
+        if let Some(s) = config.service_addr {
+            identity = identity.with_service_addr(s);
+        }
+        let epoch = Instant::now();
+        let swim = Swim::new(identity, config.protocol.clone(), 0)?;
+        let (events, _) = broadcast::channel(config.event_capacity);
+        let (version, _) = watch::channel(0);
+        let (stop, stop_rx) = watch::channel(false);
+        let seeds = config.seeds.clone();
+        let shared = Arc::new(Shared {
+            core: Mutex::new(Core {
+                swim,
+                waiters: Default::default(),
+                stopped: false,
+            }),
+            config,
+            epoch,
+            wake: Notify::new(),
+            stepped: Notify::new(),
+            events: Mutex::new(Some(events)),
+            version,
+            stop,
+            counters: Counters::default(),
+        });
+        let driver = tokio::spawn(driver::run(Arc::clone(&shared), udp, listener, stop_rx));
+        let membership = Membership {
+            owner: Arc::new(Owner {
+                shared: Arc::clone(&shared),
+                driver: Mutex::new(Some(driver)),
+            }),
+            shared,
+        };
+        if !seeds.is_empty() {
+            if let Err(e) = membership.join(&seeds).await {
+                #[cfg(feature = "tracing")]
+                tracing::warn!(error = %e, "gossip join failed; stopping");
+                // Stop and wait, so that the address is free again when this returns.
+                membership.kill();
+                membership.wait_stopped().await;
+                return Err(StartError::Join(e));
+            }
+        }
+        Ok(membership)
+    }
+
+    /// Joins (more of) the cluster through `seeds`: a full-state exchange with each, in
+    /// rounds, until at least one answers; between rounds it waits a jittered, doubling
+    /// backoff. Returns how many seeds answered in the successful round, or a
+    /// [`JoinError`] after the configured number of attempts. This member's own address
+    /// is skipped; with no other seed it returns `Ok(0)` at once.
+    pub async fn join(&self, seeds: &[SocketAddr]) -> Result<usize, JoinError> {
+        let me = self.gossip_addr();
+        let mut targets: Vec<SocketAddr> = seeds.iter().copied().filter(|s| *s != me).collect();
+        targets.sort();
+        targets.dedup();
+        let config = &self.shared.config;
+        let error = JoinError {
+            seeds: targets.clone(),
+            attempts: config.join_attempts,
+        };
+        if targets.is_empty() {
+            return Ok(0);
+        }
+        let backoff = Backoff::new(config.join_backoff.0, config.join_backoff.1);
+        for attempt in 0..config.join_attempts {
+            let Ok(waiting) = self.exchange_with(&targets, |swim, now| swim.join(&targets, now))
+            else {
+                break;
+            };
+            // Each exchange is bounded by the stream timeout; the margin covers scheduling,
+            // and the bound covers an exchange the core did not start (an oversized state).
+            let bound = config.stream_timeout + Duration::from_millis(500);
+            let answered = tokio::time::timeout(bound, count_answers(waiting))
+                .await
+                .unwrap_or(0);
+            if answered > 0 {
+                return Ok(answered);
+            }
+            #[cfg(feature = "tracing")]
+            tracing::debug!(attempt, seeds = ?targets, "gossip join: no seed answered");
+            if attempt + 1 < config.join_attempts {
+                let delay = backoff.delay(attempt, &mut rand::rng());
+                tokio::time::sleep(delay).await;
+            }
+        }
+        Err(error)
+    }
+
+    /// Runs `op` on the core, registers a waiter per address for the stream exchanges
+    /// it started, and wakes the driver to send them.
+    fn exchange_with(
+        &self,
+        targets: &[SocketAddr],
+        op: impl FnOnce(&mut Swim, u64),
+    ) -> Result<Vec<oneshot::Receiver<bool>>, Stopped> {
+        let mut core = self.shared.core.lock();
+        if core.stopped {
+            return Err(Stopped);
+        }
+        let now = self.shared.now();
+        op(&mut core.swim, now);
+        // Forget waiters whose caller gave up (timed out or dropped).
+        core.waiters.retain(|_, w| {
+            w.retain(|tx| !tx.is_closed());
+            !w.is_empty()
+        });
+        let waiting = targets
+            .iter()
+            .map(|t| {
+                let (tx, rx) = oneshot::channel();
+                core.waiters.entry(*t).or_default().push(tx);
+                rx
+            })
+            .collect();
+        drop(core);
+        self.shared.wake.notify_one();
+        Ok(waiting)
+    }
+
+    /// Leaves the cluster gracefully, bounded by the
+    /// [leave timeout](MembershipConfig::leave_timeout): the others will see
+    /// [`Event::Leave`]. Returns `true` if the leave was acknowledged by a live member
+    /// over TCP and fully gossiped (or there was nobody to tell), `false` if the timeout
+    /// cut it short. The member keeps running (answering probes as left) until
+    /// [`shutdown`](Self::shutdown) or [`kill`](Self::kill). Calling it again is harmless.
+    pub async fn leave(&self) -> bool {
+        let deadline = Instant::now() + self.shared.config.leave_timeout;
+        let peers: Vec<SocketAddr> = {
+            let core = self.shared.core.lock();
+            let mut live: Vec<SocketAddr> = core
+                .swim
+                .members()
+                .filter(|m| m.state() == MemberState::Alive)
+                .map(|m| m.gossip_addr())
+                .collect();
+            live.shuffle(&mut rand::rng());
+            live.truncate(3);
+            live
+        };
+        let Ok(waiting) = self.exchange_with(&peers, |swim, now| {
+            swim.leave(now);
+            // A push-pull while leaving carries this member as left; the answer is the
+            // acknowledgement.
+            swim.join(&peers, now);
+        }) else {
+            return false;
+        };
+        self.shared.bump();
+        let acked = async {
+            peers.is_empty()
+                || tokio::time::timeout_at(deadline, count_answers(waiting))
+                    .await
+                    .is_ok_and(|n| n > 0)
+        };
+        if !acked.await {
+            return false;
+        }
+        // Then let the gossip queue drain (the others spread it further).
+        loop {
+            let stepped = self.shared.stepped.notified();
+            tokio::pin!(stepped);
+            stepped.as_mut().enable();
+            {
+                let core = self.shared.core.lock();
+                if core.stopped {
+                    return false;
+                }
+                if core.swim.pending_updates() == 0 || core.swim.live_members() == 0 {
+                    return true;
+                }
+            }
+            if tokio::time::timeout_at(deadline, stepped).await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// Leaves gracefully (see [`leave`](Self::leave)), then stops the member and waits
+    /// for its task to end: the sockets are closed when this returns. Other clones of
+    /// the handle see a stopped member.
+    pub async fn shutdown(&self) {
+        if !self.is_stopped() {
+            self.leave().await;
+        }
+        self.kill();
+        self.wait_stopped().await;
+    }
+
+    /// Waits for the driver task to end (once, for the first caller; later callers
+    /// return at once).
+    async fn wait_stopped(&self) {
+        let driver = self.owner.driver.lock().take();
+        if let Some(driver) = driver {
+            let _ = driver.await;
+        }
+    }
+
+    /// Stops the member at once, without leaving: to the others it looks like a crash.
+    /// The driver closes the sockets as soon as it runs next.
+    pub fn kill(&self) {
+        let _ = self.shared.stop.send(true);
+    }
+
+    /// Whether the member has stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.core.lock().stopped || *self.shared.stop.borrow()
+    }
+
+    /// The address other members gossip with this one at.
+    pub fn gossip_addr(&self) -> SocketAddr {
+        self.shared.core.lock().swim.local().gossip_addr()
+    }
+
+    /// This member as it announces itself.
+    pub fn local(&self) -> Member {
+        self.shared.core.lock().swim.local().clone()
+    }
+
+    /// Every other member this one knows, in any state (failed and left ones until
+    /// reaped).
+    pub fn members(&self) -> Vec<Member> {
+        self.shared.core.lock().swim.members().cloned().collect()
+    }
+
+    /// One member by name (this one included).
+    pub fn member(&self, name: &str) -> Option<Member> {
+        self.shared.core.lock().swim.member(name).cloned()
+    }
+
+    /// How many other members are alive or suspect.
+    pub fn live_members(&self) -> usize {
+        self.shared.core.lock().swim.live_members()
+    }
+
+    /// Lifeguard's local health score (0 is healthy; it grows when this member misses
+    /// acks or has to refute suspicions of itself, and stretches its probe timing).
+    pub fn health_score(&self) -> u32 {
+        self.shared.core.lock().swim.health_score()
+    }
+
+    /// Replaces this member's tags and spreads them (others see [`Event::Update`]).
+    /// Fails if they exceed the protocol's `max_tags_bytes`, or if the member stopped.
+    pub fn set_tags(&self, tags: BTreeMap<String, String>) -> Result<(), SetError> {
+        {
+            let mut core = self.shared.core.lock();
+            if core.stopped {
+                return Err(SetError::Stopped(Stopped));
+            }
+            let now = self.shared.now();
+            core.swim.set_tags(tags, now).map_err(SetError::Config)?;
+        }
+        self.shared.bump();
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// Replaces this member's service address and spreads it.
+    pub fn set_service_addr(&self, addr: Option<SocketAddr>) -> Result<(), Stopped> {
+        {
+            let mut core = self.shared.core.lock();
+            if core.stopped {
+                return Err(Stopped);
+            }
+            let now = self.shared.now();
+            core.swim.set_service_addr(addr, now);
+        }
+        self.shared.bump();
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// A receiver of every membership event from now on. A receiver that falls more
+    /// than [`event_capacity`](MembershipConfig::event_capacity) events behind gets
+    /// `RecvError::Lagged` and loses the oldest; the view ([`members`](Self::members))
+    /// is always complete. Once the member stops, the receiver gets the events it has
+    /// not read yet, then `RecvError::Closed`.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        match self.shared.events.lock().as_ref() {
+            Some(sender) => sender.subscribe(),
+            // Stopped: a receiver that is closed at once.
+            None => broadcast::channel(1).1,
+        }
+    }
+
+    /// The membership events from now on, as a `Stream`. It skips events lost to lag
+    /// (see [`subscribe`](Self::subscribe)) and ends when the member stops.
+    pub fn events(&self) -> EventStream {
+        let rx = self.subscribe();
+        EventStream {
+            inner: Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(e) => return Some((e, rx)),
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            })),
+        }
+    }
+
+    /// The counters of this member.
+    pub fn stats(&self) -> MembershipStats {
+        let protocol = *self.shared.core.lock().swim.stats();
+        let c = &self.shared.counters;
+        MembershipStats {
+            protocol,
+            streams_accepted: c.streams_accepted.load(Ordering::Relaxed),
+            streams_refused: c.streams_refused.load(Ordering::Relaxed),
+            streams_oversized: c.streams_oversized.load(Ordering::Relaxed),
+            stream_failures: c.stream_failures.load(Ordering::Relaxed),
+            send_errors: c.send_errors.load(Ordering::Relaxed),
+            recv_errors: c.recv_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Runs `f` on the keyring, to install, promote or remove keys at run time (rotation
+    /// without downtime: install the new key everywhere, then make it primary
+    /// everywhere, then remove the old one). `None` if packets are not sealed (no
+    /// keyring configured) or the member stopped.
+    pub fn with_keyring<R>(&self, f: impl FnOnce(&mut Keyring) -> R) -> Option<R> {
+        let mut core = self.shared.core.lock();
+        if core.stopped {
+            return None;
+        }
+        core.swim.keyring_mut().map(f)
+    }
+
+    /// The configuration it was started with.
+    pub fn config(&self) -> &MembershipConfig {
+        &self.shared.config
+    }
+
+    /// A receiver whose value changes whenever the view may have changed (an event, a
+    /// local update, the member stopping): the hook for adapters like
+    /// [`GossipDiscover`](crate::gossip::discover::GossipDiscover).
+    pub fn watch_changes(&self) -> watch::Receiver<u64> {
+        self.shared.version.subscribe()
+    }
+}
+
+impl fmt::Debug for Membership {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Membership")
+            .field("name", &self.shared.config.name)
+            .field("gossip_addr", &self.gossip_addr())
+            .field("live_members", &self.live_members())
+            .field("stopped", &self.is_stopped())
+            .finish()
+    }
+}
+
+/// Why [`Membership::set_tags`] failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetError {
+    /// The tags are too large (or a key or value is invalid).
+    Config(ConfigError),
+    /// The member stopped.
+    Stopped(Stopped),
+}
+
+impl fmt::Display for SetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetError::Config(e) => e.fmt(f),
+            SetError::Stopped(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for SetError {}
+
+/// The membership events of one member as a `Stream` (see [`Membership::events`]).
+pub struct EventStream {
+    inner: Pin<Box<dyn Stream<Item = Event> + Send>>,
+}
+
+impl Stream for EventStream {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+impl fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventStream").finish_non_exhaustive()
+    }
+}
+
+/// How many of the exchanges answered (a dropped waiter counts as no answer).
+async fn count_answers(waiting: Vec<oneshot::Receiver<bool>>) -> usize {
+    futures::future::join_all(waiting)
+        .await
+        .into_iter()
+        .filter(|r| matches!(r, Ok(true)))
+        .count()
+}
+
+/// Binds UDP and TCP on the same address. With port 0 the UDP port is picked first and
+/// TCP must get the same one; if TCP's is taken, try again with another.
+async fn bind(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), StartError> {
+    let err = |source: io::Error| StartError::Bind { addr, source };
+    let tries = if addr.port() == 0 { 16 } else { 1 };
+    let mut last = None;
+    for _ in 0..tries {
+        let udp = UdpSocket::bind(addr).await.map_err(err)?;
+        let bound = udp.local_addr().map_err(err)?;
+        match TcpListener::bind(bound).await {
+            Ok(listener) => return Ok((udp, listener)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(err(last.unwrap_or_else(|| io::Error::other("no port"))))
+}

@@ -64,8 +64,9 @@ where
     S: Service<u64, Response = u64>,
     S::Error: std::fmt::Debug,
 {
-    // Settle discovery and the first poll of every endpoint outside the measurement.
-    for i in 0..4 {
+    // Settle discovery (the balancer takes in at most 1,024 changes per poll) and the
+    // first poll of every endpoint outside the measurement.
+    for i in 0..64 {
         drive(svc.ready()).expect("ready");
         drive(svc.call(i)).expect("call");
     }

@@ -36,18 +36,39 @@ use std::time::{Duration, Instant};
 use palisade::gossip::sim::{fake_addr, MemberId, Network, Simulation};
 use palisade::gossip::{Config, Event, Identity};
 
-/// LAN defaults, except `suspicion_mult=N` on the command line overrides that knob.
+/// LAN defaults, except that `knob=value` arguments override these knobs:
+/// `probe_interval=<ms>`, `probe_timeout=<ms>`, `suspicion_mult=<n>`,
+/// `suspicion_max_timeout_mult=<n>`.
 fn lan() -> Config {
     let mut cfg = Config {
         seed: Some(42),
         ..Config::lan()
     };
     for arg in std::env::args() {
-        if let Some(v) = arg.strip_prefix("suspicion_mult=") {
-            cfg.suspicion_mult = v.parse().expect("suspicion_mult=<integer>");
+        let Some((knob, v)) = arg.split_once('=') else {
+            continue;
+        };
+        let int = || -> u64 { v.parse().unwrap_or_else(|_| panic!("{knob}=<integer>")) };
+        match knob {
+            "probe_interval" => cfg.probe_interval = Duration::from_millis(int()),
+            "probe_timeout" => cfg.probe_timeout = Duration::from_millis(int()),
+            "suspicion_mult" => cfg.suspicion_mult = int() as u32,
+            "suspicion_max_timeout_mult" => cfg.suspicion_max_timeout_mult = int() as u32,
+            "fp_runs" => {}
+            _ => panic!("unknown knob {knob}"),
         }
     }
+    cfg.validate().expect("valid knobs");
     cfg
+}
+
+/// The value of a `name=<integer>` argument.
+fn arg(name: &str) -> Option<u64> {
+    std::env::args().find_map(|a| {
+        a.strip_prefix(name)
+            .and_then(|v| v.strip_prefix('='))
+            .map(|v| v.parse().expect("an integer"))
+    })
 }
 
 /// `n` members named `node-0000` ... (fixed-width names, like host names, so that the
@@ -171,30 +192,48 @@ fn bandwidth(sim: &mut Simulation, n: usize) -> (f64, f64) {
     )
 }
 
+/// Failure events about members that never failed, split by who they were about.
+#[derive(Default)]
 struct FalsePositives {
-    events: usize,
+    /// About healthy, timely members.
     on_timely: usize,
+    /// About slow members.
+    on_slow: usize,
+    /// Distinct members declared failed at least once.
     victims: usize,
 }
 
-/// How late a slow member handles every input.
-const SLOW: Duration = Duration::from_millis(1500);
+/// The most a slow member handles an input late; each packet draws its own delay,
+/// uniform between zero and this (foca's "slow members delay their inputs by 0-2 s").
+const SLOW_MAX: Duration = Duration::from_secs(2);
 
-/// Failure events about members that never failed, over ten minutes with 10% loss and
-/// 5% of the members slow (every input `SLOW` late).
+/// Failure events over ten minutes with 10% loss and 5% of the members slow (one in
+/// twenty, every input late by a random `0..=SLOW_MAX`).
 fn false_positives(n: usize, lifeguard: bool, seed: u64) -> FalsePositives {
     let cfg = Config { lifeguard, ..lan() };
     let (mut sim, ids) = settled(n, &cfg, Network::lan(), seed);
     let slow: Vec<MemberId> = ids.iter().copied().step_by(20).collect();
     for &id in &slow {
-        sim.set_slow(id, SLOW);
+        sim.set_slow_between(id, Duration::ZERO, SLOW_MAX);
     }
     sim.set_network(Network::lan().with_loss(0.10));
     let slow_names: Vec<String> = slow.iter().map(|&i| sim.name(i).to_owned()).collect();
     let log: Rc<RefCell<Vec<String>>> = Rc::default();
     let l2 = log.clone();
-    sim.set_observer(move |_, _, e| {
+    let verbose = std::env::args().any(|a| a == "verbose");
+    let slow_ids = slow.clone();
+    let start = sim.now();
+    sim.set_observer(move |t, by, e| {
         if let Event::Failed(m) = e {
+            if verbose {
+                println!(
+                    "seed {seed} lifeguard {lifeguard}: at {:.1} s {by:?}{} declared {} (incarnation {}) failed",
+                    (t - start) as f64 / 1e9,
+                    if slow_ids.contains(&by) { " (slow)" } else { "" },
+                    m.name(),
+                    m.incarnation()
+                );
+            }
             l2.borrow_mut().push(m.name().to_owned());
         }
     });
@@ -203,9 +242,10 @@ fn false_positives(n: usize, lifeguard: bool, seed: u64) -> FalsePositives {
     let mut victims: Vec<&String> = log.iter().collect();
     victims.sort();
     victims.dedup();
+    let on_slow = log.iter().filter(|m| slow_names.contains(m)).count();
     FalsePositives {
-        events: log.len(),
-        on_timely: log.iter().filter(|m| !slow_names.contains(m)).count(),
+        on_timely: log.len() - on_slow,
+        on_slow,
         victims: victims.len(),
     }
 }
@@ -222,12 +262,14 @@ const SAMPLES: usize = 5;
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     let wall_only = std::env::args().any(|a| a == "wall");
-    let sizes: &[usize] = match (quick, wall_only) {
+    let fp_only = std::env::args().any(|a| a == "fp");
+    let sizes: &[usize] = match (quick, wall_only || fp_only) {
         (_, true) => &[],
         (true, _) => &[16, 128],
         _ => &[16, 128, 1024],
     };
-    if !wall_only {
+    let no_fp = std::env::args().any(|a| a == "nofp");
+    if !wall_only && !fp_only {
         println!("| members | cold start to complete views | update to 99.9%: median (max of {SAMPLES}) | crash seen by all, 1% loss: median (max of {SAMPLES}) | bytes/member/s | wall |");
         println!("|---:|---:|---:|---:|---:|---:|");
     }
@@ -258,6 +300,10 @@ fn main() {
     }
 
     let n = if quick { 128 } else { 1024 };
+    if fp_only {
+        false_positive_table(quick);
+        return;
+    }
     let wall = Instant::now();
     let mut sim = Simulation::new(3, Network::lan());
     let ids = add_members(&mut sim, n, &lan());
@@ -277,28 +323,36 @@ fn main() {
         wall.elapsed().as_secs_f64()
     );
 
-    if wall_only {
-        return;
+    if !wall_only && !no_fp {
+        false_positive_table(quick);
     }
+}
+
+/// Prints the false positives with Lifeguard on and off over the same seeded runs.
+fn false_positive_table(quick: bool) {
     let n = 128;
-    let runs = if quick { 1 } else { 3 };
+    let runs = arg("fp_runs").unwrap_or(if quick { 1 } else { 5 });
     println!(
-        "\nfalse positives, {n} members, 10 min, 10% loss, 5% slow ({} ms late), summed over {runs} seeded runs:",
-        SLOW.as_millis()
+        "\nfalse positives, {n} members, 10 min, 10% loss, 5% slow (each input 0-{} ms late), \
+         the same {runs} seeded runs with Lifeguard on and off:",
+        SLOW_MAX.as_millis()
     );
-    println!("| lifeguard | Failed events | on timely members | distinct members |");
+    println!("| lifeguard | Failed events about timely members | about slow members | distinct members |");
     println!("|---|---:|---:|---:|");
     for on in [true, false] {
-        let (mut events, mut on_timely, mut victims) = (0, 0, 0);
+        let mut sum = FalsePositives::default();
         for seed in 0..runs {
             let fp = false_positives(n, on, 7 + seed);
-            events += fp.events;
-            on_timely += fp.on_timely;
-            victims += fp.victims;
+            sum.on_timely += fp.on_timely;
+            sum.on_slow += fp.on_slow;
+            sum.victims += fp.victims;
         }
         println!(
-            "| {} | {events} | {on_timely} | {victims} |",
+            "| {} | {} | {} | {} |",
             if on { "on" } else { "off" },
+            sum.on_timely,
+            sum.on_slow,
+            sum.victims
         );
     }
 }

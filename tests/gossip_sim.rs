@@ -97,6 +97,52 @@ fn no_healthy_member_is_declared_dead_at_ten_percent_loss() {
 }
 
 #[test]
+fn crash_in_128_members_is_seen_by_all_within_8_seconds_at_one_percent_loss() {
+    let n = 128;
+    let (mut sim, ids, log) = cluster(n, &lan(3), Network::lan(), 13);
+    sim.set_network(Network::lan().with_loss(0.01));
+    sim.run_for(Duration::from_secs(5));
+    for (k, &victim) in [ids[17], ids[90]].iter().enumerate() {
+        log.borrow_mut().clear();
+        let name = sim.name(victim).to_owned();
+        sim.crash(victim);
+        // Issue 4's target for the LAN preset: every other live member reports the
+        // crash within 8 s.
+        sim.run_for(Duration::from_secs(8));
+        let failed = count(&log, |e| matches!(e, Event::Failed(m) if m.name() == name));
+        assert_eq!(failed, n - 1 - k, "every live member saw crash {k} in 8 s");
+        assert_eq!(
+            count(&log, |e| matches!(e, Event::Failed(m) if m.name() != name)),
+            0,
+            "no one else was declared failed"
+        );
+        sim.run_for(Duration::from_secs(10));
+    }
+}
+
+#[test]
+fn members_probing_a_crashed_member_get_their_nacks_and_stay_healthy() {
+    let (mut sim, ids, _log) = cluster(6, &lan(4), Network::lan(), 14);
+    let victim = ids[2];
+    let name = sim.name(victim).to_owned();
+    sim.crash(victim);
+    // Every failed probe of the victim asks three others, who answer with nacks within
+    // the period: the prober learns that the problem is not its own, and Lifeguard
+    // leaves its probe interval alone.
+    let mut worst = 0;
+    for _ in 0..200 {
+        sim.run_for(Duration::from_millis(50));
+        for &id in ids.iter().filter(|&&i| i != victim) {
+            worst = worst.max(sim.swim(id).unwrap().health_score());
+        }
+    }
+    assert_eq!(worst, 0, "no member blamed itself for the crash");
+    for &id in ids.iter().filter(|&&i| i != victim) {
+        assert_eq!(state_of(&sim, id, &name), Some(MemberState::Dead), "{id:?}");
+    }
+}
+
+#[test]
 fn partition_heals_and_every_view_converges() {
     let cfg = Config {
         reconnect_interval: Duration::from_secs(5),

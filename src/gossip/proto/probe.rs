@@ -28,6 +28,15 @@ use super::{Member, MemberState, Swim};
 /// (a bound on what a flood of ping-reqs can make this member hold).
 const MAX_RELAYS: usize = 1024;
 
+/// How long a relay waits for the target's ack before sending a nack: 80% of the probe
+/// timeout, as in the Lifeguard paper. The requester sends its indirect probes one probe
+/// timeout into its period and, with the presets' timeout of half the period, gives up
+/// one timeout later; a nack sent after a full timeout would reach it just after it gave
+/// up, never count, and make every failed probe look like this member's own fault.
+pub(crate) fn nack_after(probe_timeout: std::time::Duration) -> u64 {
+    (probe_timeout.as_nanos() as u64) / 5 * 4
+}
+
 /// The shuffled round-robin order of probe targets.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ProbeSchedule {
@@ -286,7 +295,7 @@ impl Swim {
             requester: from,
             requester_seq: p.seq,
             nack: p.nack,
-            deadline: now.saturating_add(self.config.probe_timeout.as_nanos() as u64),
+            deadline: now.saturating_add(nack_after(self.config.probe_timeout)),
         });
         let ping = Frame::Ping(Ping {
             seq,

@@ -1,32 +1,45 @@
 //! Measurements of the gossip membership on the simulator (LAN defaults).
 //!
 //! ```text
-//! cargo run --release --example gossip_sim            # full table (a few minutes on 2 cores)
-//! cargo run --release --example gossip_sim -- quick   # 16 and 128 members only
+//! cargo run --release --example gossip_sim            # everything (about 5 minutes on 2 cores)
+//! cargo run --release --example gossip_sim -- quick   # 16 and 128 members, one false-positive run
+//! cargo run --release --example gossip_sim -- nofp    # the table and the wall time only
 //! cargo run --release --example gossip_sim -- wall    # only the 1,024 x 60 s wall time
-//! cargo run --release --example gossip_sim -- quick suspicion_mult=3   # a knob changed
+//! cargo run --release --example gossip_sim -- fp fp_runs=10 verbose  # false positives, each listed
+//! cargo run --release --example gossip_sim -- quick probe_interval=1000 probe_timeout=500  # knobs
 //! ```
+//!
+//! Knobs that can be changed on the command line: `probe_interval=<ms>`,
+//! `probe_timeout=<ms>`, `suspicion_mult=<n>`, `suspicion_max_timeout_mult=<n>`.
 //!
 //! Every run is seeded and reproducible. The network is a LAN: one-way delay uniform in
 //! 0.2 to 2 ms (so packets reorder), loss as stated per row. Bytes count the gossip
 //! payload with its envelope, not IP/UDP headers.
 //!
-//! Figures from one run (LAN preset, release build, a shared 2-core machine under load):
+//! Figures from one run (LAN preset: 500 ms probes, release build, a shared 2-core
+//! machine):
 //!
 //! ```text
 //! | members | cold start | update to 99.9%, median (max of 5) | crash seen by all, 1% loss | bytes/member/s |
-//! |     16  |   1.30 s   | 0.35 s (0.40 s)                     |  6.96 s  (7.92 s)          | 68 (45 push-pull) |
-//! |    128  |   1.80 s   | 0.61 s (0.64 s)                     | 11.27 s (13.99 s)          | 68 (45 push-pull) |
-//! |   1024  |  11.10 s   | 0.79 s (0.83 s)                     | 13.76 s (14.40 s)          | 69 (45 push-pull) |
+//! |     16  |   1.30 s   | 0.33 s (0.36 s)                     | 3.33 s (3.50 s)            | 92 (45 push-pull) |
+//! |    128  |   1.80 s   | 0.54 s (0.66 s)                     | 5.14 s (5.73 s)            | 92 (45 push-pull) |
+//! |   1024  |  11.40 s   | 0.68 s (0.81 s)                     | 7.33 s (7.74 s)            | 93 (45 push-pull) |
 //!
-//! 1,024 members x 60 s from a cold start: 18.5 s wall (0.7 s per further minute once formed)
-//! false positives, 128 members, 10 min, 10% loss, 5% of members 1.5 s slow, 3 runs:
-//!   Lifeguard on: 0 Failed events; off: 5 (all on timely members)
+//! 1,024 members x 60 s from a cold start: 10.5 s wall on an idle machine (about 20 s
+//! while other jobs share it; 0.5 s per further minute once formed)
+//!
+//! false positives, 128 members, 10 min, 10% loss, 5% of the members slow (each packet
+//! handled 0-2 s late), the same 10 seeded runs with Lifeguard on and off:
+//! | lifeguard | Failed events about timely members | about slow members | members declared failed |
+//! | on        |   0                                 |   0                |   0                    |
+//! | off       | 253                                 | 127                |   4                    |
 //! ```
 //!
-//! Crash detection is dominated by the minimal suspicion timeout,
-//! `suspicion_mult * log10(n) * probe_interval` (8.4 s at 128 members with memberlist's
-//! `suspicion_mult = 4`); `suspicion_mult=3` brings the 128-member median to 8.9 s.
+//! Without Lifeguard, three of the four wrongly failed members were declared failed by the
+//! whole cluster (a suspicion that timed out everywhere before the refutation arrived),
+//! one by a single member. With the previous LAN preset (1 s probes) a crash took
+//! 10.5 s (median) to reach all of 128 members: it is dominated by the minimal suspicion
+//! timeout, `suspicion_mult * log10(n) * probe_interval` (4.2 s at 128 members now).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -199,7 +212,7 @@ struct FalsePositives {
     on_timely: usize,
     /// About slow members.
     on_slow: usize,
-    /// Distinct members declared failed at least once.
+    /// Distinct members declared failed at least once (by anyone).
     victims: usize,
 }
 
@@ -331,13 +344,13 @@ fn main() {
 /// Prints the false positives with Lifeguard on and off over the same seeded runs.
 fn false_positive_table(quick: bool) {
     let n = 128;
-    let runs = arg("fp_runs").unwrap_or(if quick { 1 } else { 5 });
+    let runs = arg("fp_runs").unwrap_or(if quick { 1 } else { 10 });
     println!(
         "\nfalse positives, {n} members, 10 min, 10% loss, 5% slow (each input 0-{} ms late), \
          the same {runs} seeded runs with Lifeguard on and off:",
         SLOW_MAX.as_millis()
     );
-    println!("| lifeguard | Failed events about timely members | about slow members | distinct members |");
+    println!("| lifeguard | Failed events about timely members | about slow members | members declared failed |");
     println!("|---|---:|---:|---:|");
     for on in [true, false] {
         let mut sum = FalsePositives::default();

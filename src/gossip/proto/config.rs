@@ -41,9 +41,9 @@ pub struct Config {
     pub probe_interval: Duration,
     /// How long to wait for a direct ack before asking others to probe indirectly.
     /// LAN 250 ms: still about a hundred times a data centre round trip, and leaves half
-    /// of the period for the indirect probes (whose relays answer with a nack after 80%
-    /// of this timeout, so that the nack arrives within the period). Must be below
-    /// `probe_interval`.
+    /// of the period for the indirect probes (a relay that hears nothing from the target
+    /// sends its nack after 80% of that half, so that it arrives within the period).
+    /// Must be below `probe_interval`.
     pub probe_timeout: Duration,
     /// How many members are asked to probe indirectly after a missed ack. LAN 3: the
     /// chance that all three paths are lossy at once is small, and the traffic is bounded.

@@ -1,32 +1,47 @@
 //! Measurements of the gossip membership on the simulator (LAN defaults).
 //!
 //! ```text
-//! cargo run --release --example gossip_sim            # full table (a few minutes on 2 cores)
-//! cargo run --release --example gossip_sim -- quick   # 16 and 128 members only
+//! cargo run --release --example gossip_sim            # everything (about 5 minutes on 2 cores)
+//! cargo run --release --example gossip_sim -- quick   # 16 and 128 members, one false-positive run
+//! cargo run --release --example gossip_sim -- nofp    # the table and the wall time only
 //! cargo run --release --example gossip_sim -- wall    # only the 1,024 x 60 s wall time
-//! cargo run --release --example gossip_sim -- quick suspicion_mult=3   # a knob changed
+//! cargo run --release --example gossip_sim -- fp fp_runs=10 verbose  # false positives, each listed
+//! cargo run --release --example gossip_sim -- quick probe_interval=1000 probe_timeout=500  # knobs
 //! ```
+//!
+//! Knobs that can be changed on the command line: `probe_interval=<ms>`,
+//! `probe_timeout=<ms>`, `suspicion_mult=<n>`, `suspicion_max_timeout_mult=<n>`.
 //!
 //! Every run is seeded and reproducible. The network is a LAN: one-way delay uniform in
 //! 0.2 to 2 ms (so packets reorder), loss as stated per row. Bytes count the gossip
 //! payload with its envelope, not IP/UDP headers.
 //!
-//! Figures from one run (LAN preset, release build, a shared 2-core machine under load):
+//! Figures from one run (LAN preset: 500 ms probes, release build, a shared 2-core
+//! machine):
 //!
 //! ```text
 //! | members | cold start | update to 99.9%, median (max of 5) | crash seen by all, 1% loss | bytes/member/s |
-//! |     16  |   1.30 s   | 0.35 s (0.40 s)                     |  6.96 s  (7.92 s)          | 68 (45 push-pull) |
-//! |    128  |   1.80 s   | 0.61 s (0.64 s)                     | 11.27 s (13.99 s)          | 68 (45 push-pull) |
-//! |   1024  |  11.10 s   | 0.79 s (0.83 s)                     | 13.76 s (14.40 s)          | 69 (45 push-pull) |
+//! |     16  |   1.30 s   | 0.33 s (0.36 s)                     | 3.33 s (3.50 s)            | 92 (45 push-pull) |
+//! |    128  |   1.80 s   | 0.54 s (0.66 s)                     | 5.14 s (5.73 s)            | 92 (45 push-pull) |
+//! |   1024  |  11.40 s   | 0.68 s (0.81 s)                     | 7.33 s (7.74 s)            | 93 (45 push-pull) |
 //!
-//! 1,024 members x 60 s from a cold start: 18.5 s wall (0.7 s per further minute once formed)
-//! false positives, 128 members, 10 min, 10% loss, 5% of members 1.5 s slow, 3 runs:
-//!   Lifeguard on: 0 Failed events; off: 5 (all on timely members)
+//! 1,024 members x 60 s from a cold start: 10.5 s wall on an idle machine (about 20 s
+//! while other jobs share it; 0.5 s per further minute once formed)
+//!
+//! false positives, 128 members, 10 min, 10% loss, 5% of the members slow (each packet
+//! handled 0-2 s late), the same 10 seeded runs with Lifeguard on and off:
+//! | lifeguard | Failed events about timely members | about slow members | members declared failed |
+//! | on        |   0                                 |   0                |   0                    |
+//! | off       | 253                                 | 127                |   4                    |
 //! ```
 //!
-//! Crash detection is dominated by the minimal suspicion timeout,
-//! `suspicion_mult * log10(n) * probe_interval` (8.4 s at 128 members with memberlist's
-//! `suspicion_mult = 4`); `suspicion_mult=3` brings the 128-member median to 8.9 s.
+//! Without Lifeguard, three of the four wrongly failed members were declared failed by the
+//! whole cluster (a suspicion that timed out everywhere before the refutation arrived),
+//! one by a single member. With the previous LAN preset (1 s probes, `-- fp
+//! probe_interval=1000 probe_timeout=500`) the same runs give 0 with Lifeguard and 248
+//! events (2 members) without, but a crash took 10.5 s (median) to reach all of 128
+//! members: it is dominated by the minimal suspicion timeout,
+//! `suspicion_mult * log10(n) * probe_interval` (4.2 s at 128 members now).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -36,18 +51,39 @@ use std::time::{Duration, Instant};
 use palisade::gossip::sim::{fake_addr, MemberId, Network, Simulation};
 use palisade::gossip::{Config, Event, Identity};
 
-/// LAN defaults, except `suspicion_mult=N` on the command line overrides that knob.
+/// LAN defaults, except that `knob=value` arguments override these knobs:
+/// `probe_interval=<ms>`, `probe_timeout=<ms>`, `suspicion_mult=<n>`,
+/// `suspicion_max_timeout_mult=<n>`.
 fn lan() -> Config {
     let mut cfg = Config {
         seed: Some(42),
         ..Config::lan()
     };
     for arg in std::env::args() {
-        if let Some(v) = arg.strip_prefix("suspicion_mult=") {
-            cfg.suspicion_mult = v.parse().expect("suspicion_mult=<integer>");
+        let Some((knob, v)) = arg.split_once('=') else {
+            continue;
+        };
+        let int = || -> u64 { v.parse().unwrap_or_else(|_| panic!("{knob}=<integer>")) };
+        match knob {
+            "probe_interval" => cfg.probe_interval = Duration::from_millis(int()),
+            "probe_timeout" => cfg.probe_timeout = Duration::from_millis(int()),
+            "suspicion_mult" => cfg.suspicion_mult = int() as u32,
+            "suspicion_max_timeout_mult" => cfg.suspicion_max_timeout_mult = int() as u32,
+            "fp_runs" => {}
+            _ => panic!("unknown knob {knob}"),
         }
     }
+    cfg.validate().expect("valid knobs");
     cfg
+}
+
+/// The value of a `name=<integer>` argument.
+fn arg(name: &str) -> Option<u64> {
+    std::env::args().find_map(|a| {
+        a.strip_prefix(name)
+            .and_then(|v| v.strip_prefix('='))
+            .map(|v| v.parse().expect("an integer"))
+    })
 }
 
 /// `n` members named `node-0000` ... (fixed-width names, like host names, so that the
@@ -171,30 +207,48 @@ fn bandwidth(sim: &mut Simulation, n: usize) -> (f64, f64) {
     )
 }
 
+/// Failure events about members that never failed, split by who they were about.
+#[derive(Default)]
 struct FalsePositives {
-    events: usize,
+    /// About healthy, timely members.
     on_timely: usize,
+    /// About slow members.
+    on_slow: usize,
+    /// Distinct members declared failed at least once (by anyone).
     victims: usize,
 }
 
-/// How late a slow member handles every input.
-const SLOW: Duration = Duration::from_millis(1500);
+/// The most a slow member handles an input late; each packet draws its own delay,
+/// uniform between zero and this (foca's "slow members delay their inputs by 0-2 s").
+const SLOW_MAX: Duration = Duration::from_secs(2);
 
-/// Failure events about members that never failed, over ten minutes with 10% loss and
-/// 5% of the members slow (every input `SLOW` late).
+/// Failure events over ten minutes with 10% loss and 5% of the members slow (one in
+/// twenty, every input late by a random `0..=SLOW_MAX`).
 fn false_positives(n: usize, lifeguard: bool, seed: u64) -> FalsePositives {
     let cfg = Config { lifeguard, ..lan() };
     let (mut sim, ids) = settled(n, &cfg, Network::lan(), seed);
     let slow: Vec<MemberId> = ids.iter().copied().step_by(20).collect();
     for &id in &slow {
-        sim.set_slow(id, SLOW);
+        sim.set_slow_between(id, Duration::ZERO, SLOW_MAX);
     }
     sim.set_network(Network::lan().with_loss(0.10));
     let slow_names: Vec<String> = slow.iter().map(|&i| sim.name(i).to_owned()).collect();
     let log: Rc<RefCell<Vec<String>>> = Rc::default();
     let l2 = log.clone();
-    sim.set_observer(move |_, _, e| {
+    let verbose = std::env::args().any(|a| a == "verbose");
+    let slow_ids = slow.clone();
+    let start = sim.now();
+    sim.set_observer(move |t, by, e| {
         if let Event::Failed(m) = e {
+            if verbose {
+                println!(
+                    "seed {seed} lifeguard {lifeguard}: at {:.1} s {by:?}{} declared {} (incarnation {}) failed",
+                    (t - start) as f64 / 1e9,
+                    if slow_ids.contains(&by) { " (slow)" } else { "" },
+                    m.name(),
+                    m.incarnation()
+                );
+            }
             l2.borrow_mut().push(m.name().to_owned());
         }
     });
@@ -203,9 +257,10 @@ fn false_positives(n: usize, lifeguard: bool, seed: u64) -> FalsePositives {
     let mut victims: Vec<&String> = log.iter().collect();
     victims.sort();
     victims.dedup();
+    let on_slow = log.iter().filter(|m| slow_names.contains(m)).count();
     FalsePositives {
-        events: log.len(),
-        on_timely: log.iter().filter(|m| !slow_names.contains(m)).count(),
+        on_timely: log.len() - on_slow,
+        on_slow,
         victims: victims.len(),
     }
 }
@@ -222,12 +277,14 @@ const SAMPLES: usize = 5;
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     let wall_only = std::env::args().any(|a| a == "wall");
-    let sizes: &[usize] = match (quick, wall_only) {
+    let fp_only = std::env::args().any(|a| a == "fp");
+    let sizes: &[usize] = match (quick, wall_only || fp_only) {
         (_, true) => &[],
         (true, _) => &[16, 128],
         _ => &[16, 128, 1024],
     };
-    if !wall_only {
+    let no_fp = std::env::args().any(|a| a == "nofp");
+    if !wall_only && !fp_only {
         println!("| members | cold start to complete views | update to 99.9%: median (max of {SAMPLES}) | crash seen by all, 1% loss: median (max of {SAMPLES}) | bytes/member/s | wall |");
         println!("|---:|---:|---:|---:|---:|---:|");
     }
@@ -258,6 +315,10 @@ fn main() {
     }
 
     let n = if quick { 128 } else { 1024 };
+    if fp_only {
+        false_positive_table(quick);
+        return;
+    }
     let wall = Instant::now();
     let mut sim = Simulation::new(3, Network::lan());
     let ids = add_members(&mut sim, n, &lan());
@@ -277,28 +338,36 @@ fn main() {
         wall.elapsed().as_secs_f64()
     );
 
-    if wall_only {
-        return;
+    if !wall_only && !no_fp {
+        false_positive_table(quick);
     }
+}
+
+/// Prints the false positives with Lifeguard on and off over the same seeded runs.
+fn false_positive_table(quick: bool) {
     let n = 128;
-    let runs = if quick { 1 } else { 3 };
+    let runs = arg("fp_runs").unwrap_or(if quick { 1 } else { 10 });
     println!(
-        "\nfalse positives, {n} members, 10 min, 10% loss, 5% slow ({} ms late), summed over {runs} seeded runs:",
-        SLOW.as_millis()
+        "\nfalse positives, {n} members, 10 min, 10% loss, 5% slow (each input 0-{} ms late), \
+         the same {runs} seeded runs with Lifeguard on and off:",
+        SLOW_MAX.as_millis()
     );
-    println!("| lifeguard | Failed events | on timely members | distinct members |");
+    println!("| lifeguard | Failed events about timely members | about slow members | members declared failed |");
     println!("|---|---:|---:|---:|");
     for on in [true, false] {
-        let (mut events, mut on_timely, mut victims) = (0, 0, 0);
+        let mut sum = FalsePositives::default();
         for seed in 0..runs {
             let fp = false_positives(n, on, 7 + seed);
-            events += fp.events;
-            on_timely += fp.on_timely;
-            victims += fp.victims;
+            sum.on_timely += fp.on_timely;
+            sum.on_slow += fp.on_slow;
+            sum.victims += fp.victims;
         }
         println!(
-            "| {} | {events} | {on_timely} | {victims} |",
+            "| {} | {} | {} | {} |",
             if on { "on" } else { "off" },
+            sum.on_timely,
+            sum.on_slow,
+            sum.victims
         );
     }
 }

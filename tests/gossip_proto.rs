@@ -128,7 +128,11 @@ fn missed_ack_leads_to_indirect_pings_with_nack_requests_then_suspicion() {
         .collect();
     assert_eq!(indirect.len(), 3, "indirect_checks = 3 helpers asked");
     for (t, tx) in &indirect {
-        assert_eq!(*t, probed_at + 500_000_000, "after the probe timeout");
+        assert_eq!(
+            *t,
+            probed_at + Config::lan().probe_timeout.as_nanos() as u64,
+            "after the probe timeout"
+        );
         assert_ne!(tx.to, addr(2));
     }
     let state = a.member("n2").unwrap().state();
@@ -517,7 +521,14 @@ fn presets_form_a_cluster_and_detect_a_crash() {
 
 #[test]
 fn a_stale_accusation_draws_the_refutation_back_out() {
-    let mut a = member(1);
+    // No probes in this test (nobody would answer them): only gossip and accusations.
+    let cfg = Config {
+        seed: Some(1),
+        probe_interval: Duration::from_secs(600),
+        probe_timeout: Duration::from_secs(300),
+        ..Config::lan()
+    };
+    let mut a = Swim::new(Identity::new(name(1), addr(1)), cfg, 0).unwrap();
     know(&mut a, &[3, 4]);
     a.handle_datagram(addr(9), &packet(&[alive(2, 3)]), 0);
     run(&mut a, 0, 5 * S); // drain the queue
@@ -550,4 +561,51 @@ fn a_stale_accusation_draws_the_refutation_back_out() {
     );
     let sent = run(&mut a, 12 * S, 13 * S);
     assert!(sent.iter().any(|(_, t)| frames(t).contains(&alive(1, 1))));
+}
+
+#[test]
+fn a_stale_accusation_in_a_datagram_is_answered_straight_to_its_live_sender() {
+    let mut a = member(1);
+    know(&mut a, &[3, 4]);
+    a.handle_datagram(addr(9), &packet(&[alive(2, 3)]), 0);
+    events(&mut a);
+    a.drain_transmits().for_each(drop);
+    let stale = |from: u8| {
+        packet(&[Frame::Suspect(Suspect {
+            incarnation: 2,
+            name: name(2),
+            from: name(from),
+        })])
+    };
+    // n4 still gossips a suspicion of n2 at incarnation 2: it missed n2's alive at 3.
+    a.handle_datagram(addr(4), &stale(4), S);
+    let out: Vec<Transmit> = a.drain_transmits().collect();
+    let reply = out
+        .iter()
+        .find(|t| t.to == addr(4))
+        .expect("the refutation goes straight back to n4");
+    assert_eq!(frames(reply), vec![alive(2, 3)]);
+    assert_eq!(a.stats().stale_replies, 1);
+    // The same about ourselves: a stale accusation of n1 is answered with our alive.
+    let about_me = packet(&[Frame::Dead(Dead {
+        incarnation: 0,
+        name: name(1),
+        from: name(3),
+    })]);
+    a.handle_datagram(addr(3), &about_me, 2 * S);
+    let first = a.local().incarnation();
+    a.drain_transmits().for_each(drop);
+    a.handle_datagram(addr(3), &about_me, 3 * S);
+    assert_eq!(a.local().incarnation(), first, "refuted once only");
+    let out: Vec<Transmit> = a.drain_transmits().collect();
+    assert!(out
+        .iter()
+        .any(|t| t.to == addr(3) && frames(t) == vec![alive(1, first)]));
+    // From an address that is no live member's, nothing is sent back.
+    let before = a.stats().stale_replies;
+    a.handle_datagram(SocketAddr::from(([192, 0, 2, 1], 9)), &stale(4), 4 * S);
+    assert!(a
+        .drain_transmits()
+        .all(|t| t.to != SocketAddr::from(([192, 0, 2, 1], 9))));
+    assert_eq!(a.stats().stale_replies, before);
 }

@@ -147,6 +147,9 @@ pub struct Stats {
     pub oversized_sends: u64,
     /// Times a stale accusation was answered by gossiping the refutation again.
     pub stale_corrections: u64,
+    /// Refutations sent straight back to a member whose datagram carried a stale
+    /// accusation (it missed them).
+    pub stale_replies: u64,
 }
 
 /// The SWIM + Lifeguard state machine of one member. See the [module docs](self).
@@ -173,6 +176,11 @@ pub struct Swim {
     transmits: Vec<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
+    /// While a datagram's frames are applied: its sender, to whom stale accusations are
+    /// answered directly (see [`state`]).
+    stale_sender: Option<SocketAddr>,
+    /// The refutations to send back to `stale_sender` once the datagram is applied.
+    stale_replies: Vec<Frame>,
 }
 
 impl Swim {
@@ -235,6 +243,8 @@ impl Swim {
             transmits: Vec::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            stale_sender: None,
+            stale_replies: Vec::new(),
         })
     }
 
@@ -362,15 +372,19 @@ impl Swim {
 
     /// Handles one received datagram from `from`.
     pub fn handle_datagram(&mut self, from: SocketAddr, packet: &[u8], now: u64) {
-        self.receive(from, packet, self.config.max_packet_size, now);
+        self.receive(from, packet, Transport::Datagram, now);
     }
 
     /// Handles one complete stream message (a push-pull) from `from`.
     pub fn handle_stream(&mut self, from: SocketAddr, message: &[u8], now: u64) {
-        self.receive(from, message, self.config.max_stream_size, now);
+        self.receive(from, message, Transport::Stream, now);
     }
 
-    fn receive(&mut self, from: SocketAddr, packet: &[u8], max: usize, now: u64) {
+    fn receive(&mut self, from: SocketAddr, packet: &[u8], transport: Transport, now: u64) {
+        let max = match transport {
+            Transport::Datagram => self.config.max_packet_size,
+            Transport::Stream => self.config.max_stream_size,
+        };
         self.stats.packets_received += 1;
         self.stats.bytes_received += packet.len() as u64;
         if packet.len() > max {
@@ -402,6 +416,8 @@ impl Swim {
             }
         };
         self.stats.skipped_frames += u64::from(decoded.skipped);
+        // A push-pull answer carries our whole state anyway; only datagrams get a reply.
+        self.stale_sender = (transport == Transport::Datagram).then_some(from);
         for frame in decoded.frames {
             match frame {
                 Frame::Ping(p) => self.on_ping(from, p),
@@ -414,6 +430,8 @@ impl Swim {
                 Frame::Dead(d) => self.apply_dead(d, now),
             }
         }
+        self.stale_sender = None;
+        self.reply_to_stale(from);
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) next has work (nanoseconds).

@@ -28,6 +28,21 @@ use super::{Member, MemberState, Swim};
 /// (a bound on what a flood of ping-reqs can make this member hold).
 const MAX_RELAYS: usize = 1024;
 
+/// How long a relay waits for the target's ack before sending a nack, in nanoseconds:
+/// 80% of the time the requester leaves for indirect probes (its probe timeout, or the
+/// rest of its period after the timeout if that is shorter, as with the WAN preset's
+/// 3 s in 5 s), so that the nack arrives before the requester gives up. The requester
+/// asks for indirect probes one probe timeout into its period and gives up at the end
+/// of the period; a nack sent after a full probe timeout would arrive just after that
+/// (the presets' timeouts are half the period or more), never count, and make every
+/// failed probe look like the requester's own fault. The relay assumes the requester
+/// runs the same configuration and is healthy, as the protocol does everywhere.
+pub(crate) fn nack_after(config: &super::Config) -> u64 {
+    let timeout = config.probe_timeout.as_nanos() as u64;
+    let rest = (config.probe_interval.as_nanos() as u64).saturating_sub(timeout);
+    timeout.min(rest) / 5 * 4
+}
+
 /// The shuffled round-robin order of probe targets.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ProbeSchedule {
@@ -286,7 +301,7 @@ impl Swim {
             requester: from,
             requester_seq: p.seq,
             nack: p.nack,
-            deadline: now.saturating_add(self.config.probe_timeout.as_nanos() as u64),
+            deadline: now.saturating_add(nack_after(&self.config)),
         });
         let ping = Frame::Ping(Ping {
             seq,
@@ -316,5 +331,29 @@ impl Swim {
                 r.nacks += 1;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gossip::proto::Config;
+
+    #[test]
+    fn relays_nack_before_the_requester_gives_up_in_every_preset() {
+        for cfg in [Config::lan(), Config::wan(), Config::local()] {
+            let timeout = cfg.probe_timeout.as_nanos() as u64;
+            let period = cfg.probe_interval.as_nanos() as u64;
+            let nack = nack_after(&cfg);
+            // Indirect probes leave at `timeout`; the nack must be back before `period`
+            // with a margin of a tenth of the indirect window for the round trips.
+            assert!(nack > 0);
+            assert!(
+                timeout + nack + (period - timeout) / 10 <= period,
+                "{cfg:?}"
+            );
+        }
+        assert_eq!(nack_after(&Config::lan()), 200_000_000);
+        assert_eq!(nack_after(&Config::wan()), 1_600_000_000);
     }
 }

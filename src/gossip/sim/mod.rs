@@ -5,7 +5,9 @@
 //! `t + delay`, with the delay drawn uniformly from the [`Network`]'s range (so packets
 //! overtake each other), unless the network loses it (datagrams only: streams are
 //! reliable, as TCP is), a partition blocks it (both transports), or the receiver has
-//! crashed. A *slow* member handles every input late by a fixed extra delay.
+//! crashed. A *slow* member handles every input late by an extra delay, fixed
+//! ([`Simulation::set_slow`]) or drawn per packet ([`Simulation::set_slow_between`], so
+//! that its inputs also reorder, like a member whose CPU stalls now and then).
 //! Everything random is drawn from one seeded generator, so a run is reproducible.
 //!
 //! Use it to check a configuration before running it:
@@ -131,7 +133,8 @@ impl Ord for Scheduled {
 struct SimMember {
     identity: Identity,
     swim: Option<Swim>,
-    slow: u64,
+    /// Extra input delay, uniform in `slow.0..=slow.1` nanoseconds.
+    slow: (u64, u64),
     wake_at: u64,
 }
 
@@ -226,7 +229,7 @@ impl Simulation {
         self.members.push(SimMember {
             identity,
             swim: Some(swim),
-            slow: 0,
+            slow: (0, 0),
             wake_at: u64::MAX,
         });
         self.reschedule(id);
@@ -307,7 +310,15 @@ impl Simulation {
 
     /// Makes the member handle every packet `extra` late (zero makes it timely again).
     pub fn set_slow(&mut self, id: MemberId, extra: Duration) {
-        self.members[id.0].slow = extra.as_nanos() as u64;
+        self.set_slow_between(id, extra, extra);
+    }
+
+    /// Makes the member handle every packet late by a delay drawn afresh for each packet,
+    /// uniformly between `min` and `max` (swapped if given in the wrong order), so that
+    /// its inputs also reorder. `Duration::ZERO` for both makes it timely again.
+    pub fn set_slow_between(&mut self, id: MemberId, min: Duration, max: Duration) {
+        let (a, b) = (min.as_nanos() as u64, max.as_nanos() as u64);
+        self.members[id.0].slow = (a.min(b), a.max(b));
     }
 
     /// Drops every packet from `from` to `to` (a one-way partition).
@@ -462,7 +473,11 @@ impl Simulation {
             } else {
                 lo
             };
-            let at = self.now + delay + self.members[to].slow;
+            let slow = match self.members[to].slow {
+                (lo, hi) if hi > lo => self.rng.random_range(lo..=hi),
+                (lo, _) => lo,
+            };
+            let at = self.now + delay + slow;
             self.push(
                 at,
                 Job::Deliver {

@@ -88,6 +88,12 @@ pub(crate) struct EndpointSet<K, S> {
     keys: HashMap<K, u32>,
     free: Vec<u32>,
     ready: Vec<u32>,
+    /// The in-flight count of each slot in `ready`, by the same position: exact at each
+    /// pick when `dense_in_flight` (completions drained by `refresh_load`), and a
+    /// reading taken when the slot became ready otherwise (unused then).
+    ready_in_flight: Vec<u32>,
+    /// Whether the picker reads `ready_in_flight`.
+    dense_in_flight: bool,
     members: Vec<u32>,
     to_poll: Vec<u32>,
     scratch: Vec<u32>,
@@ -111,10 +117,12 @@ pub(crate) struct EndpointSet<K, S> {
     load: Option<LoadOrder>,
     /// The load order's choice for the next pick (set by `refresh_load`).
     load_top: Option<u32>,
-    /// The slot called since the last `refresh_load`, whose place in the load order is
-    /// brought up to date then (a request that completes before the next pick then
-    /// moves nothing).
+    /// The slot called since the last `refresh_load`, whose load (place in the load
+    /// order, dense in-flight count) is brought up to date then (a request that
+    /// completes before the next pick then moves nothing).
     load_called: Option<u32>,
+    /// Slots whose in-flight count went down, when a load order or dense counts are
+    /// kept.
     completions: Option<Arc<CompletionQueue>>,
     /// The weights epoch the load heap's scores were computed under.
     load_weights_epoch: u64,
@@ -124,12 +132,44 @@ pub(crate) struct EndpointSet<K, S> {
 /// endpoint at the next pick.
 const COMPLETION_QUEUE_CAPACITY: usize = 4096;
 
+/// Reads `slot`'s in-flight count, clearing its unseen completions, into the load
+/// order and the dense counts (when it is a ready member).
+#[inline]
+fn learn_load(
+    metas: &[Meta],
+    ready_in_flight: &mut [u32],
+    load: &mut Option<LoadOrder>,
+    slot: u32,
+) {
+    let Some(m) = metas.get(slot as usize) else {
+        return;
+    };
+    let in_flight = m.stats.take_queued();
+    if !m.live {
+        return;
+    }
+    if let Some(position) = m.ready_position() {
+        ready_in_flight[position] = dense_count(in_flight);
+    }
+    if let Some(heap) = load.as_mut() {
+        heap.update(slot, in_flight, m.effective_weight);
+    }
+}
+
+/// An in-flight count as the dense array holds it (counts never reach `u32::MAX`: the
+/// statistics word keeps 32 bits for them).
+#[inline]
+fn dense_count(in_flight: usize) -> u32 {
+    u32::try_from(in_flight).unwrap_or(u32::MAX)
+}
+
 impl<K: Hash + Eq, S> EndpointSet<K, S> {
     pub(crate) fn new(
         detection: Option<OutlierDetection>,
         slow_start: Option<SlowStart>,
         breaker: Option<BreakerConfig<()>>,
         load_index: Option<LoadIndex>,
+        dense_in_flight: bool,
         decay_ns: f64,
         now: u64,
     ) -> Self {
@@ -145,6 +185,8 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             keys: HashMap::new(),
             free: Vec::new(),
             ready: Vec::new(),
+            ready_in_flight: Vec::new(),
+            dense_in_flight,
             members: Vec::new(),
             to_poll: Vec::new(),
             scratch: Vec::new(),
@@ -165,8 +207,8 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             load: load_index.map(|l| LoadOrder::new(l.per_weight, l.seed)),
             load_top: None,
             load_called: None,
-            completions: load_index
-                .map(|_| Arc::new(CompletionQueue::new(COMPLETION_QUEUE_CAPACITY))),
+            completions: (load_index.is_some() || dense_in_flight)
+                .then(|| Arc::new(CompletionQueue::new(COMPLETION_QUEUE_CAPACITY))),
             load_weights_epoch: 0,
         }
     }
@@ -177,6 +219,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
     pub(crate) fn candidates<'a>(&'a self, clock: &'a Clock, now: Option<u64>) -> Candidates<'a> {
         Candidates {
             ready: &self.ready,
+            ready_in_flight: self.dense_in_flight.then_some(&self.ready_in_flight[..]),
             members: &self.members,
             metas: &self.metas,
             clock,
@@ -187,17 +230,19 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         }
     }
 
-    /// Brings the load order up to date with the requests that completed since the last
-    /// pick (and with weight changes, when it depends on weights), and chooses the
-    /// least-loaded endpoint for the next pick.
+    /// Brings the ready endpoints' loads up to date with the requests that completed
+    /// since the last pick and with the last call: the load order (also with weight
+    /// changes, when it depends on weights), which then chooses the least-loaded
+    /// endpoint for the next pick, and the dense in-flight counts.
     #[inline]
     pub(crate) fn refresh_load(&mut self) {
-        let (Some(heap), Some(queue)) = (self.load.as_mut(), self.completions.as_ref()) else {
+        let Some(queue) = self.completions.as_ref() else {
             return;
         };
         self.load_top = None;
         let called = self.load_called.take();
-        let reweigh = heap.per_weight() && self.load_weights_epoch != self.weights_epoch;
+        let reweigh = self.load.as_ref().is_some_and(LoadOrder::per_weight)
+            && self.load_weights_epoch != self.weights_epoch;
         if queue.take_overflow() || reweigh {
             // Re-read everything: drain the queue, clear every flag, rescore every
             // ready slot.
@@ -205,34 +250,28 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             for &slot in &self.members {
                 self.metas[slot as usize].stats.take_queued();
             }
-            for &slot in &self.ready {
+            for (position, &slot) in self.ready.iter().enumerate() {
                 let m = &self.metas[slot as usize];
-                heap.set(slot, m.stats.in_flight(), m.effective_weight);
+                let in_flight = m.stats.in_flight();
+                self.ready_in_flight[position] = dense_count(in_flight);
+                if let Some(heap) = self.load.as_mut() {
+                    heap.set(slot, in_flight, m.effective_weight);
+                }
             }
             self.load_weights_epoch = self.weights_epoch;
-            self.load_top = heap.choose();
+            self.load_top = self.load.as_mut().and_then(LoadOrder::choose);
             return;
         }
         // Bounded, so producers that keep pushing cannot hold the balancer here.
         for _ in 0..COMPLETION_QUEUE_CAPACITY {
             let Some(slot) = queue.pop() else { break };
-            let Some(m) = self.metas.get(slot as usize) else {
-                continue;
-            };
-            let in_flight = m.stats.take_queued();
-            if m.live {
-                heap.update(slot, in_flight, m.effective_weight);
-            }
+            learn_load(&self.metas, &mut self.ready_in_flight, &mut self.load, slot);
         }
         if let Some(slot) = called {
             // Clears the mark `begin` left, so later completions queue the slot again.
-            let m = &self.metas[slot as usize];
-            let in_flight = m.stats.take_queued();
-            if m.live {
-                heap.update(slot, in_flight, m.effective_weight);
-            }
+            learn_load(&self.metas, &mut self.ready_in_flight, &mut self.load, slot);
         }
-        self.load_top = heap.choose();
+        self.load_top = self.load.as_mut().and_then(LoadOrder::choose);
     }
 
     #[inline]
@@ -441,11 +480,13 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             && (self.panic || !m.ejection.is_ejected());
         match (want, m.ready_pos != NONE) {
             (true, false) => {
+                let in_flight = m.stats.in_flight();
                 if let Some(heap) = self.load.as_mut() {
-                    heap.set(slot, m.stats.in_flight(), m.effective_weight);
+                    heap.set(slot, in_flight, m.effective_weight);
                 }
                 self.metas[slot as usize].ready_pos = self.ready.len() as u32;
                 self.ready.push(slot);
+                self.ready_in_flight.push(dense_count(in_flight));
             }
             (false, true) => self.take_out_of_ready(slot),
             _ => {}
@@ -461,6 +502,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             heap.remove(slot);
         }
         self.ready.swap_remove(pos as usize);
+        self.ready_in_flight.swap_remove(pos as usize);
         if let Some(&moved) = self.ready.get(pos as usize) {
             self.metas[moved as usize].ready_pos = pos;
         }
@@ -593,16 +635,17 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         }
         let stats = self.metas[i].stats.clone();
         stats.begin();
-        if let Some(heap) = self.load.as_mut() {
+        if self.completions.is_some() {
             // At most one call between two refreshes; should there be another, bring the
             // earlier one up to date now.
             if let Some(earlier) = self.load_called.replace(slot) {
                 if earlier != slot {
-                    let m = &self.metas[earlier as usize];
-                    let in_flight = m.stats.take_queued();
-                    if m.live {
-                        heap.update(earlier, in_flight, m.effective_weight);
-                    }
+                    learn_load(
+                        &self.metas,
+                        &mut self.ready_in_flight,
+                        &mut self.load,
+                        earlier,
+                    );
                 }
             }
         }
@@ -876,11 +919,25 @@ mod tests {
         ]
     }
 
-    /// The load index's top is a ready slot with the least in flight.
+    /// The load index's top is a ready slot with the least in flight, and the dense
+    /// counts (when kept) are every ready slot's count.
     fn check_load(set: &mut EndpointSet<u8, Fake>) {
         set.refresh_load();
         let clock = Clock::manual().0;
-        let top = set.candidates(&clock, None).least_loaded();
+        let candidates = set.candidates(&clock, None);
+        assert_eq!(set.ready_in_flight.len(), set.ready.len());
+        for (pos, &slot) in set.ready.iter().enumerate() {
+            let exact = set.metas[slot as usize].stats.in_flight();
+            assert_eq!(candidates.in_flight(pos), exact, "slot {slot} at {pos}");
+            assert_eq!(candidates.get(pos).in_flight(), exact);
+            if set.dense_in_flight {
+                assert_eq!(set.ready_in_flight[pos] as usize, exact);
+            }
+        }
+        if set.load.is_none() {
+            return;
+        }
+        let top = candidates.least_loaded();
         let min = set
             .ready
             .iter()
@@ -931,9 +988,14 @@ mod tests {
 
     proptest! {
         #[test]
-        fn ready_list_always_holds_exactly_the_reserved_members(ops in prop::collection::vec(op(), 1..200)) {
+        fn ready_list_always_holds_exactly_the_reserved_members(
+            ops in prop::collection::vec(op(), 1..200),
+            indexed in any::<bool>(),
+            dense in any::<bool>(),
+        ) {
+            let index = indexed.then(|| LoadIndex::in_flight(3));
             let mut set: EndpointSet<u8, Fake> =
-                EndpointSet::new(None, None, None, Some(LoadIndex::in_flight(3)), 1e9, 0);
+                EndpointSet::new(None, None, None, index, dense, 1e9, 0);
             let mut switches: std::collections::HashMap<u8, Arc<Switch>> = Default::default();
             let mut held = Vec::new();
             for op in ops {

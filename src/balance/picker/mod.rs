@@ -87,6 +87,18 @@ pub trait Picker {
     fn load_index(&mut self) -> Option<LoadIndex> {
         None
     }
+
+    /// Whether this picker reads in-flight counts ([`Candidates::in_flight`],
+    /// [`Endpoint::in_flight`]) on every pick. Asked once, when the balancer is built.
+    /// When it does, the balancer keeps the ready endpoints' counts in one dense array
+    /// beside the ready list, learning completions through a lock-free queue drained
+    /// before each pick, so that reading a count touches that array only (not the
+    /// endpoint's own state) however many endpoints there are. That costs a queue push
+    /// per completion the balancer has not seen yet, so only pickers that read the
+    /// counts should ask. Counts are exact either way.
+    fn uses_in_flight(&self) -> bool {
+        false
+    }
 }
 
 impl<P: Picker + ?Sized> Picker for Box<P> {
@@ -100,6 +112,10 @@ impl<P: Picker + ?Sized> Picker for Box<P> {
 
     fn load_index(&mut self) -> Option<LoadIndex> {
         (**self).load_index()
+    }
+
+    fn uses_in_flight(&self) -> bool {
+        (**self).uses_in_flight()
     }
 }
 
@@ -144,6 +160,9 @@ impl LoadIndex {
 /// The ready endpoints, as a picker sees them. See the [module docs](self).
 pub struct Candidates<'a> {
     pub(crate) ready: &'a [u32],
+    /// The in-flight count of each ready endpoint, by position, when the balancer keeps
+    /// them (see [`Picker::uses_in_flight`]).
+    pub(crate) ready_in_flight: Option<&'a [u32]>,
     pub(crate) members: &'a [u32],
     pub(crate) metas: &'a [Meta],
     pub(crate) clock: &'a Clock,
@@ -188,6 +207,22 @@ impl<'a> Candidates<'a> {
             slot,
             meta: &self.metas[slot as usize],
             clock: self.clock,
+            in_flight: self.ready_in_flight.map(|counts| counts[position]),
+        }
+    }
+
+    /// The number of requests in flight on the ready endpoint at `position`: the same
+    /// as `self.get(position).in_flight()`. When the picker
+    /// [uses in-flight counts](Picker::uses_in_flight) this reads one dense array
+    /// indexed by position, and nothing else.
+    ///
+    /// # Panics
+    /// If `position >= self.len()`, like slice indexing.
+    #[inline]
+    pub fn in_flight(&self, position: usize) -> usize {
+        match self.ready_in_flight {
+            Some(counts) => counts[position] as usize,
+            None => self.metas[self.ready[position] as usize].stats.in_flight(),
         }
     }
 
@@ -214,10 +249,17 @@ impl<'a> Candidates<'a> {
 
     /// Every member, ready or not (use [`Endpoint::is_ready`] to tell).
     pub fn members(&self) -> impl ExactSizeIterator<Item = Endpoint<'a>> + '_ {
-        self.members.iter().map(move |&slot| Endpoint {
-            slot,
-            meta: &self.metas[slot as usize],
-            clock: self.clock,
+        self.members.iter().map(move |&slot| {
+            let meta = &self.metas[slot as usize];
+            Endpoint {
+                slot,
+                meta,
+                clock: self.clock,
+                in_flight: self
+                    .ready_in_flight
+                    .zip(meta.ready_position())
+                    .map(|(counts, position)| counts[position]),
+            }
         })
     }
 
@@ -256,6 +298,9 @@ pub struct Endpoint<'a> {
     slot: u32,
     meta: &'a Meta,
     clock: &'a Clock,
+    /// The count from the balancer's dense array, when it keeps one and this endpoint
+    /// is ready.
+    in_flight: Option<u32>,
 }
 
 impl Endpoint<'_> {
@@ -265,10 +310,15 @@ impl Endpoint<'_> {
         EndpointId::new(self.slot, self.meta.generation)
     }
 
-    /// Requests sent to it and not yet completed or dropped.
+    /// Requests sent to it and not yet completed or dropped. Inside a pick, requests
+    /// that completed before the pick began are not counted; one completing during the
+    /// pick may or may not be.
     #[inline]
     pub fn in_flight(&self) -> usize {
-        self.meta.stats.in_flight()
+        match self.in_flight {
+            Some(count) => count as usize,
+            None => self.meta.stats.in_flight(),
+        }
     }
 
     /// Its weight as discovered (1 when the source has none).

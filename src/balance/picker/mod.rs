@@ -61,7 +61,7 @@ use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 
 use super::endpoint::EndpointId;
-use super::set::Meta;
+use super::set::{Meta, SlotState};
 use crate::clock::Clock;
 
 /// Chooses the endpoint for one request. See the [module docs](self).
@@ -164,6 +164,7 @@ pub struct Candidates<'a> {
     /// them (see [`Picker::uses_in_flight`]).
     pub(crate) ready_in_flight: Option<&'a [u32]>,
     pub(crate) members: &'a [u32],
+    pub(crate) states: &'a [SlotState],
     pub(crate) metas: &'a [Meta],
     pub(crate) clock: &'a Clock,
     /// The clock reading taken by `call` when it times the request anyway.
@@ -181,7 +182,7 @@ impl<'a> Candidates<'a> {
     /// every request that completed before the pick began is accounted for.
     #[inline]
     pub fn least_loaded(&self) -> Option<usize> {
-        self.metas[self.least_loaded? as usize].ready_position()
+        self.states[self.least_loaded? as usize].ready_position()
     }
 
     /// How many endpoints are ready.
@@ -205,6 +206,7 @@ impl<'a> Candidates<'a> {
         let slot = self.ready[position];
         Endpoint {
             slot,
+            state: &self.states[slot as usize],
             meta: &self.metas[slot as usize],
             clock: self.clock,
             in_flight: self.ready_in_flight.map(|counts| counts[position]),
@@ -222,7 +224,7 @@ impl<'a> Candidates<'a> {
     pub fn in_flight(&self, position: usize) -> usize {
         match self.ready_in_flight {
             Some(counts) => counts[position] as usize,
-            None => self.metas[self.ready[position] as usize].stats.in_flight(),
+            None => self.states[self.ready[position] as usize].stats.in_flight(),
         }
     }
 
@@ -235,11 +237,11 @@ impl<'a> Candidates<'a> {
     /// right now or is no longer a member (a stale id never resolves to another endpoint).
     #[inline]
     pub fn position(&self, id: EndpointId) -> Option<usize> {
-        let meta = self.metas.get(id.slot())?;
-        if !meta.live || meta.generation != id.generation() {
+        let state = self.states.get(id.slot())?;
+        if !state.live || self.metas[id.slot()].generation != id.generation() {
             return None;
         }
-        meta.ready_position()
+        state.ready_position()
     }
 
     /// How many endpoints are members, ready or not.
@@ -250,14 +252,15 @@ impl<'a> Candidates<'a> {
     /// Every member, ready or not (use [`Endpoint::is_ready`] to tell).
     pub fn members(&self) -> impl ExactSizeIterator<Item = Endpoint<'a>> + '_ {
         self.members.iter().map(move |&slot| {
-            let meta = &self.metas[slot as usize];
+            let state = &self.states[slot as usize];
             Endpoint {
                 slot,
-                meta,
+                state,
+                meta: &self.metas[slot as usize],
                 clock: self.clock,
                 in_flight: self
                     .ready_in_flight
-                    .zip(meta.ready_position())
+                    .zip(state.ready_position())
                     .map(|(counts, position)| counts[position]),
             }
         })
@@ -296,6 +299,7 @@ impl fmt::Debug for Candidates<'_> {
 #[derive(Clone, Copy)]
 pub struct Endpoint<'a> {
     slot: u32,
+    state: &'a SlotState,
     meta: &'a Meta,
     clock: &'a Clock,
     /// The count from the balancer's dense array, when it keeps one and this endpoint
@@ -317,7 +321,7 @@ impl Endpoint<'_> {
     pub fn in_flight(&self) -> usize {
         match self.in_flight {
             Some(count) => count as usize,
-            None => self.meta.stats.in_flight(),
+            None => self.state.stats.in_flight(),
         }
     }
 
@@ -344,13 +348,13 @@ impl Endpoint<'_> {
     /// Whether it is ready now (always true for endpoints from [`Candidates::get`]).
     #[inline]
     pub fn is_ready(&self) -> bool {
-        self.meta.ready_position().is_some()
+        self.state.ready_position().is_some()
     }
 
     /// Its position among the ready endpoints, if ready.
     #[inline]
     pub fn position(&self) -> Option<usize> {
-        self.meta.ready_position()
+        self.state.ready_position()
     }
 
     /// The time since it joined the balancer (reads the clock).
@@ -369,7 +373,7 @@ impl Endpoint<'_> {
     /// pickers that read the clock once per pick.
     #[inline]
     pub fn latency_nanos_at(&self, now: u64) -> Option<f64> {
-        self.meta.stats.latency_at(now)
+        self.state.stats.latency_at(now)
     }
 }
 

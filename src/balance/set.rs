@@ -11,6 +11,15 @@
 //!   woken after returning `Pending`.
 //! - the [`WakeQueue`]: slots whose waker fired since the last look.
 //!
+//! What a request touches is kept dense, so its cost stays flat from ten endpoints to
+//! tens of thousands: the per-slot state every request reads or writes ([`SlotState`]:
+//! statistics pointer, readiness, ready position, 16 bytes) is an array apart from the
+//! colder [`Meta`] (weights, ejection record, key hash), and when the picker
+//! [uses in-flight counts](super::Picker::uses_in_flight) the ready endpoints' counts sit
+//! in an array beside `ready`, by position, brought up to date before each pick from the
+//! completion queue (as for the load index), so that a power-of-two-choices pick reads
+//! two `u32`s of one array.
+//!
 //! Nothing scans all endpoints per request; scans happen only on rare events (an
 //! endpoint crossing the consecutive-failure threshold, an outlier-detection interval, a
 //! slow-start step, entering or leaving panic).

@@ -76,7 +76,8 @@ impl SlotState {
 }
 
 /// The rest of the per-slot state that pickers may read (no service inside, so not
-/// generic): read on membership, weight and ejection changes, not per request.
+/// generic). The balancer itself reads it on membership, weight and ejection changes
+/// (and for the weighted load order), not on every request.
 #[derive(Debug)]
 pub(crate) struct Meta {
     pub(crate) generation: u32,

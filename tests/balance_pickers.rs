@@ -595,3 +595,123 @@ async fn least_connections_index_stays_exact_when_requests_complete_on_other_thr
     }
     assert_eq!(checked.load(Ordering::SeqCst), 2 * 5 * 128);
 }
+
+/// Checks the in-flight counts every pick is shown against a model of the requests
+/// held, and records which endpoint each pick chose.
+struct CountsMatchModel<P> {
+    inner: P,
+    model: Arc<Mutex<CountModel>>,
+}
+
+#[derive(Default)]
+struct CountModel {
+    checking: bool,
+    in_flight: HashMap<palisade::balance::EndpointId, usize>,
+    picked: Vec<palisade::balance::EndpointId>,
+    checked: usize,
+}
+
+impl<P: Picker> Picker for CountsMatchModel<P> {
+    fn pick(&mut self, c: &Candidates<'_>, key: Option<u64>) -> usize {
+        let pos = self.inner.pick(c, key);
+        let mut model = self.model.lock();
+        if model.checking {
+            for i in 0..c.len() {
+                let id = c.get(i).id();
+                let want = model.in_flight.get(&id).copied().unwrap_or(0);
+                assert_eq!(c.in_flight(i), want, "{id} at {i}");
+                assert_eq!(c.get(i).in_flight(), want, "{id} at {i}");
+            }
+            let id = c.get(pos).id();
+            *model.in_flight.entry(id).or_default() += 1;
+            model.picked.push(id);
+            model.checked += 1;
+        }
+        pos
+    }
+
+    fn uses_in_flight(&self) -> bool {
+        self.inner.uses_in_flight()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2c_dense_in_flight_counts_stay_exact_when_requests_complete_on_other_threads() {
+    // Endpoints whose responses finish after a few yields, on whichever worker polls them.
+    #[derive(Clone)]
+    struct Yielding;
+    impl Service<u64> for Yielding {
+        type Response = u64;
+        type Error = Infallible;
+        type Future = Pin<Box<dyn Future<Output = Result<u64, Infallible>> + Send>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: u64) -> Self::Future {
+            Box::pin(async move {
+                for _ in 0..(req % 7) {
+                    tokio::task::yield_now().await;
+                }
+                Ok(req)
+            })
+        }
+    }
+    let p2c = PowerOfTwoChoices::seeded(7);
+    assert!(p2c.uses_in_flight(), "in-flight p2c asks for dense counts");
+    let model = Arc::new(Mutex::new(CountModel::default()));
+    let picker = CountsMatchModel {
+        inner: p2c,
+        model: model.clone(),
+    };
+    let list = FixedList::unweighted((0..64u64).map(|i| (i, Yielding)));
+    let mut b = Balance::new(list, picker);
+    for round in 0..5u64 {
+        model.lock().checking = false;
+        let mut tasks = Vec::new();
+        for i in 0..2_000u64 {
+            let fut = b.ready().await.unwrap().call(round * 10_000 + i);
+            tasks.push(tokio::spawn(fut));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(b.in_flight(), 0);
+        // Quiet: every completion happened before these picks, so every count shown
+        // is exact. Requests held unpolled stay in flight.
+        {
+            let mut m = model.lock();
+            m.checking = true;
+            m.in_flight.clear();
+            m.picked.clear();
+        }
+        let mut held = Vec::new();
+        for i in 0..256u64 {
+            held.push(b.ready().await.unwrap().call(i * 7));
+        }
+        // End every other held request on another thread; the next picks must see it.
+        let mut ended = Vec::new();
+        let mut kept = Vec::new();
+        for (i, fut) in held.into_iter().enumerate() {
+            if i % 2 == 0 {
+                ended.push(fut);
+            } else {
+                kept.push(fut);
+            }
+        }
+        std::thread::spawn(move || drop(ended)).join().unwrap();
+        {
+            let mut m = model.lock();
+            let gone: Vec<_> = m.picked.iter().copied().step_by(2).collect();
+            for id in gone {
+                *m.in_flight.get_mut(&id).unwrap() -= 1;
+            }
+        }
+        for i in 0..128u64 {
+            kept.push(b.ready().await.unwrap().call(i * 7));
+        }
+        assert_eq!(b.in_flight(), 256);
+        drop(kept);
+        assert_eq!(b.in_flight(), 0);
+    }
+    assert_eq!(model.lock().checked, 5 * (256 + 128));
+}

@@ -555,6 +555,7 @@ impl<P: Picker, H, C> Builder<P, H, C> {
         let mut picker = self.picker;
         let track_latency = picker.uses_latency();
         let load_index = picker.load_index();
+        let dense_in_flight = picker.uses_in_flight();
         Ok(Balance {
             discover,
             discover_done: false,
@@ -563,6 +564,7 @@ impl<P: Picker, H, C> Builder<P, H, C> {
                 self.slow_start,
                 self.endpoint_breaker,
                 load_index,
+                dense_in_flight,
                 self.latency_decay.as_nanos() as f64,
                 now,
             ),

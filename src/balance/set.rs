@@ -11,6 +11,15 @@
 //!   woken after returning `Pending`.
 //! - the [`WakeQueue`]: slots whose waker fired since the last look.
 //!
+//! What a request touches is kept dense, so its cost stays flat from ten endpoints to
+//! tens of thousands: the per-slot state every request reads or writes ([`SlotState`]:
+//! statistics pointer, readiness, ready position, 16 bytes) is an array apart from the
+//! colder [`Meta`] (weights, ejection record, key hash), and when the picker
+//! [uses in-flight counts](super::Picker::uses_in_flight) the ready endpoints' counts sit
+//! in an array beside `ready`, by position, brought up to date before each pick from the
+//! completion queue (as for the load index), so that a power-of-two-choices pick reads
+//! two `u32`s of one array.
+//!
 //! Nothing scans all endpoints per request; scans happen only on rare events (an
 //! endpoint crossing the consecutive-failure threshold, an outlier-detection interval, a
 //! slow-start step, entering or leaving panic).
@@ -47,28 +56,37 @@ pub(crate) enum Readiness {
     Reserved,
 }
 
-/// Per-slot state that pickers may read (no service inside, so not generic).
+/// Per-slot state that every request reads or writes, in a dense array of its own
+/// (16 bytes a slot, so 160 KB at 10,000 endpoints stays in cache where the full
+/// [`Meta`] would not): the statistics, the readiness, the ready position.
 #[derive(Debug)]
-pub(crate) struct Meta {
-    pub(crate) generation: u32,
-    pub(crate) live: bool,
+pub(crate) struct SlotState {
     pub(crate) stats: Arc<EndpointStats>,
-    pub(crate) weight: u32,
-    pub(crate) effective_weight: f64,
-    pub(crate) added_at: u64,
-    pub(crate) key_hash: u64,
-    pub(crate) readiness: Readiness,
     ready_pos: u32,
-    member_pos: u32,
+    pub(crate) readiness: Readiness,
     in_to_poll: bool,
-    pub(crate) ejection: EjectionRecord,
+    pub(crate) live: bool,
 }
 
-impl Meta {
+impl SlotState {
     #[inline]
     pub(crate) fn ready_position(&self) -> Option<usize> {
         (self.ready_pos != NONE).then_some(self.ready_pos as usize)
     }
+}
+
+/// The rest of the per-slot state that pickers may read (no service inside, so not
+/// generic). The balancer itself reads it on membership, weight and ejection changes
+/// (and for the weighted load order), not on every request.
+#[derive(Debug)]
+pub(crate) struct Meta {
+    pub(crate) generation: u32,
+    pub(crate) weight: u32,
+    pub(crate) effective_weight: f64,
+    pub(crate) added_at: u64,
+    pub(crate) key_hash: u64,
+    member_pos: u32,
+    pub(crate) ejection: EjectionRecord,
 }
 
 /// Counters the balancer reports.
@@ -79,6 +97,7 @@ pub(crate) struct Counters {
 }
 
 pub(crate) struct EndpointSet<K, S> {
+    states: Vec<SlotState>,
     metas: Vec<Meta>,
     services: Vec<Option<S>>,
     /// Each member's circuit breaker gate, when endpoint breakers are on.
@@ -88,6 +107,12 @@ pub(crate) struct EndpointSet<K, S> {
     keys: HashMap<K, u32>,
     free: Vec<u32>,
     ready: Vec<u32>,
+    /// The in-flight count of each slot in `ready`, by the same position: exact at each
+    /// pick when `dense_in_flight` (completions drained by `refresh_load`), and a
+    /// reading taken when the slot became ready otherwise (unused then).
+    ready_in_flight: Vec<u32>,
+    /// Whether the picker reads `ready_in_flight`.
+    dense_in_flight: bool,
     members: Vec<u32>,
     to_poll: Vec<u32>,
     scratch: Vec<u32>,
@@ -111,10 +136,12 @@ pub(crate) struct EndpointSet<K, S> {
     load: Option<LoadOrder>,
     /// The load order's choice for the next pick (set by `refresh_load`).
     load_top: Option<u32>,
-    /// The slot called since the last `refresh_load`, whose place in the load order is
-    /// brought up to date then (a request that completes before the next pick then
-    /// moves nothing).
+    /// The slot called since the last `refresh_load`, whose load (place in the load
+    /// order, dense in-flight count) is brought up to date then (a request that
+    /// completes before the next pick then moves nothing).
     load_called: Option<u32>,
+    /// Slots whose in-flight count went down, when a load order or dense counts are
+    /// kept.
     completions: Option<Arc<CompletionQueue>>,
     /// The weights epoch the load heap's scores were computed under.
     load_weights_epoch: u64,
@@ -124,12 +151,45 @@ pub(crate) struct EndpointSet<K, S> {
 /// endpoint at the next pick.
 const COMPLETION_QUEUE_CAPACITY: usize = 4096;
 
+/// Reads `slot`'s in-flight count, clearing its unseen completions, into the load
+/// order and the dense counts (when it is a ready member).
+#[inline]
+fn learn_load(
+    states: &[SlotState],
+    metas: &[Meta],
+    ready_in_flight: &mut [u32],
+    load: &mut Option<LoadOrder>,
+    slot: u32,
+) {
+    let Some(state) = states.get(slot as usize) else {
+        return;
+    };
+    let in_flight = state.stats.take_queued();
+    if !state.live {
+        return;
+    }
+    if let Some(position) = state.ready_position() {
+        ready_in_flight[position] = dense_count(in_flight);
+    }
+    if let Some(heap) = load.as_mut() {
+        heap.update(slot, in_flight, metas[slot as usize].effective_weight);
+    }
+}
+
+/// An in-flight count as the dense array holds it (counts never reach `u32::MAX`: the
+/// statistics word keeps 32 bits for them).
+#[inline]
+fn dense_count(in_flight: usize) -> u32 {
+    u32::try_from(in_flight).unwrap_or(u32::MAX)
+}
+
 impl<K: Hash + Eq, S> EndpointSet<K, S> {
     pub(crate) fn new(
         detection: Option<OutlierDetection>,
         slow_start: Option<SlowStart>,
         breaker: Option<BreakerConfig<()>>,
         load_index: Option<LoadIndex>,
+        dense_in_flight: bool,
         decay_ns: f64,
         now: u64,
     ) -> Self {
@@ -137,6 +197,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             .as_ref()
             .map_or(u64::MAX, |d| now.saturating_add(super::nanos(d.interval)));
         Self {
+            states: Vec::new(),
             metas: Vec::new(),
             services: Vec::new(),
             gates: Vec::new(),
@@ -145,6 +206,8 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             keys: HashMap::new(),
             free: Vec::new(),
             ready: Vec::new(),
+            ready_in_flight: Vec::new(),
+            dense_in_flight,
             members: Vec::new(),
             to_poll: Vec::new(),
             scratch: Vec::new(),
@@ -165,8 +228,8 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             load: load_index.map(|l| LoadOrder::new(l.per_weight, l.seed)),
             load_top: None,
             load_called: None,
-            completions: load_index
-                .map(|_| Arc::new(CompletionQueue::new(COMPLETION_QUEUE_CAPACITY))),
+            completions: (load_index.is_some() || dense_in_flight)
+                .then(|| Arc::new(CompletionQueue::new(COMPLETION_QUEUE_CAPACITY))),
             load_weights_epoch: 0,
         }
     }
@@ -177,7 +240,9 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
     pub(crate) fn candidates<'a>(&'a self, clock: &'a Clock, now: Option<u64>) -> Candidates<'a> {
         Candidates {
             ready: &self.ready,
+            ready_in_flight: self.dense_in_flight.then_some(&self.ready_in_flight[..]),
             members: &self.members,
+            states: &self.states,
             metas: &self.metas,
             clock,
             now,
@@ -187,52 +252,59 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         }
     }
 
-    /// Brings the load order up to date with the requests that completed since the last
-    /// pick (and with weight changes, when it depends on weights), and chooses the
-    /// least-loaded endpoint for the next pick.
+    /// Brings the ready endpoints' loads up to date with the requests that completed
+    /// since the last pick and with the last call: the load order (also with weight
+    /// changes, when it depends on weights), which then chooses the least-loaded
+    /// endpoint for the next pick, and the dense in-flight counts.
     #[inline]
     pub(crate) fn refresh_load(&mut self) {
-        let (Some(heap), Some(queue)) = (self.load.as_mut(), self.completions.as_ref()) else {
+        let Some(queue) = self.completions.as_ref() else {
             return;
         };
         self.load_top = None;
         let called = self.load_called.take();
-        let reweigh = heap.per_weight() && self.load_weights_epoch != self.weights_epoch;
+        let reweigh = self.load.as_ref().is_some_and(LoadOrder::per_weight)
+            && self.load_weights_epoch != self.weights_epoch;
         if queue.take_overflow() || reweigh {
             // Re-read everything: drain the queue, clear every flag, rescore every
             // ready slot.
             while queue.pop().is_some() {}
             for &slot in &self.members {
-                self.metas[slot as usize].stats.take_queued();
+                self.states[slot as usize].stats.take_queued();
             }
-            for &slot in &self.ready {
-                let m = &self.metas[slot as usize];
-                heap.set(slot, m.stats.in_flight(), m.effective_weight);
+            for (position, &slot) in self.ready.iter().enumerate() {
+                let in_flight = self.states[slot as usize].stats.in_flight();
+                self.ready_in_flight[position] = dense_count(in_flight);
+                if let Some(heap) = self.load.as_mut() {
+                    heap.set(slot, in_flight, self.metas[slot as usize].effective_weight);
+                }
             }
             self.load_weights_epoch = self.weights_epoch;
-            self.load_top = heap.choose();
+            self.load_top = self.load.as_mut().and_then(LoadOrder::choose);
             return;
         }
         // Bounded, so producers that keep pushing cannot hold the balancer here.
         for _ in 0..COMPLETION_QUEUE_CAPACITY {
             let Some(slot) = queue.pop() else { break };
-            let Some(m) = self.metas.get(slot as usize) else {
-                continue;
-            };
-            let in_flight = m.stats.take_queued();
-            if m.live {
-                heap.update(slot, in_flight, m.effective_weight);
-            }
+            learn_load(
+                &self.states,
+                &self.metas,
+                &mut self.ready_in_flight,
+                &mut self.load,
+                slot,
+            );
         }
         if let Some(slot) = called {
             // Clears the mark `begin` left, so later completions queue the slot again.
-            let m = &self.metas[slot as usize];
-            let in_flight = m.stats.take_queued();
-            if m.live {
-                heap.update(slot, in_flight, m.effective_weight);
-            }
+            learn_load(
+                &self.states,
+                &self.metas,
+                &mut self.ready_in_flight,
+                &mut self.load,
+                slot,
+            );
         }
-        self.load_top = heap.choose();
+        self.load_top = self.load.as_mut().and_then(LoadOrder::choose);
     }
 
     #[inline]
@@ -259,7 +331,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
     pub(crate) fn in_flight(&self) -> usize {
         self.members
             .iter()
-            .map(|&s| self.metas[s as usize].stats.in_flight())
+            .map(|&s| self.states[s as usize].stats.in_flight())
             .sum()
     }
 
@@ -286,7 +358,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
 
     pub(crate) fn meta(&self, id: EndpointId) -> Option<&Meta> {
         let m = self.metas.get(id.slot())?;
-        (m.live && m.generation == id.generation()).then_some(m)
+        (self.states[id.slot()].live && m.generation == id.generation()).then_some(m)
     }
 
     // ----- membership ----------------------------------------------------------------
@@ -300,8 +372,8 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             // The old service is dropped here; its in-flight requests finish on their own.
             self.services[i] = Some(service);
             let effective = self.effective(weight, self.metas[i].added_at, now);
+            self.states[i].readiness = Readiness::Unpolled;
             let m = &mut self.metas[i];
-            m.readiness = Readiness::Unpolled;
             if m.weight != weight {
                 m.weight = weight;
                 m.effective_weight = effective;
@@ -318,18 +390,20 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
                 self.wakers.push(SlotWaker::new(slot, self.queue.clone()));
                 self.services.push(None);
                 self.gates.push(None);
+                self.states.push(SlotState {
+                    stats: self.new_stats(slot),
+                    ready_pos: NONE,
+                    readiness: Readiness::Unpolled,
+                    in_to_poll: false,
+                    live: false,
+                });
                 self.metas.push(Meta {
                     generation: 0,
-                    live: false,
-                    stats: self.new_stats(slot),
                     weight: 1,
                     effective_weight: 1.0,
                     added_at: 0,
                     key_hash: 0,
-                    readiness: Readiness::Unpolled,
-                    ready_pos: NONE,
                     member_pos: NONE,
-                    in_to_poll: false,
                     ejection: EjectionRecord::default(),
                 });
                 slot
@@ -338,15 +412,16 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         let stats = self.new_stats(slot);
         let effective_weight = self.effective(weight, now, now);
         let member_pos = self.members.len() as u32;
+        let state = &mut self.states[slot as usize];
+        state.live = true;
+        state.stats = stats;
+        state.readiness = Readiness::Unpolled;
+        state.ready_pos = NONE;
         let m = &mut self.metas[slot as usize];
-        m.live = true;
-        m.stats = stats;
         m.weight = weight;
         m.effective_weight = effective_weight;
         m.added_at = now;
         m.key_hash = key_hash;
-        m.readiness = Readiness::Unpolled;
-        m.ready_pos = NONE;
         m.member_pos = member_pos;
         m.ejection = EjectionRecord::default();
         self.services[slot as usize] = Some(service);
@@ -381,8 +456,8 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         self.services[i] = None;
         // Dropping the gate gives back a probe permit it held.
         self.gates[i] = None;
+        self.states[i].live = false;
         let m = &mut self.metas[i];
-        m.live = false;
         // A new generation at once: ids held by pickers stop resolving now, not at reuse.
         m.generation = m.generation.wrapping_add(1);
         let was_ejected = m.ejection.is_ejected();
@@ -425,9 +500,9 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
     // ----- readiness -----------------------------------------------------------------
 
     fn push_to_poll(&mut self, slot: u32) {
-        let m = &mut self.metas[slot as usize];
-        if !m.in_to_poll {
-            m.in_to_poll = true;
+        let state = &mut self.states[slot as usize];
+        if !state.in_to_poll {
+            state.in_to_poll = true;
             self.to_poll.push(slot);
         }
     }
@@ -435,17 +510,23 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
     /// Puts `slot` into, or takes it out of, the ready list so that the list holds
     /// exactly the reserved, pickable members.
     fn sync_ready(&mut self, slot: u32) {
-        let m = &self.metas[slot as usize];
-        let want = m.live
-            && m.readiness == Readiness::Reserved
-            && (self.panic || !m.ejection.is_ejected());
-        match (want, m.ready_pos != NONE) {
+        let state = &self.states[slot as usize];
+        // With nothing ejected (the usual case) the ejection record is not read: it
+        // lives in the colder `Meta`.
+        let want = state.live
+            && state.readiness == Readiness::Reserved
+            && (self.panic
+                || self.ejected == 0
+                || !self.metas[slot as usize].ejection.is_ejected());
+        match (want, state.ready_pos != NONE) {
             (true, false) => {
+                let in_flight = state.stats.in_flight();
                 if let Some(heap) = self.load.as_mut() {
-                    heap.set(slot, m.stats.in_flight(), m.effective_weight);
+                    heap.set(slot, in_flight, self.metas[slot as usize].effective_weight);
                 }
-                self.metas[slot as usize].ready_pos = self.ready.len() as u32;
+                self.states[slot as usize].ready_pos = self.ready.len() as u32;
                 self.ready.push(slot);
+                self.ready_in_flight.push(dense_count(in_flight));
             }
             (false, true) => self.take_out_of_ready(slot),
             _ => {}
@@ -453,7 +534,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
     }
 
     fn take_out_of_ready(&mut self, slot: u32) {
-        let pos = std::mem::replace(&mut self.metas[slot as usize].ready_pos, NONE);
+        let pos = std::mem::replace(&mut self.states[slot as usize].ready_pos, NONE);
         if pos == NONE {
             return;
         }
@@ -461,8 +542,9 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             heap.remove(slot);
         }
         self.ready.swap_remove(pos as usize);
+        self.ready_in_flight.swap_remove(pos as usize);
         if let Some(&moved) = self.ready.get(pos as usize) {
-            self.metas[moved as usize].ready_pos = pos;
+            self.states[moved as usize].ready_pos = pos;
         }
     }
 
@@ -478,7 +560,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             self.queue.drain_into(&mut woken);
             for &slot in &woken {
                 self.wakers[slot as usize].0.clear();
-                let m = &self.metas[slot as usize];
+                let m = &self.states[slot as usize];
                 // A stale wake (the endpoint is no longer pending, or the slot changed
                 // hands) needs nothing. A gated endpoint that is reserved is polled again:
                 // its circuit changed state (it may have opened).
@@ -500,30 +582,37 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         std::mem::swap(&mut polling, &mut self.to_poll);
         for &slot in &polling {
             let i = slot as usize;
-            self.metas[i].in_to_poll = false;
-            if !self.metas[i].live {
+            self.states[i].in_to_poll = false;
+            if !self.states[i].live {
                 continue;
             }
             let Some(service) = self.services[i].as_mut() else {
                 continue;
             };
             let mut cx = Context::from_waker(&self.wakers[i].1);
-            if let Some(gate) = self.gates[i].as_mut() {
+            // Without breakers every gate is `None`: skip reading that array (a cache
+            // miss per request with many endpoints).
+            let gate = if self.breaker.is_some() {
+                self.gates[i].as_mut()
+            } else {
+                None
+            };
+            if let Some(gate) = gate {
                 // An endpoint whose circuit would reject is not ready; the gate wakes
                 // the slot when a probe is due or the circuit changes.
                 if gate.poll_admissible(&mut cx).is_pending() {
-                    self.metas[i].readiness = Readiness::Pending;
+                    self.states[i].readiness = Readiness::Pending;
                     self.sync_ready(slot);
                     continue;
                 }
             }
             match service.poll_ready(&mut cx) {
                 Poll::Ready(Ok(())) => {
-                    self.metas[i].readiness = Readiness::Reserved;
+                    self.states[i].readiness = Readiness::Reserved;
                     self.sync_ready(slot);
                 }
                 Poll::Pending => {
-                    self.metas[i].readiness = Readiness::Pending;
+                    self.states[i].readiness = Readiness::Pending;
                     self.sync_ready(slot);
                 }
                 Poll::Ready(Err(error)) => {
@@ -545,6 +634,9 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
     /// pick again among the rest.
     #[inline]
     pub(crate) fn admit(&mut self, position: usize) -> Result<Option<GateCall>, BreakerOpen> {
+        if self.breaker.is_none() {
+            return Ok(None);
+        }
         let slot = self.ready[position];
         let Some(gate) = self.gates[slot as usize].as_mut() else {
             return Ok(None);
@@ -552,7 +644,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         match gate.admit_call() {
             Ok(call) => Ok(Some(call)),
             Err(open) => {
-                self.metas[slot as usize].readiness = Readiness::Unpolled;
+                self.states[slot as usize].readiness = Readiness::Unpolled;
                 self.take_out_of_ready(slot);
                 self.push_to_poll(slot);
                 Err(open)
@@ -586,23 +678,25 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
     pub(crate) fn begin_call(&mut self, position: usize) -> (&mut S, Arc<EndpointStats>) {
         let slot = self.ready[position];
         let i = slot as usize;
-        self.metas[i].readiness = Readiness::Unpolled;
-        if !self.metas[i].in_to_poll {
-            self.metas[i].in_to_poll = true;
+        self.states[i].readiness = Readiness::Unpolled;
+        if !self.states[i].in_to_poll {
+            self.states[i].in_to_poll = true;
             self.to_poll.push(slot);
         }
-        let stats = self.metas[i].stats.clone();
+        let stats = self.states[i].stats.clone();
         stats.begin();
-        if let Some(heap) = self.load.as_mut() {
+        if self.completions.is_some() {
             // At most one call between two refreshes; should there be another, bring the
             // earlier one up to date now.
             if let Some(earlier) = self.load_called.replace(slot) {
                 if earlier != slot {
-                    let m = &self.metas[earlier as usize];
-                    let in_flight = m.stats.take_queued();
-                    if m.live {
-                        heap.update(earlier, in_flight, m.effective_weight);
-                    }
+                    learn_load(
+                        &self.states,
+                        &self.metas,
+                        &mut self.ready_in_flight,
+                        &mut self.load,
+                        earlier,
+                    );
                 }
             }
         }
@@ -691,7 +785,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         let mut blocked = self.blocked_by_breakers();
         for k in 0..self.members.len() {
             let slot = self.members[k];
-            let stats = &self.metas[slot as usize].stats;
+            let stats = &self.states[slot as usize].stats;
             if stats.consecutive_failures() >= threshold {
                 stats.reset_consecutive_failures();
                 self.eject(slot, now, &mut blocked);
@@ -707,7 +801,9 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             match m.ejection.ejected_until {
                 Some(until) if until <= now => {
                     m.ejection.ejected_until = None;
-                    m.stats.reset_consecutive_failures();
+                    self.states[slot as usize]
+                        .stats
+                        .reset_consecutive_failures();
                     self.ejected -= 1;
                     self.sync_ready(slot);
                 }
@@ -732,7 +828,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
                 if !m.ejection.is_ejected() && m.ejection.times_ejected > 0 {
                     m.ejection.times_ejected -= 1;
                 }
-                let (ok, failed) = m.stats.take_interval();
+                let (ok, failed) = self.states[slot as usize].stats.take_interval();
                 (slot, ok, ok.saturating_add(failed))
             })
             .collect();
@@ -876,21 +972,35 @@ mod tests {
         ]
     }
 
-    /// The load index's top is a ready slot with the least in flight.
+    /// The load index's top is a ready slot with the least in flight, and the dense
+    /// counts (when kept) are every ready slot's count.
     fn check_load(set: &mut EndpointSet<u8, Fake>) {
         set.refresh_load();
         let clock = Clock::manual().0;
-        let top = set.candidates(&clock, None).least_loaded();
+        let candidates = set.candidates(&clock, None);
+        assert_eq!(set.ready_in_flight.len(), set.ready.len());
+        for (pos, &slot) in set.ready.iter().enumerate() {
+            let exact = set.states[slot as usize].stats.in_flight();
+            assert_eq!(candidates.in_flight(pos), exact, "slot {slot} at {pos}");
+            assert_eq!(candidates.get(pos).in_flight(), exact);
+            if set.dense_in_flight {
+                assert_eq!(set.ready_in_flight[pos] as usize, exact);
+            }
+        }
+        if set.load.is_none() {
+            return;
+        }
+        let top = candidates.least_loaded();
         let min = set
             .ready
             .iter()
-            .map(|&s| set.metas[s as usize].stats.in_flight())
+            .map(|&s| set.states[s as usize].stats.in_flight())
             .min();
         match (top, min) {
             (None, None) => {}
             (Some(pos), Some(min)) => {
                 let slot = set.ready[pos];
-                assert_eq!(set.metas[slot as usize].stats.in_flight(), min);
+                assert_eq!(set.states[slot as usize].stats.in_flight(), min);
             }
             other => panic!("load index and ready list disagree: {other:?}"),
         }
@@ -898,7 +1008,7 @@ mod tests {
 
     fn check(set: &EndpointSet<u8, Fake>, after_poll: bool) {
         for (pos, &slot) in set.ready.iter().enumerate() {
-            let m = &set.metas[slot as usize];
+            let m = &set.states[slot as usize];
             assert!(m.live, "ready slot {slot} is not a member");
             assert_eq!(m.ready_pos as usize, pos);
             assert!(set.services[slot as usize].is_some());
@@ -911,8 +1021,8 @@ mod tests {
             }
         }
         for (pos, &slot) in set.members.iter().enumerate() {
-            let m = &set.metas[slot as usize];
-            assert_eq!(m.member_pos as usize, pos);
+            assert_eq!(set.metas[slot as usize].member_pos as usize, pos);
+            let m = &set.states[slot as usize];
             if after_poll && m.readiness == Readiness::Reserved {
                 assert!(
                     m.ready_position().is_some(),
@@ -923,7 +1033,7 @@ mod tests {
         assert_eq!(set.members.len(), set.keys.len());
         for (&k, &slot) in &set.keys {
             assert!(
-                set.metas[slot as usize].live,
+                set.states[slot as usize].live,
                 "key {k} maps to a vacant slot"
             );
         }
@@ -931,9 +1041,14 @@ mod tests {
 
     proptest! {
         #[test]
-        fn ready_list_always_holds_exactly_the_reserved_members(ops in prop::collection::vec(op(), 1..200)) {
+        fn ready_list_always_holds_exactly_the_reserved_members(
+            ops in prop::collection::vec(op(), 1..200),
+            indexed in any::<bool>(),
+            dense in any::<bool>(),
+        ) {
+            let index = indexed.then(|| LoadIndex::in_flight(3));
             let mut set: EndpointSet<u8, Fake> =
-                EndpointSet::new(None, None, None, Some(LoadIndex::in_flight(3)), 1e9, 0);
+                EndpointSet::new(None, None, None, index, dense, 1e9, 0);
             let mut switches: std::collections::HashMap<u8, Arc<Switch>> = Default::default();
             let mut held = Vec::new();
             for op in ops {

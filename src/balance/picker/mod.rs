@@ -61,7 +61,7 @@ use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 
 use super::endpoint::EndpointId;
-use super::set::Meta;
+use super::set::{Meta, SlotState};
 use crate::clock::Clock;
 
 /// Chooses the endpoint for one request. See the [module docs](self).
@@ -87,6 +87,18 @@ pub trait Picker {
     fn load_index(&mut self) -> Option<LoadIndex> {
         None
     }
+
+    /// Whether this picker reads in-flight counts ([`Candidates::in_flight`],
+    /// [`Endpoint::in_flight`]) on every pick. Asked once, when the balancer is built.
+    /// When it does, the balancer keeps the ready endpoints' counts in one dense array
+    /// beside the ready list, learning completions through a lock-free queue drained
+    /// before each pick, so that reading a count touches that array only (not the
+    /// endpoint's own state) however many endpoints there are. That costs a queue push
+    /// per completion the balancer has not seen yet, so only pickers that read the
+    /// counts should ask. Counts are exact either way.
+    fn uses_in_flight(&self) -> bool {
+        false
+    }
 }
 
 impl<P: Picker + ?Sized> Picker for Box<P> {
@@ -100,6 +112,10 @@ impl<P: Picker + ?Sized> Picker for Box<P> {
 
     fn load_index(&mut self) -> Option<LoadIndex> {
         (**self).load_index()
+    }
+
+    fn uses_in_flight(&self) -> bool {
+        (**self).uses_in_flight()
     }
 }
 
@@ -144,7 +160,11 @@ impl LoadIndex {
 /// The ready endpoints, as a picker sees them. See the [module docs](self).
 pub struct Candidates<'a> {
     pub(crate) ready: &'a [u32],
+    /// The in-flight count of each ready endpoint, by position, when the balancer keeps
+    /// them (see [`Picker::uses_in_flight`]).
+    pub(crate) ready_in_flight: Option<&'a [u32]>,
     pub(crate) members: &'a [u32],
+    pub(crate) states: &'a [SlotState],
     pub(crate) metas: &'a [Meta],
     pub(crate) clock: &'a Clock,
     /// The clock reading taken by `call` when it times the request anyway.
@@ -162,7 +182,7 @@ impl<'a> Candidates<'a> {
     /// every request that completed before the pick began is accounted for.
     #[inline]
     pub fn least_loaded(&self) -> Option<usize> {
-        self.metas[self.least_loaded? as usize].ready_position()
+        self.states[self.least_loaded? as usize].ready_position()
     }
 
     /// How many endpoints are ready.
@@ -186,8 +206,25 @@ impl<'a> Candidates<'a> {
         let slot = self.ready[position];
         Endpoint {
             slot,
+            state: &self.states[slot as usize],
             meta: &self.metas[slot as usize],
             clock: self.clock,
+            in_flight: self.ready_in_flight.map(|counts| counts[position]),
+        }
+    }
+
+    /// The number of requests in flight on the ready endpoint at `position`: the same
+    /// as `self.get(position).in_flight()`. When the picker
+    /// [uses in-flight counts](Picker::uses_in_flight) this reads one dense array
+    /// indexed by position, and nothing else.
+    ///
+    /// # Panics
+    /// If `position >= self.len()`, like slice indexing.
+    #[inline]
+    pub fn in_flight(&self, position: usize) -> usize {
+        match self.ready_in_flight {
+            Some(counts) => counts[position] as usize,
+            None => self.states[self.ready[position] as usize].stats.in_flight(),
         }
     }
 
@@ -200,11 +237,11 @@ impl<'a> Candidates<'a> {
     /// right now or is no longer a member (a stale id never resolves to another endpoint).
     #[inline]
     pub fn position(&self, id: EndpointId) -> Option<usize> {
-        let meta = self.metas.get(id.slot())?;
-        if !meta.live || meta.generation != id.generation() {
+        let state = self.states.get(id.slot())?;
+        if !state.live || self.metas[id.slot()].generation != id.generation() {
             return None;
         }
-        meta.ready_position()
+        state.ready_position()
     }
 
     /// How many endpoints are members, ready or not.
@@ -214,10 +251,18 @@ impl<'a> Candidates<'a> {
 
     /// Every member, ready or not (use [`Endpoint::is_ready`] to tell).
     pub fn members(&self) -> impl ExactSizeIterator<Item = Endpoint<'a>> + '_ {
-        self.members.iter().map(move |&slot| Endpoint {
-            slot,
-            meta: &self.metas[slot as usize],
-            clock: self.clock,
+        self.members.iter().map(move |&slot| {
+            let state = &self.states[slot as usize];
+            Endpoint {
+                slot,
+                state,
+                meta: &self.metas[slot as usize],
+                clock: self.clock,
+                in_flight: self
+                    .ready_in_flight
+                    .zip(state.ready_position())
+                    .map(|(counts, position)| counts[position]),
+            }
         })
     }
 
@@ -254,8 +299,12 @@ impl fmt::Debug for Candidates<'_> {
 #[derive(Clone, Copy)]
 pub struct Endpoint<'a> {
     slot: u32,
+    state: &'a SlotState,
     meta: &'a Meta,
     clock: &'a Clock,
+    /// The count from the balancer's dense array, when it keeps one and this endpoint
+    /// is ready.
+    in_flight: Option<u32>,
 }
 
 impl Endpoint<'_> {
@@ -265,10 +314,15 @@ impl Endpoint<'_> {
         EndpointId::new(self.slot, self.meta.generation)
     }
 
-    /// Requests sent to it and not yet completed or dropped.
+    /// Requests sent to it and not yet completed or dropped. Inside a pick, requests
+    /// that completed before the pick began are not counted; one completing during the
+    /// pick may or may not be.
     #[inline]
     pub fn in_flight(&self) -> usize {
-        self.meta.stats.in_flight()
+        match self.in_flight {
+            Some(count) => count as usize,
+            None => self.state.stats.in_flight(),
+        }
     }
 
     /// Its weight as discovered (1 when the source has none).
@@ -294,13 +348,13 @@ impl Endpoint<'_> {
     /// Whether it is ready now (always true for endpoints from [`Candidates::get`]).
     #[inline]
     pub fn is_ready(&self) -> bool {
-        self.meta.ready_position().is_some()
+        self.state.ready_position().is_some()
     }
 
     /// Its position among the ready endpoints, if ready.
     #[inline]
     pub fn position(&self) -> Option<usize> {
-        self.meta.ready_position()
+        self.state.ready_position()
     }
 
     /// The time since it joined the balancer (reads the clock).
@@ -319,7 +373,7 @@ impl Endpoint<'_> {
     /// pickers that read the clock once per pick.
     #[inline]
     pub fn latency_nanos_at(&self, now: u64) -> Option<f64> {
-        self.meta.stats.latency_at(now)
+        self.state.stats.latency_at(now)
     }
 }
 

@@ -19,7 +19,9 @@ pub enum Cost {
 
 /// Picks two distinct ready endpoints at random and sends the request to the one with
 /// the lower [`Cost`] (the first of the two on a tie). O(1) per pick: one random
-/// number per candidate, no scan.
+/// number per candidate, no scan. Comparing in-flight counts, a pick reads two entries
+/// of one dense array kept by the balancer (see [`Picker::uses_in_flight`]), so its cost
+/// does not grow with the number of endpoints.
 ///
 /// Seeded with [`seeded`](Self::seeded), the sequence of picks is reproducible.
 #[derive(Debug, Clone)]
@@ -90,7 +92,7 @@ impl Picker for PowerOfTwoChoices {
         }
         match self.cost {
             Cost::InFlight => {
-                if candidates.get(b).in_flight() < candidates.get(a).in_flight() {
+                if candidates.in_flight(b) < candidates.in_flight(a) {
                     b
                 } else {
                     a
@@ -111,5 +113,12 @@ impl Picker for PowerOfTwoChoices {
 
     fn uses_latency(&self) -> bool {
         matches!(self.cost, Cost::PeakEwma { .. })
+    }
+
+    /// Comparing in-flight counts reads them on every pick, so the balancer keeps them
+    /// dense (one small array, however many endpoints); peak-EWMA cost reads each
+    /// candidate's latency beside its count anyway, so it does not ask.
+    fn uses_in_flight(&self) -> bool {
+        matches!(self.cost, Cost::InFlight)
     }
 }

@@ -559,3 +559,70 @@ impl SharedCircuit {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    fn circuit(record_latency: bool) -> (SharedCircuit, crate::clock::ManualClock) {
+        let (clock, hand) = Clock::manual();
+        let config = BreakerConfig::builder()
+            .clock(clock)
+            .without_error_percentage()
+            .consecutive_failures(1)
+            .sleep_window(5 * SEC)
+            .half_open_probes(1)
+            .record_latency(record_latency)
+            .build()
+            .unwrap();
+        (SharedCircuit::new(&config), hand)
+    }
+
+    #[test]
+    fn probe_ignored_by_the_classifier_gives_its_permit_back() {
+        let (c, hand) = circuit(true);
+        c.complete(c.admit().unwrap(), Some(Event::Failure));
+        assert_eq!(c.state(), CircuitState::Open);
+        hand.advance(5 * SEC);
+        let probe = c.admit().unwrap();
+        assert_eq!(c.state(), CircuitState::HalfOpen);
+        assert!(c.admit().is_err(), "the only permit is taken");
+        c.complete(probe, None);
+        let next = c.admit().expect("the permit was given back");
+        c.complete(next, Some(Event::Success));
+        assert_eq!(c.state(), CircuitState::Closed);
+    }
+
+    #[test]
+    fn untimed_calls_record_zero_latency_and_timed_calls_their_own() {
+        for record_latency in [false, true] {
+            let (c, hand) = circuit(record_latency);
+            let a = c.admit().unwrap();
+            hand.advance(Duration::from_millis(3));
+            c.complete(a, Some(Event::Success));
+            let latency = c.metrics().window.latency;
+            assert_eq!(latency.count, 1);
+            let want = if record_latency { 3_000_000 } else { 0 };
+            assert_eq!(latency.max, Duration::from_nanos(want), "{record_latency}");
+        }
+    }
+
+    #[test]
+    fn forced_closed_calls_and_results_of_a_cleared_epoch_are_not_counted() {
+        let (c, _hand) = circuit(true);
+        c.force(CircuitState::ForcedClosed);
+        c.complete(c.admit().unwrap(), Some(Event::Failure));
+        assert_eq!(c.state(), CircuitState::ForcedClosed);
+        assert_eq!(c.metrics().window.counts.total(), 0);
+        c.reset();
+        let before_reset = c.admit().unwrap();
+        c.reset();
+        c.complete(before_reset, Some(Event::Success));
+        assert_eq!(c.metrics().window.counts.total(), 0);
+        c.complete(c.admit().unwrap(), Some(Event::Success));
+        assert_eq!(c.metrics().window.counts.successes, 1);
+    }
+}

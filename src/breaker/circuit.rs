@@ -55,22 +55,31 @@ impl CircuitState {
         CircuitState::MetricsOnly,
     ];
 
+    /// The state's code in a [`Word`]. Not the discriminant: the two states whose calls
+    /// are admitted and counted freely, `Closed` and `MetricsOnly`, are 0 and 1, so the
+    /// call path tells them from the rest with one mask (see [`Word::admits_counted`]).
     #[inline]
     fn code(self) -> u64 {
-        self as u64
+        match self {
+            CircuitState::Closed => 0,
+            CircuitState::MetricsOnly => 1,
+            CircuitState::Open => 2,
+            CircuitState::HalfOpen => 3,
+            CircuitState::ForcedOpen => 4,
+            CircuitState::ForcedClosed => 5,
+        }
     }
 
     #[inline]
     fn from_code(code: u64) -> Self {
-        // Only `Word::new` writes codes, always from a real state. (A match, not a table
-        // lookup with a bounds-saving modulo: this runs three times per call.)
+        // Only `Word::new` writes codes, always from a real state.
         match code {
             0 => CircuitState::Closed,
-            1 => CircuitState::Open,
-            2 => CircuitState::HalfOpen,
-            3 => CircuitState::ForcedOpen,
-            4 => CircuitState::ForcedClosed,
-            _ => CircuitState::MetricsOnly,
+            1 => CircuitState::MetricsOnly,
+            2 => CircuitState::Open,
+            3 => CircuitState::HalfOpen,
+            4 => CircuitState::ForcedOpen,
+            _ => CircuitState::ForcedClosed,
         }
     }
 
@@ -164,6 +173,13 @@ impl Word {
     #[inline]
     pub(crate) fn is(self, state: CircuitState) -> bool {
         self.0 & Self::STATE_MASK == state.code()
+    }
+
+    /// Whether the state is `Closed` or `MetricsOnly`: every call is admitted without a
+    /// permit and counted. One mask and one test.
+    #[inline]
+    pub(crate) fn admits_counted(self) -> bool {
+        self.0 & (Self::STATE_MASK & !1) == 0
     }
 
     #[inline]
@@ -397,6 +413,10 @@ mod tests {
             for other in CircuitState::ALL {
                 assert_eq!(w.is(other), other == state);
             }
+            assert_eq!(
+                w.admits_counted(),
+                matches!(state, CircuitState::Closed | CircuitState::MetricsOnly)
+            );
         }
         // The epoch wraps within its field instead of spilling into the generation.
         let w = Word::new(CircuitState::Open, 1 << 20, 5);

@@ -25,6 +25,15 @@ pin_project! {
         kind: Kind<F>,
         call: Option<CallRecord<C>>,
     }
+
+    impl<F, C> PinnedDrop for ResponseFuture<F, C> {
+        fn drop(this: Pin<&mut Self>) {
+            // Still set: the call did not complete. Give back what it held.
+            if let Some(CallRecord { site, mut admission }) = this.project().call.take() {
+                site.shared.abandon(&mut admission);
+            }
+        }
+    }
 }
 
 pin_project! {
@@ -35,16 +44,11 @@ pin_project! {
     }
 }
 
-/// An admitted call's bookkeeping; its `Drop` releases what a cancelled call held.
+/// An admitted call's bookkeeping. While the future holds it, the call is in flight;
+/// completion takes it out, and the future's drop releases what a cancelled call held.
 struct CallRecord<C> {
     site: Arc<CallSite<C>>,
     admission: Admission,
-}
-
-impl<C> Drop for CallRecord<C> {
-    fn drop(&mut self) {
-        self.site.shared.abandon(&mut self.admission);
-    }
 }
 
 impl<F, C> ResponseFuture<F, C> {
@@ -71,6 +75,7 @@ where
 {
     type Output = Result<T, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let future = match this.kind.project() {
@@ -78,20 +83,19 @@ where
             KindProj::Rejected { open } => return Poll::Ready(Err((*open).into())),
         };
         let result = ready!(future.poll(cx));
-        let Some(record) = this.call.as_mut() else {
+        let Some(record) = this.call.as_ref() else {
             // Polled after it completed (the inner future allowed it): count nothing twice.
             return Poll::Ready(result.map_err(Into::into));
         };
+        // Classified while the future still holds the record, so that a panicking
+        // classifier leaves the drop to give a probe permit back.
         let outcome = record.site.classify.classify(&result);
         let result = result.map_err(Into::into);
-        let admission = record.admission;
-        // The permit now travels with `admission`; the record's drop finds none left.
-        record.admission.take_probe();
-        record
-            .site
-            .shared
-            .complete(admission, window_event(outcome, &result));
-        *this.call = None;
+        let event = window_event(outcome, &result);
+        if let Some(CallRecord { site, admission }) = this.call.take() {
+            // The admission, and a probe permit in it, goes to the circuit.
+            site.shared.complete(admission, event);
+        }
         Poll::Ready(result)
     }
 }

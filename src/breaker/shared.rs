@@ -3,12 +3,13 @@
 //!
 //! The call path reads one atomic [`Word`] (state, epoch, generation) and, when closed,
 //! never takes a lock: admission is that load plus a clock read (raw ticks, none when
-//! latency is not recorded); completion is a clock read, a second load, one
-//! [`RollingWindow::record`] (a try-lock swap on the thread's cell) and a load of the
-//! consecutive-failure counter (written only when it changes). Stale results and probes
-//! leave the closed path through cold functions. The trip conditions
-//! are evaluated, from a [`Counts`] sample, only when a failure or a slow call is
-//! recorded, and the mutex around the [`Circuit`] is taken only to transition.
+//! latency is not recorded); completion is a second load, compared once with the
+//! admission's word, a clock read, one [`RollingWindow::record`] (a try-lock swap on the
+//! thread's cell) and a load of the consecutive-failure counter (written only when it
+//! changes). Stale results, probes, failures and slow calls leave the closed success
+//! path through cold functions. The trip conditions are evaluated, from a [`Counts`]
+//! sample, only when a failure or a slow call is recorded, and the mutex around the
+//! [`Circuit`] is taken only to transition.
 //!
 //! The open → half-open step is lazy: the first call after the open period ends makes
 //! it. Half-open admission is a compare-and-swap on a probe slot
@@ -48,8 +49,9 @@ impl<T> std::ops::Deref for CachePadded<T> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Admission {
     word: Word,
-    /// The clock's [`ticks`](Clock::ticks) at admission (0 when the state records
-    /// nothing): converted to nanoseconds only at completion, with the latency.
+    /// The clock's [`ticks`](Clock::ticks) at admission, converted to nanoseconds only
+    /// at completion, with the latency; [`UNTIMED`] for a call that is not timed, so
+    /// that its latency comes out as zero without a branch.
     start_ticks: u64,
     /// The half-open probe permit, if the call is a probe and still holds it.
     probe: Option<ProbePermit>,
@@ -107,6 +109,9 @@ pub(crate) enum GateCheck {
     WaitForChange,
 }
 
+/// The start of an untimed call: no reading is later, so its latency is zero.
+const UNTIMED: u64 = u64::MAX;
+
 /// How many state changes an admission rides through before it gives up and rejects.
 const ADMISSION_ATTEMPTS: usize = 4;
 
@@ -144,13 +149,13 @@ impl SharedCircuit {
     pub(crate) fn admit(&self) -> Result<Admission, BreakerOpen> {
         let word = self.load_word();
         // The closed path tests the state bits directly rather than decoding the state.
-        if word.is(CircuitState::Closed) || word.is(CircuitState::MetricsOnly) {
+        if word.admits_counted() {
             return Ok(Admission {
                 word,
                 start_ticks: if self.record_latency {
                     self.clock.ticks()
                 } else {
-                    0
+                    UNTIMED
                 },
                 probe: None,
             });
@@ -158,7 +163,7 @@ impl SharedCircuit {
         if word.is(CircuitState::ForcedClosed) {
             return Ok(Admission {
                 word,
-                start_ticks: 0,
+                start_ticks: UNTIMED,
                 probe: None,
             });
         }
@@ -173,7 +178,7 @@ impl SharedCircuit {
         for _ in 0..ADMISSION_ATTEMPTS {
             match word.state() {
                 CircuitState::Closed | CircuitState::MetricsOnly | CircuitState::ForcedClosed => {
-                    return Ok(Self::pass(word, ticks))
+                    return Ok(self.pass(word, ticks))
                 }
                 CircuitState::ForcedOpen => {
                     return Err(self.reject(CircuitState::ForcedOpen, now, BreakerOpen::forced()))
@@ -208,7 +213,7 @@ impl SharedCircuit {
             now = self.clock.ticks_to_nanos(ticks);
         }
         if word.state().admits_all() {
-            return Ok(Self::pass(word, ticks));
+            return Ok(self.pass(word, ticks));
         }
         // The state changed under this call on every attempt: an extreme race. Reject
         // rather than spin; the caller may retry at once.
@@ -216,11 +221,11 @@ impl SharedCircuit {
     }
 
     /// Admission in a state that admits every call.
-    fn pass(word: Word, ticks: u64) -> Admission {
-        let records = word.state() != CircuitState::ForcedClosed;
+    fn pass(&self, word: Word, ticks: u64) -> Admission {
+        let timed = self.record_latency && word.state() != CircuitState::ForcedClosed;
         Admission {
             word,
-            start_ticks: if records { ticks } else { 0 },
+            start_ticks: if timed { ticks } else { UNTIMED },
             probe: None,
         }
     }
@@ -260,58 +265,84 @@ impl SharedCircuit {
 
     /// A call admitted under `admission` finished as `event` (`None`: ignored by the
     /// classifier).
+    ///
+    /// The straight line is a call admitted closed or metrics-only under the word still
+    /// current: one word compare sends probes, forced-closed calls and stale results to
+    /// [`complete_other`](Self::complete_other).
     #[inline]
     pub(crate) fn complete(&self, admission: Admission, event: Option<Event>) {
-        if let Some(permit) = admission.probe {
-            return self.complete_probe(admission, permit, event);
-        }
-        // Without a probe permit the call was admitted closed, metrics-only or forced
-        // closed.
-        let Some(event) = event else { return };
-        if admission.word.is(CircuitState::ForcedClosed) {
-            return;
+        let Some(event) = event else {
+            return self.complete_ignored(admission);
+        };
+        let current = self.load_word();
+        // Probes are admitted half-open, and forced-closed calls are not counted: neither
+        // passes the second test.
+        if current != admission.word || !admission.word.admits_counted() {
+            return self.complete_other(admission, current, event);
         }
         let end_ticks = self.clock.ticks();
-        let latency = if self.record_latency {
-            self.clock.nanos_between(admission.start_ticks, end_ticks)
-        } else {
-            0
-        };
+        // Zero for an untimed call (`UNTIMED` start).
+        let latency = self.clock.nanos_between(admission.start_ticks, end_ticks);
         let end = self.clock.ticks_to_nanos(end_ticks);
-        let current = self.load_word();
-        if current != admission.word {
-            // The state moved on since admission: count the result if the statistics
-            // were not cleared meanwhile, but do not let it move the state machine.
-            return self.complete_stale(admission.word, current, end, event, latency);
-        }
         self.window.record(end, event, latency);
         if event != Event::Success {
-            let consecutive = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-            if admission.word.is(CircuitState::Closed) {
-                self.evaluate(admission.word, end, consecutive);
-            }
-        } else {
-            // Load before store: a run of successes does not write the line.
-            if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
-                self.consecutive_failures.store(0, Ordering::Relaxed);
-            }
-            if latency >= self.slow_nanos
-                && self.policy.watches_slow_calls()
-                && admission.word.is(CircuitState::Closed)
-            {
-                self.evaluate(admission.word, end, 0);
-            }
+            return self.count_failure(admission.word, end);
+        }
+        // Load before store: a run of successes does not write the line.
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+        if latency >= self.slow_nanos {
+            self.count_slow_success(admission.word, end);
         }
     }
 
-    /// [`complete`](Self::complete) for a call admitted under a word that is no longer
-    /// current: a result from an older epoch belongs to no statistics; one from an
+    /// A failure (or timeout, or rejection below) was recorded under the current `word`:
+    /// extends the run of failures and, closed, asks the trip policy.
+    #[cold]
+    fn count_failure(&self, word: Word, end: u64) {
+        let consecutive = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if word.is(CircuitState::Closed) {
+            self.evaluate(word, end, consecutive);
+        }
+    }
+
+    /// A slow success was recorded under the current `word`: closed, asks the trip
+    /// policy if it watches slow calls.
+    #[cold]
+    fn count_slow_success(&self, word: Word, end: u64) {
+        if self.policy.watches_slow_calls() && word.is(CircuitState::Closed) {
+            self.evaluate(word, end, 0);
+        }
+    }
+
+    /// [`complete`](Self::complete) for a call the classifier ignored: counts nothing,
+    /// but a probe gives its permit back.
+    #[cold]
+    fn complete_ignored(&self, admission: Admission) {
+        if let Some(permit) = admission.probe {
+            self.complete_probe(admission, permit, None);
+        }
+    }
+
+    /// [`complete`](Self::complete) off the straight line: a probe, a forced-closed
+    /// call (counted nowhere), or a result admitted under a word that is no longer
+    /// `current`. A result from an older epoch belongs to no statistics; one from an
     /// older generation of the same epoch is counted, too late to move the state.
     #[cold]
-    fn complete_stale(&self, admitted: Word, current: Word, end: u64, event: Event, latency: u64) {
-        if current.epoch() == admitted.epoch() {
-            self.window.record(end, event, latency);
+    fn complete_other(&self, admission: Admission, current: Word, event: Event) {
+        if let Some(permit) = admission.probe {
+            return self.complete_probe(admission, permit, Some(event));
         }
+        if admission.word.is(CircuitState::ForcedClosed)
+            || current.epoch() != admission.word.epoch()
+        {
+            return;
+        }
+        let end_ticks = self.clock.ticks();
+        let latency = self.clock.nanos_between(admission.start_ticks, end_ticks);
+        self.window
+            .record(self.clock.ticks_to_nanos(end_ticks), event, latency);
     }
 
     /// [`complete`](Self::complete) for a half-open probe that still held `permit`.
@@ -526,5 +557,72 @@ impl SharedCircuit {
                 0
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    fn circuit(record_latency: bool) -> (SharedCircuit, crate::clock::ManualClock) {
+        let (clock, hand) = Clock::manual();
+        let config = BreakerConfig::builder()
+            .clock(clock)
+            .without_error_percentage()
+            .consecutive_failures(1)
+            .sleep_window(5 * SEC)
+            .half_open_probes(1)
+            .record_latency(record_latency)
+            .build()
+            .unwrap();
+        (SharedCircuit::new(&config), hand)
+    }
+
+    #[test]
+    fn probe_ignored_by_the_classifier_gives_its_permit_back() {
+        let (c, hand) = circuit(true);
+        c.complete(c.admit().unwrap(), Some(Event::Failure));
+        assert_eq!(c.state(), CircuitState::Open);
+        hand.advance(5 * SEC);
+        let probe = c.admit().unwrap();
+        assert_eq!(c.state(), CircuitState::HalfOpen);
+        assert!(c.admit().is_err(), "the only permit is taken");
+        c.complete(probe, None);
+        let next = c.admit().expect("the permit was given back");
+        c.complete(next, Some(Event::Success));
+        assert_eq!(c.state(), CircuitState::Closed);
+    }
+
+    #[test]
+    fn untimed_calls_record_zero_latency_and_timed_calls_their_own() {
+        for record_latency in [false, true] {
+            let (c, hand) = circuit(record_latency);
+            let a = c.admit().unwrap();
+            hand.advance(Duration::from_millis(3));
+            c.complete(a, Some(Event::Success));
+            let latency = c.metrics().window.latency;
+            assert_eq!(latency.count, 1);
+            let want = if record_latency { 3_000_000 } else { 0 };
+            assert_eq!(latency.max, Duration::from_nanos(want), "{record_latency}");
+        }
+    }
+
+    #[test]
+    fn forced_closed_calls_and_results_of_a_cleared_epoch_are_not_counted() {
+        let (c, _hand) = circuit(true);
+        c.force(CircuitState::ForcedClosed);
+        c.complete(c.admit().unwrap(), Some(Event::Failure));
+        assert_eq!(c.state(), CircuitState::ForcedClosed);
+        assert_eq!(c.metrics().window.counts.total(), 0);
+        c.reset();
+        let before_reset = c.admit().unwrap();
+        c.reset();
+        c.complete(before_reset, Some(Event::Success));
+        assert_eq!(c.metrics().window.counts.total(), 0);
+        c.complete(c.admit().unwrap(), Some(Event::Success));
+        assert_eq!(c.metrics().window.counts.successes, 1);
     }
 }

@@ -26,20 +26,22 @@ const SUB_BITS: u32 = SUB_BUCKETS.trailing_zeros();
 pub(crate) const BINS: usize = 238;
 /// The largest latency, in microseconds, that is not clamped: the top of the top bin,
 /// 14 × 2²⁸ - 1 µs (about 62.6 minutes).
+#[cfg(test)]
 pub(crate) const MAX_MICROS: u64 = (14 << 28) - 1;
 
 /// The bin holding a latency of `nanos` nanoseconds.
+///
+/// Branch-free: with `e` the position of the highest set bit of `us | 8` (so at least
+/// 3) and `s = e - 3`, `us >> s` lies in `8..16`, and the bin is `8 * s + (us >> s)`.
+/// For `us < 16`, `s` is 0 and the bin is `us` itself; above, `8 * s + 8` is the first
+/// bin of the power of two and the low three bits of `us >> s` the linear sub-bucket.
+/// Bins grow with `us`, so clamping the bin clamps the value at the top of the top bin.
 #[inline]
 pub(crate) fn bin_of(nanos: u64) -> usize {
-    let us = (nanos / 1_000).min(MAX_MICROS);
-    if us < 2 * SUB_BUCKETS as u64 {
-        return us as usize;
-    }
-    // `e` is the position of the highest set bit (>= 4 here); the next SUB_BITS bits are
-    // the linear sub-bucket.
-    let e = 63 - us.leading_zeros();
-    let mantissa = ((us >> (e - SUB_BITS)) as usize) & (SUB_BUCKETS - 1);
-    (e - SUB_BITS + 1) as usize * SUB_BUCKETS + mantissa
+    let us = nanos / 1_000;
+    let s = 63 - (us | SUB_BUCKETS as u64).leading_zeros() - SUB_BITS;
+    let bin = ((s as usize) << SUB_BITS) + (us >> s) as usize;
+    bin.min(BINS - 1)
 }
 
 /// The lowest latency, in microseconds, that falls into bin `i`.
@@ -174,6 +176,39 @@ mod tests {
         }
         let top = BINS - 1;
         assert_eq!(bin_low_micros(top) + bin_width_micros(top) - 1, MAX_MICROS);
+    }
+
+    /// The binning spelled out with a clamp and a branch, as the module docs describe it.
+    fn reference_bin(nanos: u64) -> usize {
+        let us = (nanos / 1_000).min(MAX_MICROS);
+        if us < 2 * SUB_BUCKETS as u64 {
+            return us as usize;
+        }
+        let e = 63 - us.leading_zeros();
+        let mantissa = ((us >> (e - SUB_BITS)) as usize) & (SUB_BUCKETS - 1);
+        (e - SUB_BITS + 1) as usize * SUB_BUCKETS + mantissa
+    }
+
+    #[test]
+    fn branch_free_binning_matches_the_reference() {
+        for i in 0..BINS {
+            let low = bin_low_micros(i) * 1_000;
+            let high = (bin_low_micros(i) + bin_width_micros(i)) * 1_000 - 1;
+            for v in [low, low + 1, high, high + 1, low.saturating_sub(1)] {
+                assert_eq!(bin_of(v), reference_bin(v), "{v} ns");
+            }
+        }
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = x >> (x % 64);
+            assert_eq!(bin_of(v), reference_bin(v), "{v} ns");
+        }
+        for v in [0, 999, 1_000, 15_999, 16_000, u64::MAX - 1, u64::MAX] {
+            assert_eq!(bin_of(v), reference_bin(v), "{v} ns");
+        }
     }
 
     #[test]

@@ -100,8 +100,9 @@ pub(crate) struct TimeWindow {
     width: Divisor,
     buckets: Divisor,
     bucket_count: u64,
-    /// The epoch most recently located and its bucket, packed as
-    /// `epoch << HINT_BUCKET_BITS | bucket` (see [`locate`](Self::locate)). Written only
+    /// The epoch most recently located and the first cell of its bucket, packed as
+    /// `epoch << HINT_BUCKET_BITS | bucket << stripe_shift` (see
+    /// [`locate`](Self::locate)). Written only
     /// when a record enters a newer epoch (once per bucket width), so the line stays
     /// shared by every core that reads it.
     hint: AtomicU64,
@@ -123,7 +124,8 @@ pub(crate) struct TimeWindow {
     overflow: Box<[CachePadded<EventCounters>]>,
 }
 
-/// Bits of [`TimeWindow::hint`] holding the bucket index (`MAX_BUCKETS` < 2^16).
+/// Bits of [`TimeWindow::hint`] holding the first cell of a bucket (`MAX_BUCKETS`
+/// × `MAX_STRIPES` < 2^16).
 const HINT_BUCKET_BITS: u32 = 16;
 const HINT_BUCKET_MASK: u64 = (1 << HINT_BUCKET_BITS) - 1;
 /// The largest epoch the hint can hold; later epochs are located by division.
@@ -140,14 +142,14 @@ enum Attempt {
 impl TimeWindow {
     pub(crate) fn new(width_nanos: u64, buckets: u32, stripes: u32, slow_nanos: u64) -> Self {
         debug_assert!(stripes.is_power_of_two());
-        debug_assert!(u64::from(buckets) <= HINT_BUCKET_MASK);
+        debug_assert!(u64::from(buckets) * u64::from(stripes) <= HINT_BUCKET_MASK + 1);
         let n = buckets as usize;
         let cells = n * stripes as usize;
         Self {
             width: Divisor::new(width_nanos),
             buckets: Divisor::new(u64::from(buckets)),
             bucket_count: u64::from(buckets),
-            // Epoch 0 lies in bucket 0: the zero hint is a true one.
+            // Epoch 0 lies in bucket 0, whose first cell is 0: the zero hint is a true one.
             hint: AtomicU64::new(0),
             stripe_mask: stripes as usize - 1,
             stripe_shift: stripes.trailing_zeros(),
@@ -166,9 +168,10 @@ impl TimeWindow {
             + self.overflow.len() * OVERFLOW_BYTES
     }
 
-    /// The epoch of `now` and its bucket. Nearly every call falls in the epoch of the
-    /// hint, which one multiplication and one compare confirm; otherwise this divides,
-    /// and moves the hint forward if the epoch is newer.
+    /// The tag of `now`'s epoch (the epoch plus one) and the first cell of its bucket.
+    /// Nearly every call falls in the epoch of the hint, which one multiplication and
+    /// one compare confirm; otherwise this divides, and moves the hint forward if the
+    /// epoch is newer.
     #[inline]
     fn locate(&self, now: u64) -> (u64, usize) {
         let hint = self.hint.load(Ordering::Relaxed);
@@ -177,7 +180,8 @@ impl TimeWindow {
         // wrapping to a huge difference. The hint's epoch came from a clock reading, so
         // the product does not overflow.
         if now.wrapping_sub(epoch.wrapping_mul(self.width.get())) < self.width.get() {
-            return (epoch, (hint & HINT_BUCKET_MASK) as usize);
+            // A hinted epoch is below 2^48: its tag does not overflow.
+            return (epoch + 1, (hint & HINT_BUCKET_MASK) as usize);
         }
         self.locate_by_division(now, epoch)
     }
@@ -185,14 +189,14 @@ impl TimeWindow {
     #[cold]
     fn locate_by_division(&self, now: u64, hinted_epoch: u64) -> (u64, usize) {
         let epoch = self.width.div(now);
-        let bucket = self.buckets.rem(epoch);
+        let first_cell = self.buckets.rem(epoch) << self.stripe_shift;
         // Late events (a descheduled thread, a clock stepping back) do not move the
         // hint back and forth.
         if epoch > hinted_epoch && epoch <= HINT_MAX_EPOCH {
             self.hint
-                .fetch_max(epoch << HINT_BUCKET_BITS | bucket, Ordering::Relaxed);
+                .fetch_max(epoch << HINT_BUCKET_BITS | first_cell, Ordering::Relaxed);
         }
-        (epoch, bucket as usize)
+        (epoch.saturating_add(1), first_cell as usize)
     }
 
     /// Whether an event carries a latency at or above the slow-call threshold.
@@ -203,13 +207,12 @@ impl TimeWindow {
 
     #[inline]
     pub(crate) fn record(&self, now: u64, event: Event, latency_nanos: u64) {
-        let (epoch, bucket) = self.locate(now);
-        let tag = epoch.saturating_add(1);
+        let (tag, first_cell) = self.locate(now);
         let slow = self.is_slow(event, latency_nanos);
         let first = thread_stripe();
-        let index = bucket << self.stripe_shift | (first & self.stripe_mask);
+        let index = first_cell | (first & self.stripe_mask);
         if let Attempt::Taken = self.try_record(index, tag, event, slow, latency_nanos) {
-            self.record_contended(bucket, first, tag, event, slow, latency_nanos);
+            self.record_contended(first_cell, first, tag, event, slow, latency_nanos);
         }
     }
 
@@ -218,7 +221,7 @@ impl TimeWindow {
     #[cold]
     fn record_contended(
         &self,
-        bucket: usize,
+        first_cell: usize,
         first: usize,
         tag: u64,
         event: Event,
@@ -227,7 +230,7 @@ impl TimeWindow {
     ) {
         for k in 1..=self.stripe_mask {
             let stripe = first.wrapping_add(k);
-            let index = bucket << self.stripe_shift | (stripe & self.stripe_mask);
+            let index = first_cell | (stripe & self.stripe_mask);
             match self.try_record(index, tag, event, slow, latency_nanos) {
                 Attempt::Recorded | Attempt::Expired => {
                     move_thread_stripe(stripe);
@@ -236,6 +239,7 @@ impl TimeWindow {
                 Attempt::Taken => {}
             }
         }
+        let bucket = first_cell >> self.stripe_shift;
         self.record_overflow(bucket, tag, event, slow, latency_nanos);
     }
 
@@ -378,9 +382,10 @@ impl TimeWindow {
     /// Records into the overflow cell as if every cell of the bucket were taken.
     #[cfg(test)]
     fn record_into_overflow(&self, now: u64, event: Event, latency_nanos: u64) {
-        let (epoch, bucket) = self.locate(now);
+        let (tag, first_cell) = self.locate(now);
         let slow = self.is_slow(event, latency_nanos);
-        self.record_overflow(bucket, epoch.saturating_add(1), event, slow, latency_nanos);
+        let bucket = first_cell >> self.stripe_shift;
+        self.record_overflow(bucket, tag, event, slow, latency_nanos);
     }
 }
 
@@ -396,9 +401,14 @@ mod tests {
     }
 
     #[test]
-    fn located_epoch_and_bucket_match_division_in_any_order_of_times() {
+    fn located_tag_and_cell_match_division_in_any_order_of_times() {
         let width = 1_000;
-        let w = TimeWindow::new(width, 7, 1, 0);
+        // Two stripes: a bucket's first cell is twice its index.
+        let w = TimeWindow::new(width, 7, 2, 0);
+        let want = |now: u64| {
+            let epoch = now / width;
+            (epoch.saturating_add(1), (epoch % 7) as usize * 2)
+        };
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut now = 0u64;
         for step in 0..20_000u64 {
@@ -411,23 +421,25 @@ mod tests {
                 3 => now.saturating_sub(x % 3_000),
                 _ => x >> (x % 64),
             };
-            let epoch = now / width;
-            assert_eq!(w.locate(now), (epoch, (epoch % 7) as usize), "at {now}");
+            assert_eq!(w.locate(now), want(now), "at {now}");
         }
         // Epochs too large for the hint are located by division every time.
         for now in [u64::MAX, u64::MAX - 1, (HINT_MAX_EPOCH + 1) * width] {
-            let epoch = now / width;
-            assert_eq!(w.locate(now), (epoch, (epoch % 7) as usize));
+            assert_eq!(w.locate(now), want(now));
         }
-        assert_eq!(w.locate(5 * width), (5, 5));
+        assert_eq!(w.locate(5 * width), (6, 10));
+        // With one-nanosecond buckets the last epoch's tag saturates rather than wraps.
+        let w = TimeWindow::new(1, 3, 1, 0);
+        assert_eq!(w.locate(u64::MAX), (u64::MAX, (u64::MAX % 3) as usize));
     }
 
     #[test]
     fn the_hint_only_moves_forward() {
-        let w = TimeWindow::new(1_000, 4, 1, 0);
+        let w = TimeWindow::new(1_000, 4, 2, 0);
         w.locate(9_500);
         let hinted = w.hint.load(Ordering::Relaxed);
-        assert_eq!(hinted, 9 << HINT_BUCKET_BITS | 1);
+        // Epoch 9 is in bucket 1, whose first cell is 2.
+        assert_eq!(hinted, 9 << HINT_BUCKET_BITS | 2);
         w.locate(2_500);
         assert_eq!(w.hint.load(Ordering::Relaxed), hinted, "a late event");
     }

@@ -25,6 +25,9 @@
 //!   through boxed. Rejections are returned from the future, never from `poll_ready`.
 //! - **Clone**: clones of a [`Bulkhead`] share one limit, and so do all services made by
 //!   one [`BulkheadLayer`]. [`BulkheadConfig::layer`] makes a new, independent bulkhead.
+//!   Each clone (and each service a layer makes) allocates one small record of its own
+//!   that its calls' permits point at, so threads calling their own clones do not contend
+//!   on one reference count; clone once per worker or connection, not per request.
 //! - **Futures** are `Send` when the inner future (and, for `Queued`, the service and the
 //!   request) are, and `'static` when those are.
 //! - **Cost**: admitting a call is one compare-and-swap loop on an atomic counter plus a
@@ -93,12 +96,14 @@ use std::time::Duration;
 use tower_service::Service;
 
 use crate::error::BoxError;
-use permits::Permits;
+use permits::{Permits, Site};
 
 /// Caps the calls in flight to an inner service. See the [module docs](self).
 pub struct Bulkhead<S, M = FailFast> {
     inner: S,
     permits: Arc<Permits>,
+    /// This clone's own reference to `permits`, held by its calls' permits.
+    site: Arc<Site>,
     /// `Some` exactly in [`Queued`] mode.
     max_wait: Option<Duration>,
     _mode: PhantomData<M>,
@@ -121,6 +126,7 @@ impl<S, M: Admission> Bulkhead<S, M> {
     ) -> Self {
         Bulkhead {
             inner,
+            site: Site::new(Arc::clone(&permits)),
             permits,
             max_wait,
             _mode: PhantomData,
@@ -164,7 +170,7 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        match self.permits.try_acquire() {
+        match Permits::try_acquire_at(&self.site) {
             Some(permit) => ResponseFuture::running(self.inner.call(req), permit),
             None => {
                 self.permits.record_rejection(Duration::ZERO);
@@ -189,7 +195,7 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        if let Some(permit) = self.permits.try_acquire_fair() {
+        if let Some(permit) = Permits::try_acquire_fair_at(&self.site) {
             return QueuedResponseFuture::running(self.inner.call(req), permit);
         }
         match self.permits.enqueue() {
@@ -211,6 +217,8 @@ impl<S: Clone, M> Clone for Bulkhead<S, M> {
         Bulkhead {
             inner: self.inner.clone(),
             permits: Arc::clone(&self.permits),
+            // A new site per clone: see `site`.
+            site: Site::new(Arc::clone(&self.permits)),
             max_wait: self.max_wait,
             _mode: PhantomData,
         }

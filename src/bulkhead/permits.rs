@@ -90,20 +90,44 @@ impl Permits {
         }
     }
 
-    /// The fail-fast path: a permit if one is free now.
-    #[inline]
+    /// A permit if one is free now, holding the shared `Permits` (tests use this; the
+    /// services use [`try_acquire_at`](Self::try_acquire_at)).
+    #[cfg(test)]
     pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
         if self.try_take() {
             Some(Permit {
-                permits: Arc::clone(self),
+                owner: Owner::Shared(Arc::clone(self)),
             })
         } else {
             None
         }
     }
 
-    /// Like [`try_acquire`](Self::try_acquire), but never overtakes a queued waiter.
+    /// The fail-fast path of a service clone: the permit holds the clone's [`Site`], not
+    /// the shared `Permits`, so threads calling their own clones do not contend on one
+    /// reference count.
     #[inline]
+    pub(crate) fn try_acquire_at(site: &Arc<Site>) -> Option<Permit> {
+        if site.permits.try_take() {
+            Some(Permit {
+                owner: Owner::Site(Arc::clone(site)),
+            })
+        } else {
+            None
+        }
+    }
+
+    /// Like [`try_acquire_at`](Self::try_acquire_at), but never overtakes a queued waiter.
+    #[inline]
+    pub(crate) fn try_acquire_fair_at(site: &Arc<Site>) -> Option<Permit> {
+        if site.permits.waiting.load(SeqCst) != 0 {
+            return None;
+        }
+        Self::try_acquire_at(site)
+    }
+
+    /// Like [`try_acquire`](Self::try_acquire), but never overtakes a queued waiter.
+    #[cfg(test)]
     pub(crate) fn try_acquire_fair(self: &Arc<Self>) -> Option<Permit> {
         if self.waiting.load(SeqCst) != 0 {
             return None;
@@ -137,7 +161,7 @@ impl Permits {
         wake.wake_all();
         match admitted {
             None => Ok(Permit {
-                permits: Arc::clone(self),
+                owner: Owner::Shared(Arc::clone(self)),
             }),
             Some(id) => Err(QueueTicket {
                 permits: Some(Arc::clone(self)),
@@ -247,15 +271,40 @@ impl fmt::Debug for Permits {
     }
 }
 
+/// One service clone's own reference to the shared [`Permits`]. Admitted calls hold a
+/// clone of this `Arc` rather than of the shared one: each service clone's reference count
+/// lives on its own cache line.
+pub(crate) struct Site {
+    pub(crate) permits: Arc<Permits>,
+}
+
+impl Site {
+    pub(crate) fn new(permits: Arc<Permits>) -> Arc<Site> {
+        Arc::new(Site { permits })
+    }
+}
+
+/// Who an admitted call's permit keeps alive.
+enum Owner {
+    /// The shared permits (queued admissions, handed over under the queue's lock).
+    Shared(Arc<Permits>),
+    /// A service clone's site (the fast path).
+    Site(Arc<Site>),
+}
+
 /// One admitted call. Dropping it (on completion, cancellation or unwinding) returns the
 /// permit, handing it to the head waiter if there is one.
 pub(crate) struct Permit {
-    permits: Arc<Permits>,
+    owner: Owner,
 }
 
 impl Drop for Permit {
+    #[inline]
     fn drop(&mut self) {
-        self.permits.release();
+        match &self.owner {
+            Owner::Shared(permits) => permits.release(),
+            Owner::Site(site) => site.permits.release(),
+        }
     }
 }
 
@@ -289,7 +338,9 @@ impl QueueTicket {
                 return None;
             }
         }
-        self.permits.take().map(|permits| Permit { permits })
+        self.permits.take().map(|permits| Permit {
+            owner: Owner::Shared(permits),
+        })
     }
 
     /// Gives up waiting (the maximum wait elapsed) and counts the rejection. If a permit
@@ -300,7 +351,9 @@ impl QueueTicket {
             permits.record_rejection(waited);
             None
         } else {
-            Some(Permit { permits })
+            Some(Permit {
+                owner: Owner::Shared(permits),
+            })
         }
     }
 }
@@ -310,7 +363,9 @@ impl Drop for QueueTicket {
         if let Some(permits) = self.permits.take() {
             if !permits.remove_waiter(self.id) {
                 // Admitted but never used: dropping the permit passes it on.
-                drop(Permit { permits });
+                drop(Permit {
+                    owner: Owner::Shared(permits),
+                });
             }
         }
     }

@@ -32,12 +32,27 @@ use parking_lot::Mutex;
 /// The shared state of one bulkhead: every clone of the service, every service of one
 /// layer and every handle point at the same `Permits`.
 pub(crate) struct Permits {
-    in_use: AtomicUsize,
+    /// Written by every admission and release: alone on its cache line, so reading the
+    /// capacity or the queue length does not pull it away from the core that writes it.
+    in_use: CacheLine<AtomicUsize>,
     capacity: AtomicUsize,
     /// Length of `queue`, readable without the lock.
     waiting: AtomicUsize,
     rejected: AtomicU64,
     queue: Mutex<WaitQueue>,
+}
+
+/// Aligns its content to a cache line (128 bytes: adjacent-line prefetchers pair lines).
+#[repr(align(128))]
+struct CacheLine<T>(T);
+
+impl<T> std::ops::Deref for CacheLine<T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 struct WaitQueue {
@@ -60,7 +75,7 @@ impl WaitQueue {
 impl Permits {
     pub(crate) fn new(capacity: usize) -> Arc<Self> {
         Arc::new(Permits {
-            in_use: AtomicUsize::new(0),
+            in_use: CacheLine(AtomicUsize::new(0)),
             capacity: AtomicUsize::new(capacity),
             waiting: AtomicUsize::new(0),
             rejected: AtomicU64::new(0),

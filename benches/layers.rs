@@ -10,35 +10,15 @@
 //! At the end the run prints each variant's median as a ratio to the bare service and to
 //! its peers.
 
-use std::convert::Infallible;
-use std::future::{Future, Ready};
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
 use criterion::{black_box, BenchmarkGroup, Criterion};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
-/// The inner service: always ready, answers at once.
-#[derive(Clone, Copy, Debug)]
-struct Echo;
-
-impl Service<u64> for Echo {
-    type Response = u64;
-    type Error = Infallible;
-    type Future = Ready<Result<u64, Infallible>>;
-
-    #[inline]
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    #[inline]
-    fn call(&mut self, req: u64) -> Self::Future {
-        std::future::ready(Ok(req))
-    }
-}
+mod common;
+use common::{drive, median_ns, Echo};
 
 /// failsafe has no tower layer; this is the thinnest adapter over its futures API.
 #[derive(Clone)]
@@ -67,18 +47,6 @@ where
 
     fn call(&mut self, req: u64) -> Self::Future {
         self.breaker.call(self.inner.call(req))
-    }
-}
-
-/// Polls a future to completion in place with a no-op waker.
-#[inline]
-fn drive<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(out) = f.as_mut().poll(&mut cx) {
-            return out;
-        }
     }
 }
 
@@ -379,25 +347,6 @@ fn main() {
     contended(&mut c, &rt);
     c.final_summary();
     print_ratios();
-}
-
-/// Median of one benchmark from criterion's saved estimates, in nanoseconds.
-fn median_ns(group: &str, function: &str) -> Option<f64> {
-    let home = std::env::var_os("CRITERION_HOME")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("CARGO_TARGET_DIR")
-                .map(std::path::PathBuf::from)
-                .unwrap_or_else(|| "target".into())
-                .join("criterion")
-        });
-    let path = home
-        .join(group.replace('/', "_"))
-        .join(function)
-        .join("new/estimates.json");
-    let text = std::fs::read_to_string(path).ok()?;
-    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
-    json["median"]["point_estimate"].as_f64()
 }
 
 /// Prints, for each pair, our median against the peer's and the ratio (peer / ours:

@@ -1,8 +1,6 @@
 //! The closed path allocates nothing per call: admission, the inner call, completion
 //! and recording, counted by a global allocator that tallies every allocation.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use futures::task::noop_waker;
@@ -10,31 +8,10 @@ use futures::FutureExt;
 use palisade::breaker::{BreakerConfig, CircuitBreaker};
 use tower::Service;
 
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    /// Only the measuring thread counts: the test harness allocates on its own threads.
-    static COUNTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-// SAFETY: delegates every call to the system allocator unchanged.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.with(|c| c.get()) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+mod common;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: common::Counting = common::Counting;
 
 #[derive(Debug)]
 struct Boom;
@@ -71,10 +48,10 @@ fn closed_path_allocates_nothing_per_call() {
         }
     };
     run(&mut svc, 100); // warm-up: lazily initialised thread-locals, stripes
-    COUNTING.with(|c| c.set(true));
+                        // Counted on this thread only: the test harness allocates on its own threads.
+    let before = common::allocations();
     run(&mut svc, 10_000);
-    COUNTING.with(|c| c.set(false));
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed);
+    let allocations = common::allocations() - before;
     assert_eq!(allocations, 0, "{allocations} allocations in 10 000 calls");
     assert_eq!(svc.handle().metrics().window.counts.failures, 2_525);
 }

@@ -111,6 +111,16 @@ fn palisade_breaker() -> palisade::breaker::CircuitBreakerLayer {
         .layer()
 }
 
+/// A breaker that times every call (latency summary, slow-call rules): two clock reads
+/// per call more than the default.
+fn palisade_breaker_timed() -> palisade::breaker::CircuitBreakerLayer {
+    palisade::breaker::BreakerConfig::builder()
+        .record_latency(true)
+        .build()
+        .expect("breaker config")
+        .layer()
+}
+
 /// The Hystrix preset over `Echo` (bulkhead wide enough never to reject here).
 fn palisade_hystrix_service(
 ) -> impl Service<u64, Response = u64, Error = palisade::BoxError, Future: Send> + Clone + Send + 'static
@@ -199,15 +209,9 @@ fn layers(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     );
     per_call(
         &mut g,
-        "palisade_breaker_no_latency",
+        "palisade_breaker_timed",
         ServiceBuilder::new()
-            .layer(
-                palisade::breaker::BreakerConfig::builder()
-                    .record_latency(false)
-                    .build()
-                    .expect("breaker config")
-                    .layer(),
-            )
+            .layer(palisade_breaker_timed())
             .service(Echo),
     );
     per_call(
@@ -307,6 +311,13 @@ fn contended(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     );
     contended_variant(
         c,
+        "palisade_breaker_timed",
+        ServiceBuilder::new()
+            .layer(palisade_breaker_timed())
+            .service(Echo),
+    );
+    contended_variant(
+        c,
         "failsafe_breaker",
         Failsafe {
             inner: Echo,
@@ -363,13 +374,15 @@ fn print_ratios() {
         ("per_call", "palisade_bulkhead", "tower_resilience_bulkhead"),
         ("per_call", "palisade_breaker", "failsafe_breaker"),
         ("per_call", "palisade_breaker", "tower_resilience_breaker"),
+        ("per_call", "palisade_breaker_timed", "failsafe_breaker"),
         (
             "per_call",
-            "palisade_breaker_no_latency",
-            "failsafe_breaker",
+            "palisade_breaker_timed",
+            "tower_resilience_breaker",
         ),
         ("per_call", "palisade_hystrix", "tower_resilience_stack"),
         ("per_call", "bare", "palisade_breaker"),
+        ("per_call", "bare", "palisade_breaker_timed"),
         ("per_call", "bare", "palisade_hystrix"),
     ];
     println!("\nmedians (ns per call) and ratios");
@@ -384,6 +397,7 @@ fn print_ratios() {
     println!("\ncontended: ns per call (wall) at 1, 2 and 4 workers");
     for variant in [
         "palisade_breaker",
+        "palisade_breaker_timed",
         "failsafe_breaker",
         "tower_resilience_breaker",
         "palisade_hystrix",

@@ -1,9 +1,18 @@
 //! The monotonic clock the counting layers read.
 //!
-//! The circuit breaker and the rolling window read the time twice per call (start and
-//! end), so the clock is on the hot path. [`Clock::system`], the default, reads the CPU's
+//! A circuit breaker that times its calls reads the time twice per call (start and end),
+//! so the clock is on the hot path. [`Clock::system`], the default, reads the CPU's
 //! time-stamp counter through [`quanta`] (about 8 ns here, against about 23 ns for
 //! `clock_gettime`) and falls back to the OS clock where the counter is unreliable.
+//!
+//! A breaker that does not time its calls only needs to know which bucket of its window
+//! an outcome falls in. With the system clock it reads a *recent* value instead: one
+//! process-wide thread, `palisade-clock`, stores the counter every 1 to 10 ms (a
+//! hundredth of the finest bucket width asked for) while such a breaker exists, and
+//! ends when the last one is dropped. An outcome may so be filed up to one interval
+//! (plus the thread's scheduling delay) late, which the window handles exactly; no
+//! duration is ever measured with a recent value, and every state transition reads the
+//! clock afresh.
 //!
 //! Tests pick one of the other two:
 //! - [`Clock::tokio`] follows tokio's clock, so a runtime started with
@@ -31,6 +40,10 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+mod recent;
+
+pub(crate) use recent::RecentLease;
 
 /// A cheap, cloneable monotonic clock. See the [module docs](self).
 #[derive(Clone)]
@@ -122,6 +135,28 @@ impl Clock {
                 u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
             }
             Source::Manual(t) => t.load(Ordering::Acquire),
+        }
+    }
+
+    /// A [`ticks`](Self::ticks) reading that may lag the true time a little: for the
+    /// system clock, the last one the `palisade-clock` thread stored while a
+    /// [`RecentLease`] keeps it running (see [`recent`]), else a fresh one. For paths
+    /// that only file an event in a window bucket; never for a duration.
+    #[inline]
+    pub(crate) fn recent_ticks(&self) -> u64 {
+        match &self.source {
+            Source::System(clock) => recent::GLOBAL.read(clock),
+            _ => self.ticks(),
+        }
+    }
+
+    /// Keeps [`recent_ticks`](Self::recent_ticks) within about `resolution` of the true
+    /// time (1 to 10 ms) for as long as the lease lives. `None` for the clocks whose
+    /// readings cost no more than a load, and if the thread could not be started.
+    pub(crate) fn lease_recent(&self, resolution: Duration) -> Option<RecentLease> {
+        match &self.source {
+            Source::System(clock) => recent::GLOBAL.lease(clock, resolution),
+            _ => None,
         }
     }
 

@@ -207,6 +207,8 @@ impl<C> HystrixBuilder<C> {
             .minimum_requests(self.request_volume_threshold)
             .error_percentage(self.error_percent_threshold)
             .sleep_window(self.sleep_window)
+            // Hystrix times every command (its latency percentiles).
+            .record_latency_unless_set(true)
             .build()?;
         Ok(HystrixConfig {
             timeout,

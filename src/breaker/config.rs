@@ -29,7 +29,7 @@ use crate::window::{RollingWindow, WindowConfig};
 /// | [`slow_call_percentage`](BreakerConfigBuilder::slow_call_percentage) | off | slow-call share that trips |
 /// | [`slow_call_threshold`](BreakerConfigBuilder::slow_call_threshold) | off | latency from which a call is slow |
 /// | [`consecutive_failures`](BreakerConfigBuilder::consecutive_failures) | off | failures in a row that trip |
-/// | [`record_latency`](BreakerConfigBuilder::record_latency) | on | time each call (one clock read more per call) |
+/// | [`record_latency`](BreakerConfigBuilder::record_latency) | with a slow-call setting | time each call (two clock reads per call) |
 /// | [`sleep_window`](BreakerConfigBuilder::sleep_window) | 5 s | how long the circuit stays open (Hystrix `SleepWindowInMilliseconds`) |
 /// | [`exponential_backoff`](BreakerConfigBuilder::exponential_backoff) | off | grow the open period on repeated trips |
 /// | [`open_duration`](BreakerConfigBuilder::open_duration) | off | compute the open period yourself |
@@ -148,7 +148,8 @@ pub struct BreakerConfigBuilder<C = ErrIsFailure> {
     slow_call_percentage: Option<f64>,
     slow_call_threshold: Option<Duration>,
     consecutive_failures: Option<u32>,
-    record_latency: bool,
+    /// `None`: decided by `build` (on exactly when a slow-call setting needs it).
+    record_latency: Option<bool>,
     sleep_window: Duration,
     backoff: Option<(Duration, Duration)>,
     backoff_multiplier: f64,
@@ -173,7 +174,7 @@ impl Default for BreakerConfigBuilder {
             slow_call_percentage: None,
             slow_call_threshold: None,
             consecutive_failures: None,
-            record_latency: true,
+            record_latency: None,
             sleep_window: Duration::from_secs(5),
             backoff: None,
             backoff_multiplier: 2.0,
@@ -251,16 +252,27 @@ impl<C> BreakerConfigBuilder<C> {
         self
     }
 
-    /// Whether to time each call (default `true`). Timing reads the clock when a call
-    /// is admitted and again when it completes; with `false` the breaker reads it only
-    /// at completion (to file the outcome in the window), which saves one clock read
-    /// per call. The outcomes are counted and trip the circuit as usual, but every
-    /// call is recorded as taking no time, so the window's latency summary
-    /// ([`BreakerMetrics::window`](super::BreakerMetrics::window)) reads zero. A
-    /// slow-call threshold or percentage, here or in the [`window`](Self::window),
-    /// needs latencies: `build` rejects them with `false`.
+    /// Whether to time each call. By default calls are timed exactly when a slow-call
+    /// threshold or percentage is set (here or in the [`window`](Self::window)), since
+    /// only then does the breaker decide anything from latencies; the
+    /// [Hystrix preset](crate::preset) times every call, as Hystrix does.
+    ///
+    /// Timing reads the clock when a call is admitted and again when it completes, and
+    /// fills the window's latency summary (mean, maximum, percentiles, in
+    /// [`BreakerMetrics::window`](super::BreakerMetrics::window)): pass `true` to get
+    /// that summary without a slow-call rule. Untimed, outcomes are counted and trip
+    /// the circuit as usual but every call is recorded as taking no time, and the
+    /// outcome is filed in its bucket at a recent reading of the clock (see
+    /// [`Clock::system`]), so the closed call path reads no clock at all. `false` with a
+    /// slow-call setting is rejected by `build`.
     pub fn record_latency(mut self, record: bool) -> Self {
-        self.record_latency = record;
+        self.record_latency = Some(record);
+        self
+    }
+
+    /// Sets [`record_latency`](Self::record_latency) unless the user did.
+    pub(crate) fn record_latency_unless_set(mut self, record: bool) -> Self {
+        self.record_latency.get_or_insert(record);
         self
     }
 
@@ -460,9 +472,9 @@ impl<C> BreakerConfigBuilder<C> {
         }
 
         let slow_call_threshold = self.slow_call_threshold.or(self.window.slow_threshold());
-        if !self.record_latency
-            && (slow_call_threshold.is_some() || self.slow_call_percentage.is_some())
-        {
+        let needs_latency = slow_call_threshold.is_some() || self.slow_call_percentage.is_some();
+        let record_latency = self.record_latency.unwrap_or(needs_latency);
+        if !record_latency && needs_latency {
             return Err(ConfigError::new(
                 "record_latency",
                 "a slow-call threshold or percentage needs latencies",
@@ -506,7 +518,7 @@ impl<C> BreakerConfigBuilder<C> {
                 consecutive_failures: self.consecutive_failures,
             },
             slow_call_threshold,
-            record_latency: self.record_latency,
+            record_latency,
             open_duration,
             half_open_probes: self.half_open_probes,
             probes_to_close: self.probes_to_close,

@@ -29,7 +29,7 @@ use super::events::{BreakerEvent, EventHub, EventStream};
 use super::handle::BreakerMetrics;
 use super::policy::{TripPolicy, TripSample};
 use super::probe::{HalfOpenProbes, ProbePermit};
-use crate::clock::Clock;
+use crate::clock::{Clock, RecentLease};
 use crate::error::BreakerOpen;
 use crate::window::{Event, RollingWindow, WindowKind};
 
@@ -86,6 +86,9 @@ pub(crate) struct SharedCircuit {
     /// Short circuits go into time windows; in a count window they would push real
     /// outcomes out, so they are left out of it.
     record_short_circuits: bool,
+    /// Keeps the clock's recent reading fresh while calls are not timed (their
+    /// outcomes are filed at a recent reading).
+    _recent: Option<RecentLease>,
     /// Written by transitions and `metrics()`: kept off the lines the call path reads.
     circuit: CachePadded<Mutex<Circuit>>,
     events: EventHub,
@@ -107,6 +110,15 @@ pub(crate) enum GateCheck {
     WaitUntil(u64),
     /// Forced open: wait for the handle to change the state.
     WaitForChange,
+}
+
+/// How fresh a recent reading must be for a window of `kind`: a hundredth of a bucket
+/// (the clock clamps it to 1 to 10 ms); a count window files by order, not time.
+fn recent_resolution(kind: WindowKind) -> Duration {
+    match kind {
+        WindowKind::Time { length, buckets } => length / buckets.max(1) / 100,
+        WindowKind::Count { .. } => Duration::MAX,
+    }
 }
 
 /// The start of an untimed call: no reading is later, so its latency is zero.
@@ -133,6 +145,13 @@ impl SharedCircuit {
             slow_nanos: config.slow_call_threshold.map_or(u64::MAX, duration_nanos),
             record_latency: config.record_latency,
             record_short_circuits: matches!(config.window.kind(), WindowKind::Time { .. }),
+            _recent: if config.record_latency {
+                None
+            } else {
+                config
+                    .clock
+                    .lease_recent(recent_resolution(config.window.kind()))
+            },
             circuit: CachePadded(Mutex::new(circuit)),
             events: EventHub::new(config.on_event.clone(), config.event_buffer),
             gate_waker: AtomicWaker::new(),
@@ -280,13 +299,18 @@ impl SharedCircuit {
         if current != admission.word || !admission.word.admits_counted() {
             return self.complete_other(admission, current, event);
         }
-        let end_ticks = self.clock.ticks();
+        // An untimed call only needs the bucket: a recent reading will do.
+        let end_ticks = if self.record_latency {
+            self.clock.ticks()
+        } else {
+            self.clock.recent_ticks()
+        };
         // Zero for an untimed call (`UNTIMED` start).
         let latency = self.clock.nanos_between(admission.start_ticks, end_ticks);
         let end = self.clock.ticks_to_nanos(end_ticks);
         self.window.record(end, event, latency);
         if event != Event::Success {
-            return self.count_failure(admission.word, end);
+            return self.count_failure(admission.word);
         }
         // Load before store: a run of successes does not write the line.
         if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
@@ -299,11 +323,14 @@ impl SharedCircuit {
 
     /// A failure (or timeout, or rejection below) was recorded under the current `word`:
     /// extends the run of failures and, closed, asks the trip policy.
+    ///
+    /// Reads the clock afresh: the event may have been filed at a recent reading, and a
+    /// trip starts the open period now.
     #[cold]
-    fn count_failure(&self, word: Word, end: u64) {
+    fn count_failure(&self, word: Word) {
         let consecutive = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if word.is(CircuitState::Closed) {
-            self.evaluate(word, end, consecutive);
+            self.evaluate(word, self.clock.now(), consecutive);
         }
     }
 

@@ -329,6 +329,18 @@ fn contended(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         "tower_resilience_breaker",
         ServiceBuilder::new().layer(tr_breaker()).service(Echo),
     );
+    contended_variant(
+        c,
+        "palisade_timeout",
+        ServiceBuilder::new()
+            .layer(palisade_timeout())
+            .service(Echo),
+    );
+    contended_variant(
+        c,
+        "tower_timeout",
+        tower::timeout::Timeout::new(Echo, Duration::from_secs(1)),
+    );
     contended_variant(c, "palisade_hystrix", palisade_hystrix_service());
     contended_variant(c, "tower_resilience_stack", tr_stack_service());
     contended_variant(
@@ -400,6 +412,8 @@ fn print_ratios() {
         "palisade_breaker_timed",
         "failsafe_breaker",
         "tower_resilience_breaker",
+        "palisade_timeout",
+        "tower_timeout",
         "palisade_hystrix",
         "tower_resilience_stack",
         "palisade_bulkhead",

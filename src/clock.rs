@@ -74,7 +74,9 @@ enum Source {
 }
 
 impl Clock {
-    /// The fast system clock (the default).
+    /// The fast system clock (the default): the CPU's time-stamp counter where it is
+    /// reliable. Untimed breaker calls read its *recent* value instead (see the
+    /// [module docs](self)).
     pub fn system() -> Self {
         let clock = quanta::Clock::new();
         // quanta converts ticks with its own calibration; derive from it the scale of

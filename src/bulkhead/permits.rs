@@ -27,11 +27,12 @@
 //!   are counted in `moves`: started in the high 32 bits, in progress in the low ones).
 //!   Between the two collects there was then an instant with no free permit anywhere,
 //!   which is when the rejection takes effect. If other calls keep changing the shards,
-//!   the scan retries; a fail-fast call gives up after [`FAIL_FAST_ROUNDS`] inconsistent
-//!   scans, each of which saw other calls take or return permits meanwhile, so a spurious
-//!   rejection needs the bulkhead to be churning at or near its capacity for all of them
-//!   (or a thread descheduled in the middle of a move, or 2³² changes of one shard between
-//!   two reads of one scan).
+//!   the scan retries after a short spin; a fail-fast call gives up after
+//!   [`FAIL_FAST_ROUNDS`] inconsistent scans (a few microseconds), each of which saw other
+//!   calls take or return permits meanwhile, so a spurious rejection needs the bulkhead to
+//!   be churning at or near its capacity for all of them, or a thread descheduled in the
+//!   middle of a move for that long, or 2³² changes of one shard between two reads of one
+//!   scan. A fail-fast call never blocks or yields.
 //! - **Never more than `capacity` held**: every take decrements a count that is positive
 //!   (pool or stock), and a permit taken from a stock is kept only if the pool was not in
 //!   debt afterwards; with the pool at or above zero, `held <= capacity` follows from the
@@ -84,7 +85,7 @@ const MAX_SHARDS: usize = 64;
 const FAIL_FAST_ROUNDS: u32 = 64;
 /// Inconsistent scans before a would-be waiter publishes itself and scans again.
 const ENQUEUE_ROUNDS: u32 = 64;
-/// Scans that are retried with a busy spin before yielding the thread.
+/// Scans that are retried after a busy spin before a patient scan yields the thread.
 const SPIN_ROUNDS: u32 = 8;
 /// One change in a shard word's change counter (the high 32 bits).
 const CHANGE: u64 = 1 << 32;
@@ -108,8 +109,9 @@ pub(crate) struct Permits {
     shard_mask: usize,
     /// `log2(shards.len())`.
     shard_shift: u32,
-    /// The next shard to give a new [`Site`].
-    next_shard: AtomicUsize,
+    /// The next shard to give a new [`Site`]: apart, so making clones does not disturb
+    /// the line the fast path reads `shards` from.
+    next_shard: CacheLine<AtomicUsize>,
     /// Read on every admission and release, written only on the slow paths.
     central: CacheLine<Central>,
     /// Written by every rejection: apart, so an overload does not slow admissions.
@@ -170,12 +172,31 @@ fn count(word: u64) -> u64 {
     word & COUNT
 }
 
-/// Waits a little before scanning again.
-fn back_off(round: u32) {
-    if round < SPIN_ROUNDS {
-        std::hint::spin_loop();
-    } else {
-        std::thread::yield_now();
+/// How long the slow path keeps scanning while other threads change the shards.
+#[derive(Clone, Copy, Debug)]
+enum Patience {
+    /// At most this many scans, spinning briefly between them: a call's own attempt, which
+    /// must not stall the caller.
+    Scans(u32),
+    /// Until a scan is consistent, yielding the thread after a few: admission under the
+    /// queue's lock, where the shards settle (see the module docs).
+    UntilConsistent,
+}
+
+impl Patience {
+    fn allows(self, round: u32) -> bool {
+        match self {
+            Patience::Scans(n) => round < n,
+            Patience::UntilConsistent => true,
+        }
+    }
+
+    /// Waits a little before scan number `round` (from 1).
+    fn back_off(self, round: u32) {
+        match self {
+            Patience::UntilConsistent if round >= SPIN_ROUNDS => std::thread::yield_now(),
+            _ => (0..1u32 << round.min(6)).for_each(|_| std::hint::spin_loop()),
+        }
     }
 }
 
@@ -192,7 +213,7 @@ impl Permits {
             shards: (0..shards).map(|_| CacheLine(AtomicU64::new(0))).collect(),
             shard_mask: shards - 1,
             shard_shift: shards.trailing_zeros(),
-            next_shard: AtomicUsize::new(0),
+            next_shard: CacheLine(AtomicUsize::new(0)),
             central: CacheLine(Central {
                 pool: AtomicI64::new(capacity as i64),
                 moves: AtomicU64::new(0),
@@ -294,18 +315,18 @@ impl Permits {
     }
 
     /// The slow path: one permit from the pool or any shard, starting at `home`. Returns
-    /// `false` only after a consistent scan found no free permit, or after `rounds`
-    /// inconsistent scans (see the module docs).
+    /// `false` only after a consistent scan found no free permit, or when `patience` ran
+    /// out on inconsistent ones (see the module docs).
     #[cold]
-    fn take_anywhere(&self, home: usize, rounds: u32) -> bool {
+    fn take_anywhere(&self, home: usize, patience: Patience) -> bool {
         let shards = self.shards.len();
         let mut seen = [0u64; MAX_SHARDS];
         let mut round = 0;
-        while round < rounds {
+        while patience.allows(round) {
             if round > 0 {
-                back_off(round);
+                patience.back_off(round);
             }
-            round += 1;
+            round = round.saturating_add(1);
             // Stocked permits are owed to a lowered capacity: pay first (these are moves,
             // so before reading `moves`), then take what is left in the pool.
             self.pay_debt_from_stocks();
@@ -342,14 +363,17 @@ impl Permits {
 
     /// Takes one permit for a call of `site`'s clone: own stock first, then anywhere.
     #[inline]
-    fn take_at(&self, shard: usize, rounds: u32) -> bool {
-        self.take_from_stock(shard) || self.take_anywhere(shard, rounds)
+    fn take_at(&self, shard: usize, patience: Patience) -> bool {
+        self.take_from_stock(shard) || self.take_anywhere(shard, patience)
     }
 
     /// The fail-fast path of a service clone: a permit if one is free anywhere.
     #[inline]
     pub(crate) fn try_acquire_at(site: &Arc<Site>) -> Option<Permit> {
-        if site.permits.take_at(site.shard, FAIL_FAST_ROUNDS) {
+        if site
+            .permits
+            .take_at(site.shard, Patience::Scans(FAIL_FAST_ROUNDS))
+        {
             Some(Permit {
                 site: Arc::clone(site),
             })
@@ -367,7 +391,7 @@ impl Permits {
         if permits.central.waiting.load(SeqCst) != 0 {
             return None;
         }
-        if permits.take_at(site.shard, 1) {
+        if permits.take_at(site.shard, Patience::Scans(1)) {
             Some(Permit {
                 site: Arc::clone(site),
             })
@@ -386,7 +410,9 @@ impl Permits {
             // Serve those already waiting first: a permit may have been freed between the
             // caller's fast-path attempt and this lock.
             permits.admit_locked(&mut queue, &mut wake);
-            if queue.waiters.is_empty() && permits.take_anywhere(site.shard, ENQUEUE_ROUNDS) {
+            if queue.waiters.is_empty()
+                && permits.take_anywhere(site.shard, Patience::Scans(ENQUEUE_ROUNDS))
+            {
                 None
             } else {
                 let id = queue.next_id;
@@ -415,7 +441,7 @@ impl Permits {
     /// Admits waiters from the head of the queue while permits are free anywhere. The
     /// caller holds the queue lock; wakers are collected to be woken after it is released.
     fn admit_locked(&self, queue: &mut WaitQueue, wake: &mut WakeList) {
-        while !queue.waiters.is_empty() && self.take_anywhere(0, u32::MAX) {
+        while !queue.waiters.is_empty() && self.take_anywhere(0, Patience::UntilConsistent) {
             if let Some(waiter) = queue.waiters.pop_front() {
                 self.central.waiting.fetch_sub(1, SeqCst);
                 if let Some(waker) = waiter.waker {

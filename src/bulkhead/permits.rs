@@ -103,8 +103,9 @@ const MAX_CAPACITY: usize = 1 << 62;
 /// The shared state of one bulkhead: every clone of the service, every service of one
 /// layer and every handle point at the same `Permits`.
 pub(crate) struct Permits {
-    /// One stock of free permits per shard, each on its own cache line.
-    shards: Box<[CacheLine<AtomicU64>]>,
+    /// One stock of free permits per shard, each on its own cache line. Each [`Site`]
+    /// holds its own shard's `Arc` too, so the fast path reaches its line directly.
+    shards: Box<[Arc<Stock>]>,
     /// `shards.len() - 1` (the length is a power of two).
     shard_mask: usize,
     /// `log2(shards.len())`.
@@ -129,6 +130,9 @@ struct Central {
     /// Length of `queue`, readable without the lock.
     waiting: AtomicUsize,
 }
+
+/// One shard's stock: a permit count (low 32 bits) and a change counter (high 32 bits).
+type Stock = CacheLine<AtomicU64>;
 
 /// Aligns its content to a cache line (128 bytes: adjacent-line prefetchers pair lines).
 #[repr(align(128))]
@@ -210,7 +214,9 @@ impl Permits {
         let shards = shards.clamp(1, MAX_SHARDS).next_power_of_two();
         let capacity = capacity.min(MAX_CAPACITY);
         Arc::new(Permits {
-            shards: (0..shards).map(|_| CacheLine(AtomicU64::new(0))).collect(),
+            shards: (0..shards)
+                .map(|_| Arc::new(CacheLine(AtomicU64::new(0))))
+                .collect(),
             shard_mask: shards - 1,
             shard_shift: shards.trailing_zeros(),
             next_shard: CacheLine(AtomicUsize::new(0)),
@@ -228,10 +234,9 @@ impl Permits {
         })
     }
 
-    /// Takes one permit from shard `shard`'s stock, if it has one.
+    /// Takes one permit from `stock`, if it has one.
     #[inline]
-    fn take_from_stock(&self, shard: usize) -> bool {
-        let stock = &self.shards[shard & self.shard_mask];
+    fn take_from_stock(&self, stock: &AtomicU64) -> bool {
         let mut word = stock.load(SeqCst);
         while count(word) != 0 {
             match stock.compare_exchange_weak(word, word.wrapping_add(CHANGE) - 1, SeqCst, SeqCst) {
@@ -275,9 +280,8 @@ impl Permits {
         self.central.moves.fetch_sub(1, SeqCst);
     }
 
-    /// Moves all but `keep` of shard `shard`'s stock to the pool.
-    fn spill(&self, shard: usize, keep: u64) {
-        let stock = &self.shards[shard & self.shard_mask];
+    /// Moves all but `keep` of `stock` to the pool.
+    fn spill(&self, stock: &AtomicU64, keep: u64) {
         self.central.moves.fetch_add(MOVE_STARTED | 1, SeqCst);
         let mut word = stock.load(SeqCst);
         let mut moved = 0;
@@ -304,12 +308,12 @@ impl Permits {
 
     /// Empties every stock into the pool while the pool is in debt.
     fn pay_debt_from_stocks(&self) {
-        for shard in 0..self.shards.len() {
+        for stock in self.shards.iter() {
             if self.central.pool.load(SeqCst) >= 0 {
                 return;
             }
-            if count(self.shards[shard].load(SeqCst)) != 0 {
-                self.spill(shard, 0);
+            if count(stock.load(SeqCst)) != 0 {
+                self.spill(stock, 0);
             }
         }
     }
@@ -342,7 +346,7 @@ impl Permits {
                 let shard = (home + i) & self.shard_mask;
                 let word = self.shards[shard].load(SeqCst);
                 if count(word) != 0 {
-                    if self.take_from_stock(shard) {
+                    if self.take_from_stock(&self.shards[shard]) {
                         return true;
                     }
                     changed = true;
@@ -363,8 +367,8 @@ impl Permits {
 
     /// Takes one permit for a call of `site`'s clone: own stock first, then anywhere.
     #[inline]
-    fn take_at(&self, shard: usize, patience: Patience) -> bool {
-        self.take_from_stock(shard) || self.take_anywhere(shard, patience)
+    fn take_at(&self, site: &Site, patience: Patience) -> bool {
+        self.take_from_stock(&site.stock) || self.take_anywhere(site.shard, patience)
     }
 
     /// The fail-fast path of a service clone: a permit if one is free anywhere.
@@ -372,7 +376,7 @@ impl Permits {
     pub(crate) fn try_acquire_at(site: &Arc<Site>) -> Option<Permit> {
         if site
             .permits
-            .take_at(site.shard, Patience::Scans(FAIL_FAST_ROUNDS))
+            .take_at(site, Patience::Scans(FAIL_FAST_ROUNDS))
         {
             Some(Permit {
                 site: Arc::clone(site),
@@ -391,7 +395,7 @@ impl Permits {
         if permits.central.waiting.load(SeqCst) != 0 {
             return None;
         }
-        if permits.take_at(site.shard, Patience::Scans(1)) {
+        if permits.take_at(site, Patience::Scans(1)) {
             Some(Permit {
                 site: Arc::clone(site),
             })
@@ -469,14 +473,13 @@ impl Permits {
         wake.wake_all();
     }
 
-    /// Returns a permit to shard `shard`'s stock.
+    /// Returns a permit to `stock`.
     #[inline]
-    fn release(&self, shard: usize) {
-        let shard = shard & self.shard_mask;
-        let before = self.shards[shard].fetch_add(CHANGE + 1, SeqCst);
+    fn release(&self, stock: &AtomicU64) {
+        let before = stock.fetch_add(CHANGE + 1, SeqCst);
         let limit = self.stock_limit();
         if count(before) + 1 > limit {
-            self.spill(shard, limit / 2);
+            self.spill(stock, limit / 2);
         }
         self.serve_queue();
     }
@@ -592,14 +595,22 @@ impl fmt::Debug for Permits {
 /// reference count lives on its own cache line, as does its shard's stock.
 pub(crate) struct Site {
     pub(crate) permits: Arc<Permits>,
+    /// Index of this site's shard in `permits.shards`.
     shard: usize,
+    /// That shard's stock.
+    stock: Arc<Stock>,
 }
 
 impl Site {
     /// A site on the next shard, round-robin.
     pub(crate) fn new(permits: Arc<Permits>) -> Arc<Site> {
         let shard = permits.next_shard.fetch_add(1, SeqCst) & permits.shard_mask;
-        Arc::new(Site { permits, shard })
+        let stock = Arc::clone(&permits.shards[shard]);
+        Arc::new(Site {
+            permits,
+            shard,
+            stock,
+        })
     }
 }
 
@@ -612,7 +623,7 @@ pub(crate) struct Permit {
 impl Drop for Permit {
     #[inline]
     fn drop(&mut self) {
-        self.site.permits.release(self.site.shard);
+        self.site.permits.release(&self.site.stock);
     }
 }
 

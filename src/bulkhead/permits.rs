@@ -4,8 +4,8 @@
 //! # Where the free permits are
 //!
 //! A permit is always in exactly one place: **held** by a call, in the **stock** of one
-//! shard, in the shared **pool**, or briefly **in transit** while a thread moves a batch
-//! between a stock and the pool. So `pool + Σ stock + held + in transit == capacity`, where
+//! shard, in the shared **pool**, or briefly **in transit** while a thread moves some from
+//! a stock to the pool (a *move*). So `pool + Σ stock + held + in transit == capacity`, where
 //! the pool alone may go negative: lowering the capacity subtracts from it (a debt that
 //! released permits pay off). Each shard is one atomic word on its own 128-byte cache line
 //! (a permit count in the low 32 bits, a change counter in the high 32 bits), and every
@@ -36,7 +36,9 @@
 //! - **Never more than `capacity` held**: every take decrements a count that is positive
 //!   (pool or stock), and a permit taken from a stock is kept only if the pool was not in
 //!   debt afterwards; with the pool at or above zero, `held <= capacity` follows from the
-//!   conservation above.
+//!   conservation above. (A call admitted while [`Permits::set_capacity`] lowers the
+//!   capacity counts against the old one: the change takes effect when the pool is
+//!   adjusted.)
 //!
 //! # The queue
 //!
@@ -58,16 +60,19 @@
 //!
 //! A waiter, under the lock, pushes itself, increments `waiting`, then scans for a permit
 //! until it either takes one for the head or completes a consistent scan that found none.
-//! A release (or any other return of a permit) first puts the permit back (a read-modify-
-//! write on a stock or the pool) and then reads `waiting`; all of these are `SeqCst`. In
+//! A release first puts the permit back (a read-modify-write on a stock, and maybe a move
+//! to the pool) and then reads `waiting`; all of these are `SeqCst`. (The other moves to
+//! the pool, paying a capacity debt, are made by a caller that goes on to take a permit
+//! itself and, in queued mode, to scan under the lock if it finds none.) In
 //! the single order of `SeqCst` operations, either the releaser's read of `waiting` comes
 //! after the waiter's increment, and the releaser takes the lock after the waiter drops it
 //! and admits from the head; or it comes before, so the permit was back before the waiter's
 //! scan began, and the scan either takes it or proves that someone else held it at an
 //! instant after the waiter was queued. In both cases no permit sits idle while the waiter
 //! waits. The scan under the lock runs until it is consistent (it does not give up as the
-//! fail-fast scan does): once `waiting` is non-zero, fair arrivals go to the lock and
-//! releasers block on it after one return each, so the shards stop changing.
+//! fail-fast scan does): once `waiting` is non-zero, fair arrivals go to the lock (except
+//! those that read `waiting` before it changed, one take each) and releasers block on it
+//! after one return each, so the shards stop changing.
 //!
 //! Admitted waiters' wakers are woken after the lock is released.
 

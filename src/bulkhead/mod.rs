@@ -45,6 +45,8 @@
 //!   found none free (a fail-fast call gives up after 64 scans that other calls kept
 //!   changing, which needs the bulkhead to be churning at its limit). A rejection scans
 //!   every shard, so it costs more than an admission.
+//! - **Memory**: a bulkhead has twice as many shards as the machine has cores (rounded up
+//!   to a power of two, at most 64), 256 bytes each: 16 KiB at most, plus about 1 KiB.
 //! - **Scope of a permit**: the response future, no further. For a streaming response
 //!   (an HTTP body, say) the permit is returned when the response value is produced, not
 //!   when the body is consumed.

@@ -171,9 +171,13 @@ impl WaitQueue {
 
 /// Shards for this machine: twice its parallelism (threads often outnumber cores), as a
 /// power of two, at most [`MAX_SHARDS`].
+/// Asked once per process: `available_parallelism` reads cgroup files on Linux.
 fn default_shards() -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (cores * 2).next_power_of_two().min(MAX_SHARDS)
+    static SHARDS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *SHARDS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores * 2).next_power_of_two().min(MAX_SHARDS)
+    })
 }
 
 #[inline]

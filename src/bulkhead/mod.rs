@@ -42,7 +42,7 @@
 //!   while it waits, or when a permit is released while someone waits.
 //! - **Exact limit**: never more than the capacity in use at once, wherever the free
 //!   permits are stocked; a call is rejected only after a consistent scan of every shard
-//!   found none free (a fail-fast call gives up after 64 scans that other calls kept
+//!   found none free (a fail-fast call gives up after 16 scans that other calls kept
 //!   changing, which needs the bulkhead to be churning at its limit). A rejection scans
 //!   every shard, so it costs more than an admission.
 //! - **Memory**: a bulkhead has twice as many shards as the machine has cores (rounded up

@@ -28,11 +28,12 @@
 //!   Between the two collects there was then an instant with no free permit anywhere,
 //!   which is when the rejection takes effect. If other calls keep changing the shards,
 //!   the scan retries after a short spin; a fail-fast call gives up after
-//!   [`FAIL_FAST_ROUNDS`] inconsistent scans (a few microseconds), each of which saw other
-//!   calls take or return permits meanwhile, so a spurious rejection needs the bulkhead to
-//!   be churning at or near its capacity for all of them, or a thread descheduled in the
-//!   middle of a move for that long, or 2³² changes of one shard between two reads of one
-//!   scan. A fail-fast call never blocks or yields.
+//!   [`FAIL_FAST_ROUNDS`] inconsistent scans (about 200 spin-loop hints in all: tens of
+//!   microseconds at worst), each of which saw other calls take or return permits
+//!   meanwhile. So a spurious rejection needs the bulkhead to be churning at or near its
+//!   capacity for all of them, or a thread descheduled in the middle of a move for that
+//!   long, or 2³² changes of one shard between two reads of one scan. A fail-fast call
+//!   never blocks or yields.
 //! - **Never more than `capacity` held**: every take decrements a count that is positive
 //!   (pool or stock), and a permit taken from a stock is kept only if the pool was not in
 //!   debt afterwards; with the pool at or above zero, `held <= capacity` follows from the
@@ -87,7 +88,7 @@ use parking_lot::Mutex;
 /// At most this many shards, whatever the machine.
 const MAX_SHARDS: usize = 64;
 /// Inconsistent scans after which a fail-fast call is rejected anyway.
-const FAIL_FAST_ROUNDS: u32 = 64;
+const FAIL_FAST_ROUNDS: u32 = 16;
 /// Inconsistent scans before a would-be waiter publishes itself and scans again.
 const ENQUEUE_ROUNDS: u32 = 64;
 /// Scans that are retried after a busy spin before a patient scan yields the thread.
@@ -208,7 +209,7 @@ impl Patience {
     fn back_off(self, round: u32) {
         match self {
             Patience::UntilConsistent if round >= SPIN_ROUNDS => std::thread::yield_now(),
-            _ => (0..1u32 << round.min(6)).for_each(|_| std::hint::spin_loop()),
+            _ => (0..1u32 << round.min(4)).for_each(|_| std::hint::spin_loop()),
         }
     }
 }

@@ -345,9 +345,6 @@ impl Permits {
             // so before reading `moves`), then take what is left in the pool.
             self.pay_debt_from_stocks();
             let moves = self.central.moves.load(SeqCst);
-            if moves & MOVES_IN_PROGRESS != 0 {
-                continue;
-            }
             if self.take_from_pool() {
                 return true;
             }
@@ -367,8 +364,11 @@ impl Permits {
             if changed {
                 continue;
             }
+            // A rejection needs no move in flight when the scan began (permits in transit
+            // are free but invisible), none started since, and no shard changed.
+            let settled = moves & MOVES_IN_PROGRESS == 0;
             let stable = (0..shards).all(|shard| self.shards[shard].load(SeqCst) == seen[shard]);
-            if stable && self.central.moves.load(SeqCst) == moves {
+            if settled && stable && self.central.moves.load(SeqCst) == moves {
                 return false;
             }
         }
@@ -884,6 +884,24 @@ mod tests {
         let one = Permits::try_acquire_at(&site).expect("below the capacity again");
         assert!(Permits::try_acquire_at(&site).is_none());
         drop(one);
+    }
+
+    #[test]
+    fn a_move_in_flight_defers_rejections_but_not_admissions() {
+        let p = Permits::with_shards(2, 4);
+        let s = sites(&p, 2);
+        drop(Permits::try_acquire_at(&s[0]).unwrap());
+        // Another thread is, say, halfway through spilling a stock to the pool.
+        p.central.moves.fetch_add(MOVE_STARTED | 1, SeqCst);
+        let a = Permits::try_acquire_at(&s[1]).expect("from the pool");
+        let b = Permits::try_acquire_at(&s[1]).expect("stolen from shard 0");
+        // No consistent scan is possible while the move is in flight: the fail-fast call
+        // rejects once its patience runs out.
+        assert!(!p.take_anywhere(1, Patience::Scans(3)));
+        p.central.moves.fetch_sub(1, SeqCst);
+        assert!(!p.take_anywhere(1, Patience::UntilConsistent));
+        drop((a, b));
+        assert_eq!(p.in_use(), 0);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
@@ -166,12 +166,14 @@ where
         .build()
         .expect("runtime");
     let barrier = Arc::new(Barrier::new(THREADS));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {
             let mut svc = svc.clone();
             let (handle, books, barrier) =
                 (handle.clone(), Arc::clone(&books), Arc::clone(&barrier));
             let rt = rt.handle().clone();
+            let failures = Arc::clone(&failures);
             std::thread::spawn(move || {
                 let _rt = rt.enter();
                 let mut rng = SmallRng::seed_from_u64(seed.wrapping_add(t as u64));
@@ -203,6 +205,8 @@ where
                     let keep = rng.random_range(0..=calls.len());
                     calls.truncate(keep);
                     barrier.wait();
+                    // Failures are recorded, not asserted, between barriers: a panic would leave
+                    // the other threads waiting at the barrier forever.
                     // No release happens now, so no admission either. A waiter that was not
                     // woken must still be waiting: polling it must not start it. One that was
                     // woken was admitted: polling it starts it (its first poll is pending), so
@@ -210,37 +214,44 @@ where
                     for call in calls.iter_mut() {
                         if !call.started.load(SeqCst) {
                             let woken = call.woken.0.load(SeqCst);
-                            assert!(call.poll().is_none());
-                            assert_eq!(
-                                call.started.load(SeqCst),
-                                woken,
-                                "round {round}: admission and wake-up disagree"
-                            );
+                            let finished = call.poll().is_some();
+                            if finished || call.started.load(SeqCst) != woken {
+                                failures.lock().expect("failures").push(format!(
+                                    "round {round}: woken {woken}, then started {}, finished {finished}",
+                                    call.started.load(SeqCst)
+                                ));
+                            }
                         }
                     }
                     barrier.wait();
                     if t == 0 {
+                        let fail = |what: String| {
+                            failures
+                                .lock()
+                                .expect("failures")
+                                .push(format!("round {round}: {what}"))
+                        };
                         let capacity = handle.capacity();
                         let in_use = handle.in_use();
                         let running = books.running.load(SeqCst);
-                        assert!(
-                            running <= in_use,
-                            "round {round}: {running} running, {in_use} in use"
-                        );
+                        // Every admitted call has started: the permits held are exactly
+                        // the calls running.
+                        if running != in_use {
+                            fail(format!("{running} running, {in_use} in use"));
+                        }
                         if handle.waiting() != 0 {
-                            assert!(
-                                in_use >= capacity,
-                                "round {round}: {} waiting while {in_use} of {capacity} in use",
-                                handle.waiting()
-                            );
+                            if in_use < capacity {
+                                fail(format!(
+                                    "{} waiting while {in_use} of {capacity} in use",
+                                    handle.waiting()
+                                ));
+                            }
                         } else if in_use < capacity {
                             let before = books.calls.load(SeqCst);
                             let extra = start(&mut svc, 1);
-                            assert_eq!(
-                                books.calls.load(SeqCst),
-                                before + 1,
-                                "round {round}: {in_use} of {capacity} in use, yet not admitted"
-                            );
+                            if books.calls.load(SeqCst) != before + 1 {
+                                fail(format!("{in_use} of {capacity} in use, yet not admitted"));
+                            }
                             drop(extra);
                         }
                         // Next round's capacity, up or down; a new limit is in force for new
@@ -259,6 +270,7 @@ where
     for thread in threads {
         thread.join().expect("a thread panicked");
     }
+    assert_eq!(*failures.lock().expect("failures"), Vec::<String>::new());
     assert_eq!(
         books.over_limit.load(SeqCst),
         0,

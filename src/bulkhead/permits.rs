@@ -1322,7 +1322,7 @@ mod tests {
                             if t == 0 {
                                 // Failures are recorded, not asserted: a panic here would
                                 // leave the other threads waiting at the barrier forever.
-                                let mut fail = |what: String| {
+                                let fail = |what: String| {
                                     failures.lock().push(format!("round {round}: {what}"))
                                 };
                                 let now = held.now.load(SeqCst);

@@ -104,6 +104,16 @@ fn palisade_bulkhead() -> palisade::bulkhead::BulkheadLayer {
         .layer()
 }
 
+/// The same bulkhead in queued mode (it never has to queue here: the fast path only).
+fn palisade_bulkhead_queued() -> palisade::bulkhead::BulkheadLayer<palisade::bulkhead::Queued> {
+    palisade::bulkhead::BulkheadConfig::builder()
+        .max_concurrent_calls(1_000)
+        .max_wait(Duration::from_secs(1))
+        .build()
+        .expect("bulkhead config")
+        .layer()
+}
+
 fn palisade_breaker() -> palisade::breaker::CircuitBreakerLayer {
     palisade::breaker::BreakerConfig::builder()
         .build()
@@ -352,6 +362,13 @@ fn contended(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     );
     contended_variant(
         c,
+        "palisade_bulkhead_queued",
+        ServiceBuilder::new()
+            .layer(palisade_bulkhead_queued())
+            .service(Echo),
+    );
+    contended_variant(
+        c,
         "tower_concurrency_limit",
         tower::limit::ConcurrencyLimit::new(Echo, 1_000),
     );
@@ -417,6 +434,7 @@ fn print_ratios() {
         "palisade_hystrix",
         "tower_resilience_stack",
         "palisade_bulkhead",
+        "palisade_bulkhead_queued",
         "tower_concurrency_limit",
     ] {
         let group = format!("contended/{variant}");

@@ -23,6 +23,10 @@ impl BulkheadHandle {
     /// Permits held now: calls admitted and not yet finished (or dropped), including
     /// queued calls a permit was handed to but that have not run yet. May exceed
     /// [`capacity`](Self::capacity) just after the capacity was lowered.
+    ///
+    /// Computed as the capacity minus the free permits, summed over the bulkhead's shards
+    /// (a few dozen loads at most); a permit another thread is moving between a shard and
+    /// the shared pool counts as in use for that instant.
     pub fn in_use(&self) -> usize {
         self.permits.in_use()
     }

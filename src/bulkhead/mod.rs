@@ -30,11 +30,23 @@
 //!   on one reference count; clone once per worker or connection, not per request.
 //! - **Futures** are `Send` when the inner future (and, for `Queued`, the service and the
 //!   request) are, and `'static` when those are.
-//! - **Cost**: admitting a call is one compare-and-swap loop on an atomic counter plus a
-//!   reference-count increment for the permit; releasing it is one atomic decrement, one
-//!   load, and the reference-count decrement. No lock and no allocation (a rejection
-//!   allocates only its boxed error). The queue's `parking_lot` lock is taken only when a
-//!   call must wait, while it waits, or when a permit is released while someone waits.
+//! - **Cost**: the free permits are spread over per-core shards, each on its own cache
+//!   line, and each clone (and each service a layer makes) is given a shard round-robin.
+//!   Admitting a call is one compare-and-swap on the clone's shard plus a load of a shared,
+//!   rarely written line and a reference-count increment for the permit; releasing it is
+//!   one atomic add on the same shard, two loads, and the reference-count decrement. So
+//!   threads calling their own clones do not contend while their shards have permits in
+//!   stock. When a shard runs dry the call takes a permit from the shared pool or steals
+//!   one from another shard. No lock and no allocation (a rejection allocates only its
+//!   boxed error). The queue's `parking_lot` lock is taken only when a call must wait,
+//!   while it waits, or when a permit is released while someone waits.
+//! - **Exact limit**: never more than the capacity in use at once, wherever the free
+//!   permits are stocked; a call is rejected only after a consistent scan of every shard
+//!   found none free (a fail-fast call gives up after 16 scans that other calls kept
+//!   changing, which needs the bulkhead to be churning at its limit). A rejection scans
+//!   every shard, so it costs more than an admission.
+//! - **Memory**: a bulkhead has twice as many shards as the machine has cores (rounded up
+//!   to a power of two, at most 64), 256 bytes each: 16 KiB at most, plus about 1 KiB.
 //! - **Scope of a permit**: the response future, no further. For a streaming response
 //!   (an HTTP body, say) the permit is returned when the response value is produced, not
 //!   when the body is consumed.
@@ -198,7 +210,7 @@ where
         if let Some(permit) = Permits::try_acquire_fair_at(&self.site) {
             return QueuedResponseFuture::running(self.inner.call(req), permit);
         }
-        match self.permits.enqueue() {
+        match Permits::enqueue(&self.site) {
             Ok(permit) => QueuedResponseFuture::running(self.inner.call(req), permit),
             Err(ticket) => {
                 // The queued call takes the service that was driven ready; a clone takes

@@ -1,46 +1,144 @@
-//! The permits a bulkhead hands out: a counting semaphore with a strictly FIFO wait queue.
+//! The permits a bulkhead hands out: an exact counting semaphore whose free permits are
+//! spread over per-core shards, with a strictly FIFO wait queue.
 //!
-//! - [`Permits::try_acquire`] is the fail-fast hot path: one compare-and-swap loop on
-//!   `in_use`, no lock, no allocation (beyond the `Arc` reference the permit keeps).
-//! - [`Permits::try_acquire_fair`] is the same, but refuses while anyone is queued, so a
-//!   new arrival cannot overtake a waiter.
+//! # Where the free permits are
+//!
+//! A permit is always in exactly one place: **held** by a call, in the **stock** of one
+//! shard, in the shared **pool**, or briefly **in transit** while a thread moves some from
+//! a stock to the pool (a *move*). So `pool + Σ stock + held + in transit == capacity`, where
+//! the pool alone may go negative: lowering the capacity subtracts from it (a debt that
+//! released permits pay off). Each shard is one atomic word on its own 128-byte cache line
+//! (a permit count in the low 32 bits, a change counter in the high 32 bits), and every
+//! service clone's [`Site`] is given a shard round-robin when it is made, so threads that
+//! call their own clones admit and release on their own lines.
+//!
+//! - **Fast path** ([`Permits::try_acquire_at`]): take one permit from the own shard's
+//!   stock (one compare-and-swap), then read the pool: if the pool is in debt, the permit
+//!   was not really free and goes back to the pool. Releasing puts the permit in the own
+//!   shard's stock (one `fetch_add`) and reads `waiting`. In the steady state neither
+//!   writes a shared line. No lock, no allocation (beyond the `Arc` reference the permit
+//!   keeps to its site).
+//! - **Slow path**, when the own stock is empty: take one permit from the pool, else steal
+//!   one from another shard's stock. A stock that grows beyond twice its fair share
+//!   (`capacity / shards`) spills the excess back to the pool.
+//! - **Rejection is exact**: a call is refused only after a *consistent* scan, a double
+//!   collect of every shard word with no change in between (the change counters rule out
+//!   an A-B-A), with the pool empty and no move in progress or started meanwhile (moves
+//!   are counted in `moves`: started in the high 32 bits, in progress in the low ones).
+//!   Between the two collects there was then an instant with no free permit anywhere,
+//!   which is when the rejection takes effect. If other calls keep changing the shards,
+//!   the scan retries after a short spin; a fail-fast call gives up after
+//!   [`FAIL_FAST_ROUNDS`] inconsistent scans (about 200 spin-loop hints in all: tens of
+//!   microseconds at worst), each of which saw other calls take or return permits
+//!   meanwhile. So a spurious rejection needs the bulkhead to be churning at or near its
+//!   capacity for all of them, or a thread descheduled in the middle of a move for that
+//!   long, or 2³² changes of one shard between two reads of one scan. A fail-fast call
+//!   never blocks or yields.
+//! - **Never more than `capacity` held**: every take decrements a count that is positive
+//!   (pool or stock), and a permit taken from a stock is kept only if the pool was not in
+//!   debt afterwards; with the pool at or above zero, `held <= capacity` follows from the
+//!   conservation above. (A call admitted while [`Permits::set_capacity`] lowers the
+//!   capacity counts against the old one: the change takes effect when the pool is
+//!   adjusted.)
+//!
+//! # The queue
+//!
+//! - [`Permits::try_acquire_fair_at`] is the fast path but refuses while anyone is queued,
+//!   so a new arrival cannot overtake a waiter.
 //! - [`Permits::enqueue`] is the waiting slow path: under a `parking_lot` lock it either
-//!   admits the caller (nobody ahead, a permit free) or appends it to the queue and returns
-//!   a [`QueueTicket`].
-//! - Releasing a permit decrements `in_use` and, if anyone is queued, takes the lock and
-//!   admits waiters from the head while permits are free. Because fair arrivals queue
-//!   whenever the queue is non-empty, a freed permit goes to the head waiter, never to a
-//!   later arrival.
+//!   admits the caller (nobody ahead, a permit free anywhere) or appends it to the queue
+//!   and returns a [`QueueTicket`].
+//! - While anyone waits, every release (and every other return of a permit) takes the lock
+//!   and admits waiters from the head, taking permits from the pool and draining the
+//!   stocks, so stocks never hoard permits while a waiter waits.
 //!
 //! A waiter is identified by a monotonically increasing id; the queue stays sorted by id,
 //! so a waiter finds itself by binary search. A ticket whose id is no longer queued was
 //! admitted (the only other way out of the queue is the ticket's own cancellation), and
-//! `in_use` already counts its permit.
+//! the permit it was handed is already counted as held.
 //!
-//! No lost wake-ups: a waiter increments `waiting` and then reads `in_use`; a releaser
-//! decrements `in_use` and then reads `waiting` (all `SeqCst`). Either the releaser sees the
-//! waiter and admits it, or the waiter sees the freed permit and takes it.
+//! # No lost wake-ups
+//!
+//! A waiter, under the lock, pushes itself, increments `waiting`, then scans for a permit
+//! until it either takes one for the head or completes a consistent scan that found none.
+//! A release first puts the permit back (a read-modify-write on a stock, and maybe a move
+//! to the pool) and then reads `waiting`; all of these are `SeqCst`. (The other moves to
+//! the pool, paying a capacity debt, are made by a caller that goes on to take a permit
+//! itself and, in queued mode, to scan under the lock if it finds none.) In
+//! the single order of `SeqCst` operations, either the releaser's read of `waiting` comes
+//! after the waiter's increment, and the releaser takes the lock after the waiter drops it
+//! and admits from the head; or it comes before, so the permit was back before the waiter's
+//! scan began, and the scan either takes it or proves that someone else held it at an
+//! instant after the waiter was queued. In both cases no permit sits idle while the waiter
+//! waits. The scan under the lock runs until it is consistent (it does not give up as the
+//! fail-fast scan does): once `waiting` is non-zero, fair arrivals go to the lock (except
+//! those that read `waiting` before it changed, one take each) and releasers block on it
+//! after one return each, so the shards stop changing.
+//!
+//! Admitted waiters' wakers are woken after the lock is released.
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::task::{Context, Waker};
 
 use parking_lot::Mutex;
 
+/// At most this many shards, whatever the machine.
+const MAX_SHARDS: usize = 64;
+/// Inconsistent scans after which a fail-fast call is rejected anyway.
+const FAIL_FAST_ROUNDS: u32 = 16;
+/// Inconsistent scans before a would-be waiter publishes itself and scans again.
+const ENQUEUE_ROUNDS: u32 = 64;
+/// Scans that are retried after a busy spin before a patient scan yields the thread.
+const SPIN_ROUNDS: u32 = 8;
+/// One change in a shard word's change counter (the high 32 bits).
+const CHANGE: u64 = 1 << 32;
+/// The permit count in a shard word (the low 32 bits).
+const COUNT: u64 = CHANGE - 1;
+/// One started move in `moves` (high 32 bits; the low 32 count the moves in progress).
+const MOVE_STARTED: u64 = 1 << 32;
+/// The moves in progress in `moves`.
+const MOVES_IN_PROGRESS: u64 = MOVE_STARTED - 1;
+/// A shard keeps at most this many permits (so its count stays far from 2³²).
+const MAX_STOCK: u64 = 1 << 30;
+/// Capacities above this are treated as this (so the pool's arithmetic cannot overflow).
+const MAX_CAPACITY: usize = 1 << 62;
+
 /// The shared state of one bulkhead: every clone of the service, every service of one
 /// layer and every handle point at the same `Permits`.
 pub(crate) struct Permits {
-    /// Written by every admission and release: alone on its cache line, so reading the
-    /// capacity or the queue length does not pull it away from the core that writes it.
-    in_use: CacheLine<AtomicUsize>,
+    /// One stock of free permits per shard, each on its own cache line. Each [`Site`]
+    /// holds its own shard's `Arc` too, so the fast path reaches its line directly.
+    shards: Box<[Arc<Stock>]>,
+    /// `shards.len() - 1` (the length is a power of two).
+    shard_mask: usize,
+    /// `log2(shards.len())`.
+    shard_shift: u32,
+    /// The next shard to give a new [`Site`]: apart, so making clones does not disturb
+    /// the line the fast path reads `shards` from.
+    next_shard: CacheLine<AtomicUsize>,
+    /// Read on every admission and release, written only on the slow paths.
+    central: CacheLine<Central>,
+    /// Written by every rejection: apart, so an overload does not slow admissions.
+    rejected: CacheLine<AtomicU64>,
+    queue: CacheLine<Mutex<WaitQueue>>,
+}
+
+struct Central {
+    /// Free permits in no shard; negative while a lowered capacity is in debt.
+    pool: AtomicI64,
+    /// Moves of permits between a stock and the pool: started (high 32 bits), and in
+    /// progress (low 32 bits). Every increase of the pool is such a move.
+    moves: AtomicU64,
     capacity: AtomicUsize,
     /// Length of `queue`, readable without the lock.
     waiting: AtomicUsize,
-    rejected: AtomicU64,
-    queue: Mutex<WaitQueue>,
 }
+
+/// One shard's stock: a permit count (low 32 bits) and a change counter (high 32 bits).
+type Stock = CacheLine<AtomicU64>;
 
 /// Aligns its content to a cache line (128 bytes: adjacent-line prefetchers pair lines).
 #[repr(align(128))]
@@ -72,60 +170,226 @@ impl WaitQueue {
     }
 }
 
+/// Shards for this machine: twice its parallelism (threads often outnumber cores), as a
+/// power of two, at most [`MAX_SHARDS`].
+/// Asked once per process: `available_parallelism` reads cgroup files on Linux.
+fn default_shards() -> usize {
+    static SHARDS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *SHARDS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores * 2).next_power_of_two().min(MAX_SHARDS)
+    })
+}
+
+#[inline]
+fn count(word: u64) -> u64 {
+    word & COUNT
+}
+
+/// How long the slow path keeps scanning while other threads change the shards.
+#[derive(Clone, Copy, Debug)]
+enum Patience {
+    /// At most this many scans, spinning briefly between them: a call's own attempt, which
+    /// must not stall the caller.
+    Scans(u32),
+    /// Until a scan is consistent, yielding the thread after a few: admission under the
+    /// queue's lock, where the shards settle (see the module docs).
+    UntilConsistent,
+}
+
+impl Patience {
+    fn allows(self, round: u32) -> bool {
+        match self {
+            Patience::Scans(n) => round < n,
+            Patience::UntilConsistent => true,
+        }
+    }
+
+    /// Waits a little before scan number `round` (from 1).
+    fn back_off(self, round: u32) {
+        match self {
+            Patience::UntilConsistent if round >= SPIN_ROUNDS => std::thread::yield_now(),
+            _ => (0..1u32 << round.min(4)).for_each(|_| std::hint::spin_loop()),
+        }
+    }
+}
+
 impl Permits {
     pub(crate) fn new(capacity: usize) -> Arc<Self> {
+        Self::with_shards(capacity, default_shards())
+    }
+
+    /// `shards` is rounded up to a power of two and capped at [`MAX_SHARDS`].
+    pub(crate) fn with_shards(capacity: usize, shards: usize) -> Arc<Self> {
+        let shards = shards.clamp(1, MAX_SHARDS).next_power_of_two();
+        let capacity = capacity.min(MAX_CAPACITY);
         Arc::new(Permits {
-            in_use: CacheLine(AtomicUsize::new(0)),
-            capacity: AtomicUsize::new(capacity),
-            waiting: AtomicUsize::new(0),
-            rejected: AtomicU64::new(0),
-            queue: Mutex::new(WaitQueue {
+            shards: (0..shards)
+                .map(|_| Arc::new(CacheLine(AtomicU64::new(0))))
+                .collect(),
+            shard_mask: shards - 1,
+            shard_shift: shards.trailing_zeros(),
+            next_shard: CacheLine(AtomicUsize::new(0)),
+            central: CacheLine(Central {
+                pool: AtomicI64::new(capacity as i64),
+                moves: AtomicU64::new(0),
+                capacity: AtomicUsize::new(capacity),
+                waiting: AtomicUsize::new(0),
+            }),
+            rejected: CacheLine(AtomicU64::new(0)),
+            queue: CacheLine(Mutex::new(WaitQueue {
                 next_id: 0,
                 waiters: VecDeque::new(),
-            }),
+            })),
         })
     }
 
-    /// Takes one permit if `in_use < capacity`, ignoring the queue.
+    /// Takes one permit from `stock`, if it has one.
     #[inline]
-    fn try_take(&self) -> bool {
-        let capacity = self.capacity.load(SeqCst);
-        let mut in_use = self.in_use.load(SeqCst);
-        loop {
-            if in_use >= capacity {
+    fn take_from_stock(&self, stock: &AtomicU64) -> bool {
+        let mut word = stock.load(SeqCst);
+        while count(word) != 0 {
+            match stock.compare_exchange_weak(word, word.wrapping_add(CHANGE) - 1, SeqCst, SeqCst) {
+                Ok(_) => return self.keep_unless_in_debt(),
+                Err(actual) => word = actual,
+            }
+        }
+        false
+    }
+
+    /// After taking a permit from a stock: keeps it if the pool is not in debt; otherwise
+    /// it was owed to a lowered capacity, and goes to the pool.
+    #[inline]
+    fn keep_unless_in_debt(&self) -> bool {
+        if self.central.pool.load(SeqCst) >= 0 {
+            return true;
+        }
+        self.repay(1);
+        false
+    }
+
+    /// Takes one permit from the pool, if it has one.
+    fn take_from_pool(&self) -> bool {
+        let pool = &self.central.pool;
+        let mut free = pool.load(SeqCst);
+        while free > 0 {
+            match pool.compare_exchange_weak(free, free - 1, SeqCst, SeqCst) {
+                Ok(_) => return true,
+                Err(actual) => free = actual,
+            }
+        }
+        false
+    }
+
+    /// Puts `n` permits taken from a stock (and so in transit) into the pool. It does not
+    /// serve the queue (it may run under the queue's lock): its callers go on to take a
+    /// permit themselves or to scan under the lock.
+    fn repay(&self, n: u64) {
+        self.central.moves.fetch_add(MOVE_STARTED | 1, SeqCst);
+        self.central.pool.fetch_add(n as i64, SeqCst);
+        self.central.moves.fetch_sub(1, SeqCst);
+    }
+
+    /// Moves all but `keep` of `stock` to the pool.
+    fn spill(&self, stock: &AtomicU64, keep: u64) {
+        self.central.moves.fetch_add(MOVE_STARTED | 1, SeqCst);
+        let mut word = stock.load(SeqCst);
+        let mut moved = 0;
+        while count(word) > keep {
+            let excess = count(word) - keep;
+            match stock.compare_exchange_weak(
+                word,
+                word.wrapping_add(CHANGE) - excess,
+                SeqCst,
+                SeqCst,
+            ) {
+                Ok(_) => {
+                    moved = excess;
+                    break;
+                }
+                Err(actual) => word = actual,
+            }
+        }
+        if moved != 0 {
+            self.central.pool.fetch_add(moved as i64, SeqCst);
+        }
+        self.central.moves.fetch_sub(1, SeqCst);
+    }
+
+    /// Empties every stock into the pool while the pool is in debt.
+    fn pay_debt_from_stocks(&self) {
+        for stock in self.shards.iter() {
+            if self.central.pool.load(SeqCst) >= 0 {
+                return;
+            }
+            if count(stock.load(SeqCst)) != 0 {
+                self.spill(stock, 0);
+            }
+        }
+    }
+
+    /// The slow path: one permit from the pool or any shard, starting at `home`. Returns
+    /// `false` only after a consistent scan found no free permit, or when `patience` ran
+    /// out on inconsistent ones (see the module docs).
+    #[cold]
+    fn take_anywhere(&self, home: usize, patience: Patience) -> bool {
+        let shards = self.shards.len();
+        let mut seen = [0u64; MAX_SHARDS];
+        let mut round = 0;
+        while patience.allows(round) {
+            if round > 0 {
+                patience.back_off(round);
+            }
+            round = round.saturating_add(1);
+            // Stocked permits are owed to a lowered capacity: pay first (these are moves,
+            // so before reading `moves`), then take what is left in the pool.
+            self.pay_debt_from_stocks();
+            let moves = self.central.moves.load(SeqCst);
+            if self.take_from_pool() {
+                return true;
+            }
+            let mut changed = false;
+            for i in 0..shards {
+                let shard = (home + i) & self.shard_mask;
+                let word = self.shards[shard].load(SeqCst);
+                if count(word) != 0 {
+                    if self.take_from_stock(&self.shards[shard]) {
+                        return true;
+                    }
+                    changed = true;
+                    break;
+                }
+                seen[shard] = word;
+            }
+            if changed {
+                continue;
+            }
+            // A rejection needs no move in flight when the scan began (permits in transit
+            // are free but invisible), none started since, and no shard changed.
+            let settled = moves & MOVES_IN_PROGRESS == 0;
+            let stable = (0..shards).all(|shard| self.shards[shard].load(SeqCst) == seen[shard]);
+            if settled && stable && self.central.moves.load(SeqCst) == moves {
                 return false;
             }
-            match self
-                .in_use
-                .compare_exchange_weak(in_use, in_use + 1, SeqCst, SeqCst)
-            {
-                Ok(_) => return true,
-                Err(actual) => in_use = actual,
-            }
         }
+        false
     }
 
-    /// A permit if one is free now, holding the shared `Permits` (tests use this; the
-    /// services use [`try_acquire_at`](Self::try_acquire_at)).
-    #[cfg(test)]
-    pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
-        if self.try_take() {
-            Some(Permit {
-                owner: Owner::Shared(Arc::clone(self)),
-            })
-        } else {
-            None
-        }
+    /// Takes one permit for a call of `site`'s clone: own stock first, then anywhere.
+    #[inline]
+    fn take_at(&self, site: &Site, patience: Patience) -> bool {
+        self.take_from_stock(&site.stock) || self.take_anywhere(site.shard, patience)
     }
 
-    /// The fail-fast path of a service clone: the permit holds the clone's [`Site`], not
-    /// the shared `Permits`, so threads calling their own clones do not contend on one
-    /// reference count.
+    /// The fail-fast path of a service clone: a permit if one is free anywhere.
     #[inline]
     pub(crate) fn try_acquire_at(site: &Arc<Site>) -> Option<Permit> {
-        if site.permits.try_take() {
+        if site
+            .permits
+            .take_at(site, Patience::Scans(FAIL_FAST_ROUNDS))
+        {
             Some(Permit {
-                owner: Owner::Site(Arc::clone(site)),
+                site: Arc::clone(site),
             })
         } else {
             None
@@ -133,64 +397,67 @@ impl Permits {
     }
 
     /// Like [`try_acquire_at`](Self::try_acquire_at), but never overtakes a queued waiter.
+    /// A `None` sends the caller to [`enqueue`](Self::enqueue), which scans again under
+    /// the lock, so one scan is enough here.
     #[inline]
     pub(crate) fn try_acquire_fair_at(site: &Arc<Site>) -> Option<Permit> {
-        if site.permits.waiting.load(SeqCst) != 0 {
+        let permits = &site.permits;
+        if permits.central.waiting.load(SeqCst) != 0 {
             return None;
         }
-        Self::try_acquire_at(site)
-    }
-
-    /// Like [`try_acquire`](Self::try_acquire), but never overtakes a queued waiter.
-    #[cfg(test)]
-    pub(crate) fn try_acquire_fair(self: &Arc<Self>) -> Option<Permit> {
-        if self.waiting.load(SeqCst) != 0 {
-            return None;
+        if permits.take_at(site, Patience::Scans(1)) {
+            Some(Permit {
+                site: Arc::clone(site),
+            })
+        } else {
+            None
         }
-        self.try_acquire()
     }
 
     /// Joins the back of the queue, or is admitted at once if nobody is ahead and a permit
     /// is free.
-    pub(crate) fn enqueue(self: &Arc<Self>) -> Result<Permit, QueueTicket> {
+    pub(crate) fn enqueue(site: &Arc<Site>) -> Result<Permit, QueueTicket> {
+        let permits = &site.permits;
         let mut wake = WakeList::default();
         let admitted = {
-            let mut queue = self.queue.lock();
+            let mut queue = permits.queue.lock();
             // Serve those already waiting first: a permit may have been freed between the
             // caller's fast-path attempt and this lock.
-            self.admit_locked(&mut queue, &mut wake);
-            if queue.waiters.is_empty() && self.try_take() {
+            permits.admit_locked(&mut queue, &mut wake);
+            if queue.waiters.is_empty()
+                && permits.take_anywhere(site.shard, Patience::Scans(ENQUEUE_ROUNDS))
+            {
                 None
             } else {
                 let id = queue.next_id;
                 queue.next_id += 1;
                 queue.waiters.push_back(Waiter { id, waker: None });
-                self.waiting.fetch_add(1, SeqCst);
-                // Re-check after publishing `waiting`: a release that read `waiting == 0`
-                // before our increment left its permit in `in_use` for us to find here.
-                self.admit_locked(&mut queue, &mut wake);
-                // Admitted by that re-check: the permit is ours already.
+                permits.central.waiting.fetch_add(1, SeqCst);
+                // Scan again after publishing `waiting`: a release that read `waiting == 0`
+                // before our increment left its permit in a stock or the pool for us.
+                permits.admit_locked(&mut queue, &mut wake);
+                // Admitted by that scan: the permit is ours already.
                 queue.position(id).map(|_| id)
             }
         };
         wake.wake_all();
         match admitted {
             None => Ok(Permit {
-                owner: Owner::Shared(Arc::clone(self)),
+                site: Arc::clone(site),
             }),
             Some(id) => Err(QueueTicket {
-                permits: Some(Arc::clone(self)),
+                site: Some(Arc::clone(site)),
                 id,
             }),
         }
     }
 
-    /// Admits waiters from the head of the queue while permits are free. The caller holds
-    /// the queue lock; wakers are collected to be woken after it is released.
+    /// Admits waiters from the head of the queue while permits are free anywhere. The
+    /// caller holds the queue lock; wakers are collected to be woken after it is released.
     fn admit_locked(&self, queue: &mut WaitQueue, wake: &mut WakeList) {
-        while !queue.waiters.is_empty() && self.try_take() {
+        while !queue.waiters.is_empty() && self.take_anywhere(0, Patience::UntilConsistent) {
             if let Some(waiter) = queue.waiters.pop_front() {
-                self.waiting.fetch_sub(1, SeqCst);
+                self.central.waiting.fetch_sub(1, SeqCst);
                 if let Some(waker) = waiter.waker {
                     wake.push(waker);
                 }
@@ -198,6 +465,15 @@ impl Permits {
         }
     }
 
+    /// After returning a permit: if anyone waits, admits from the head.
+    #[inline]
+    fn serve_queue(&self) {
+        if self.central.waiting.load(SeqCst) != 0 {
+            self.admit_waiters();
+        }
+    }
+
+    #[cold]
     fn admit_waiters(&self) {
         let mut wake = WakeList::default();
         {
@@ -207,12 +483,22 @@ impl Permits {
         wake.wake_all();
     }
 
+    /// Returns a permit to `stock`.
     #[inline]
-    fn release(&self) {
-        self.in_use.fetch_sub(1, SeqCst);
-        if self.waiting.load(SeqCst) != 0 {
-            self.admit_waiters();
+    fn release(&self, stock: &AtomicU64) {
+        let before = stock.fetch_add(CHANGE + 1, SeqCst);
+        let limit = self.stock_limit();
+        if count(before) + 1 > limit {
+            self.spill(stock, limit / 2);
         }
+        self.serve_queue();
+    }
+
+    /// How many permits a shard may stock: twice its fair share.
+    #[inline]
+    fn stock_limit(&self) -> u64 {
+        let share = (self.central.capacity.load(SeqCst) >> self.shard_shift) as u64;
+        share.clamp(1, MAX_STOCK / 2) * 2
     }
 
     /// Removes waiter `id` from the queue; `false` if it was no longer there (admitted).
@@ -221,7 +507,7 @@ impl Permits {
         match queue.position(id) {
             Some(at) => {
                 queue.waiters.remove(at);
-                self.waiting.fetch_sub(1, SeqCst);
+                self.central.waiting.fetch_sub(1, SeqCst);
                 true
             }
             None => false,
@@ -242,16 +528,25 @@ impl Permits {
         let _ = waited;
     }
 
+    /// Permits held: the capacity minus the free ones (pool and stocks). Permits in transit
+    /// between a stock and the pool count as held for that instant.
     pub(crate) fn in_use(&self) -> usize {
-        self.in_use.load(SeqCst)
+        let stocked: i64 = self
+            .shards
+            .iter()
+            .map(|stock| count(stock.load(SeqCst)) as i64)
+            .sum();
+        let free = self.central.pool.load(SeqCst) + stocked;
+        let capacity = self.central.capacity.load(SeqCst) as i64;
+        (capacity - free).max(0) as usize
     }
 
     pub(crate) fn capacity(&self) -> usize {
-        self.capacity.load(SeqCst)
+        self.central.capacity.load(SeqCst)
     }
 
     pub(crate) fn waiting(&self) -> usize {
-        self.waiting.load(SeqCst)
+        self.central.waiting.load(SeqCst)
     }
 
     pub(crate) fn rejected(&self) -> u64 {
@@ -259,9 +554,24 @@ impl Permits {
     }
 
     /// Changes the capacity. Growing admits waiters at once; shrinking takes effect as
-    /// permits are released (held permits are never revoked).
+    /// permits are released (held permits are never revoked): the difference is a debt of
+    /// the pool, paid at once from the stocks and then by releases.
     pub(crate) fn set_capacity(&self, capacity: usize) {
-        let _previous = self.capacity.swap(capacity, SeqCst);
+        let capacity = capacity.min(MAX_CAPACITY);
+        let mut wake = WakeList::default();
+        let _previous = {
+            let mut queue = self.queue.lock();
+            let previous = self.central.capacity.swap(capacity, SeqCst);
+            self.central.moves.fetch_add(MOVE_STARTED | 1, SeqCst);
+            self.central
+                .pool
+                .fetch_add(capacity as i64 - previous as i64, SeqCst);
+            self.central.moves.fetch_sub(1, SeqCst);
+            self.pay_debt_from_stocks();
+            self.admit_locked(&mut queue, &mut wake);
+            previous
+        };
+        wake.wake_all();
         #[cfg(feature = "tracing")]
         tracing::info!(
             target: "palisade::bulkhead",
@@ -269,9 +579,12 @@ impl Permits {
             capacity,
             "bulkhead capacity changed"
         );
-        if self.waiting.load(SeqCst) != 0 {
-            self.admit_waiters();
-        }
+    }
+
+    /// The shard count (tests pick sites on distinct shards with it).
+    #[cfg(test)]
+    fn shard_count(&self) -> usize {
+        self.shards.len()
     }
 }
 
@@ -282,50 +595,53 @@ impl fmt::Debug for Permits {
             .field("capacity", &self.capacity())
             .field("waiting", &self.waiting())
             .field("rejected", &self.rejected())
+            .field("shards", &self.shards.len())
             .finish()
     }
 }
 
-/// One service clone's own reference to the shared [`Permits`]. Admitted calls hold a
-/// clone of this `Arc` rather than of the shared one: each service clone's reference count
-/// lives on its own cache line.
+/// One service clone's own reference to the shared [`Permits`], and its shard. Admitted
+/// calls hold a clone of this `Arc` rather than of the shared one: each service clone's
+/// reference count lives on its own cache line, as does its shard's stock.
 pub(crate) struct Site {
     pub(crate) permits: Arc<Permits>,
+    /// Index of this site's shard in `permits.shards`.
+    shard: usize,
+    /// That shard's stock.
+    stock: Arc<Stock>,
 }
 
 impl Site {
+    /// A site on the next shard, round-robin.
     pub(crate) fn new(permits: Arc<Permits>) -> Arc<Site> {
-        Arc::new(Site { permits })
+        let shard = permits.next_shard.fetch_add(1, SeqCst) & permits.shard_mask;
+        let stock = Arc::clone(&permits.shards[shard]);
+        Arc::new(Site {
+            permits,
+            shard,
+            stock,
+        })
     }
 }
 
-/// Who an admitted call's permit keeps alive.
-enum Owner {
-    /// The shared permits (queued admissions, handed over under the queue's lock).
-    Shared(Arc<Permits>),
-    /// A service clone's site (the fast path).
-    Site(Arc<Site>),
-}
-
 /// One admitted call. Dropping it (on completion, cancellation or unwinding) returns the
-/// permit, handing it to the head waiter if there is one.
+/// permit to its site's shard, and hands a permit to the head waiter if there is one.
 pub(crate) struct Permit {
-    owner: Owner,
+    site: Arc<Site>,
 }
 
 impl Drop for Permit {
     #[inline]
     fn drop(&mut self) {
-        match &self.owner {
-            Owner::Shared(permits) => permits.release(),
-            Owner::Site(site) => site.permits.release(),
-        }
+        self.site.permits.release(&self.site.stock);
     }
 }
 
 impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Permit")
+        f.debug_struct("Permit")
+            .field("shard", &self.site.shard)
+            .finish()
     }
 }
 
@@ -333,7 +649,7 @@ impl fmt::Debug for Permit {
 /// handed to it, passes that permit on.
 pub(crate) struct QueueTicket {
     /// `None` once the ticket has been turned into a permit or cancelled.
-    permits: Option<Arc<Permits>>,
+    site: Option<Arc<Site>>,
     id: u64,
 }
 
@@ -341,9 +657,9 @@ impl QueueTicket {
     /// The permit, if the ticket has been admitted; otherwise registers `cx`'s waker to be
     /// woken on admission.
     pub(crate) fn poll_admitted(&mut self, cx: &Context<'_>) -> Option<Permit> {
-        let permits = self.permits.as_ref()?;
+        let site = self.site.as_ref()?;
         {
-            let mut queue = permits.queue.lock();
+            let mut queue = site.permits.queue.lock();
             if let Some(at) = queue.position(self.id) {
                 let slot = &mut queue.waiters[at].waker;
                 match slot {
@@ -353,34 +669,28 @@ impl QueueTicket {
                 return None;
             }
         }
-        self.permits.take().map(|permits| Permit {
-            owner: Owner::Shared(permits),
-        })
+        self.site.take().map(|site| Permit { site })
     }
 
     /// Gives up waiting (the maximum wait elapsed) and counts the rejection. If a permit
     /// was handed over in the meantime, returns it instead: the call is admitted after all.
     pub(crate) fn give_up(&mut self, waited: std::time::Duration) -> Option<Permit> {
-        let permits = self.permits.take()?;
-        if permits.remove_waiter(self.id) {
-            permits.record_rejection(waited);
+        let site = self.site.take()?;
+        if site.permits.remove_waiter(self.id) {
+            site.permits.record_rejection(waited);
             None
         } else {
-            Some(Permit {
-                owner: Owner::Shared(permits),
-            })
+            Some(Permit { site })
         }
     }
 }
 
 impl Drop for QueueTicket {
     fn drop(&mut self) {
-        if let Some(permits) = self.permits.take() {
-            if !permits.remove_waiter(self.id) {
+        if let Some(site) = self.site.take() {
+            if !site.permits.remove_waiter(self.id) {
                 // Admitted but never used: dropping the permit passes it on.
-                drop(Permit {
-                    owner: Owner::Shared(permits),
-                });
+                drop(Permit { site });
             }
         }
     }
@@ -422,33 +732,189 @@ mod tests {
     use futures::task::noop_waker;
     use std::time::Duration;
 
-    fn cx_waker() -> Waker {
-        noop_waker()
+    /// `n` sites on consecutive shards.
+    fn sites(p: &Arc<Permits>, n: usize) -> Vec<Arc<Site>> {
+        (0..n).map(|_| Site::new(Arc::clone(p))).collect()
+    }
+
+    fn one_site(capacity: usize) -> (Arc<Permits>, Arc<Site>) {
+        let p = Permits::with_shards(capacity, 4);
+        let site = Site::new(Arc::clone(&p));
+        (p, site)
+    }
+
+    fn stock(p: &Permits, site: &Site) -> u64 {
+        count(p.shards[site.shard].load(SeqCst))
+    }
+
+    #[test]
+    fn sites_are_spread_round_robin_over_a_power_of_two_of_shards() {
+        let p = Permits::with_shards(4, 3);
+        assert_eq!(p.shard_count(), 4);
+        let s = sites(&p, 5);
+        let shards: Vec<usize> = s.iter().map(|s| s.shard).collect();
+        assert_eq!(shards, [0, 1, 2, 3, 0]);
+        assert!(Permits::new(1).shard_count() <= MAX_SHARDS);
     }
 
     #[test]
     fn try_acquire_stops_at_capacity_and_release_frees() {
-        let p = Permits::new(2);
-        let a = p.try_acquire().unwrap();
-        let _b = p.try_acquire().unwrap();
-        assert!(p.try_acquire().is_none());
+        let (p, site) = one_site(2);
+        let a = Permits::try_acquire_at(&site).unwrap();
+        let _b = Permits::try_acquire_at(&site).unwrap();
+        assert!(Permits::try_acquire_at(&site).is_none());
         assert_eq!(p.in_use(), 2);
         drop(a);
         assert_eq!(p.in_use(), 1);
-        assert!(p.try_acquire().is_some());
+        assert!(Permits::try_acquire_at(&site).is_some());
+    }
+
+    #[test]
+    fn a_permit_stocked_on_one_shard_is_taken_by_a_clone_on_another() {
+        let p = Permits::with_shards(2, 4);
+        let s = sites(&p, 2);
+        let (a, b) = (&s[0], &s[1]);
+        drop(Permits::try_acquire_at(a).unwrap());
+        assert_eq!(stock(&p, a), 1, "the released permit stays on A's shard");
+        assert_eq!(p.in_use(), 0);
+        let first = Permits::try_acquire_at(b).expect("B takes the pool's permit");
+        let second = Permits::try_acquire_at(b).expect("B steals the one A stocked");
+        assert_eq!(stock(&p, a), 0);
+        assert_eq!(p.in_use(), 2);
+        assert!(Permits::try_acquire_at(b).is_none());
+        assert!(Permits::try_acquire_at(a).is_none());
+        drop((first, second));
+        assert_eq!(p.in_use(), 0);
+        assert_eq!(
+            stock(&p, b),
+            2,
+            "released permits go to the releasing clone's shard"
+        );
+    }
+
+    #[test]
+    fn stealing_empties_every_other_stock_before_rejecting() {
+        let p = Permits::with_shards(4, 4);
+        let s = sites(&p, 4);
+        for site in &s {
+            drop(Permits::try_acquire_at(site).unwrap());
+            assert_eq!(stock(&p, site), 1);
+        }
+        let held: Vec<Permit> = (0..4)
+            .map(|_| Permits::try_acquire_at(&s[0]).expect("a permit is stocked somewhere"))
+            .collect();
+        assert!(s.iter().all(|site| stock(&p, site) == 0));
+        assert!(Permits::try_acquire_at(&s[0]).is_none());
+        assert_eq!(p.in_use(), 4);
+        drop(held);
+        assert_eq!(p.in_use(), 0);
+    }
+
+    #[test]
+    fn a_stock_beyond_twice_its_fair_share_spills_to_the_pool() {
+        let p = Permits::with_shards(16, 4);
+        let s = sites(&p, 2);
+        let held: Vec<Permit> = (0..16)
+            .map(|_| Permits::try_acquire_at(&s[0]).unwrap())
+            .collect();
+        drop(held);
+        // Fair share 16 / 4 = 4: the stock is kept at or below 8.
+        assert!(stock(&p, &s[0]) <= 8, "stock {}", stock(&p, &s[0]));
+        assert!(p.central.pool.load(SeqCst) >= 8);
+        assert_eq!(p.in_use(), 0);
+        // The other clone takes the spilled permits from the pool, then steals the rest.
+        let all: Vec<Permit> = (0..16)
+            .map(|_| Permits::try_acquire_at(&s[1]).unwrap())
+            .collect();
+        assert!(Permits::try_acquire_at(&s[1]).is_none());
+        drop(all);
+    }
+
+    #[test]
+    fn shrinking_pays_the_debt_from_stocks_and_admits_nothing_above_the_new_capacity() {
+        let p = Permits::with_shards(4, 4);
+        let s = sites(&p, 2);
+        let (a, b) = (&s[0], &s[1]);
+        drop(vec![
+            Permits::try_acquire_at(a).unwrap(),
+            Permits::try_acquire_at(a).unwrap(),
+        ]);
+        assert_eq!(stock(&p, a), 2);
+        let mut held = vec![
+            Permits::try_acquire_at(b).unwrap(),
+            Permits::try_acquire_at(b).unwrap(),
+        ];
+        p.set_capacity(2);
+        assert_eq!(stock(&p, a), 0, "idle stock paid the debt");
+        assert_eq!(p.in_use(), 2);
+        assert!(Permits::try_acquire_at(a).is_none());
+        held.pop();
+        assert_eq!(p.in_use(), 1);
+        held.push(Permits::try_acquire_at(a).expect("one below the new capacity"));
+        assert!(Permits::try_acquire_at(a).is_none());
+        assert!(Permits::try_acquire_at(b).is_none());
+        drop(held);
+        assert_eq!(p.in_use(), 0);
+    }
+
+    #[test]
+    fn a_permit_stocked_while_the_pool_is_in_debt_pays_the_debt_instead_of_admitting() {
+        let (p, site) = one_site(3);
+        let mut held: Vec<Permit> = (0..3)
+            .map(|_| Permits::try_acquire_at(&site).unwrap())
+            .collect();
+        p.set_capacity(1);
+        assert_eq!(p.in_use(), 3);
+        held.pop();
+        assert_eq!(stock(&p, &site), 1);
+        assert_eq!(p.in_use(), 2);
+        assert!(
+            Permits::try_acquire_at(&site).is_none(),
+            "2 held, capacity 1"
+        );
+        assert_eq!(p.in_use(), 2);
+        held.pop();
+        assert!(
+            Permits::try_acquire_at(&site).is_none(),
+            "1 held, capacity 1"
+        );
+        assert_eq!(p.in_use(), 1);
+        held.pop();
+        assert_eq!(p.in_use(), 0);
+        let one = Permits::try_acquire_at(&site).expect("below the capacity again");
+        assert!(Permits::try_acquire_at(&site).is_none());
+        drop(one);
+    }
+
+    #[test]
+    fn a_move_in_flight_defers_rejections_but_not_admissions() {
+        let p = Permits::with_shards(2, 4);
+        let s = sites(&p, 2);
+        drop(Permits::try_acquire_at(&s[0]).unwrap());
+        // Another thread is, say, halfway through spilling a stock to the pool.
+        p.central.moves.fetch_add(MOVE_STARTED | 1, SeqCst);
+        let a = Permits::try_acquire_at(&s[1]).expect("from the pool");
+        let b = Permits::try_acquire_at(&s[1]).expect("stolen from shard 0");
+        // No consistent scan is possible while the move is in flight: the fail-fast call
+        // rejects once its patience runs out.
+        assert!(!p.take_anywhere(1, Patience::Scans(3)));
+        p.central.moves.fetch_sub(1, SeqCst);
+        assert!(!p.take_anywhere(1, Patience::UntilConsistent));
+        drop((a, b));
+        assert_eq!(p.in_use(), 0);
     }
 
     #[test]
     fn release_hands_permit_to_head_waiter_in_fifo_order() {
-        let p = Permits::new(1);
-        let held = p.try_acquire().unwrap();
-        let mut first = p.enqueue().unwrap_err();
-        let mut second = p.enqueue().unwrap_err();
+        let (p, site) = one_site(1);
+        let held = Permits::try_acquire_at(&site).unwrap();
+        let mut first = Permits::enqueue(&site).unwrap_err();
+        let mut second = Permits::enqueue(&site).unwrap_err();
         assert_eq!(p.waiting(), 2);
         // A fair arrival does not overtake the queue.
-        assert!(p.try_acquire_fair().is_none());
+        assert!(Permits::try_acquire_fair_at(&site).is_none());
 
-        let waker = cx_waker();
+        let waker = noop_waker();
         let cx = Context::from_waker(&waker);
         assert!(first.poll_admitted(&cx).is_none());
         drop(held);
@@ -461,23 +927,44 @@ mod tests {
     }
 
     #[test]
+    fn a_waiter_is_admitted_with_a_permit_stocked_on_another_shard() {
+        let p = Permits::with_shards(2, 4);
+        let s = sites(&p, 2);
+        let a = Permits::try_acquire_at(&s[0]).unwrap();
+        let b = Permits::try_acquire_at(&s[0]).unwrap();
+        let mut waiter = Permits::enqueue(&s[1]).unwrap_err();
+        drop(a); // released on shard 0 while someone waits: goes to the waiter
+        assert_eq!(stock(&p, &s[0]), 0);
+        let waker = noop_waker();
+        let permit = waiter
+            .poll_admitted(&Context::from_waker(&waker))
+            .expect("admitted");
+        drop(b);
+        // Nobody waits: the permit is stocked, and a new arrival on another shard finds it.
+        assert_eq!(stock(&p, &s[0]), 1);
+        let again = Permits::enqueue(&s[1]).expect("admitted at once from shard 0's stock");
+        drop((permit, again));
+        assert_eq!(p.in_use(), 0);
+    }
+
+    #[test]
     fn dropping_an_admitted_ticket_passes_the_permit_on() {
-        let p = Permits::new(1);
-        let held = p.try_acquire().unwrap();
-        let first = p.enqueue().unwrap_err();
-        let mut second = p.enqueue().unwrap_err();
+        let (p, site) = one_site(1);
+        let held = Permits::try_acquire_at(&site).unwrap();
+        let first = Permits::enqueue(&site).unwrap_err();
+        let mut second = Permits::enqueue(&site).unwrap_err();
         drop(held); // admits `first`, which never polls again
         drop(first); // passes it to `second`
-        let waker = cx_waker();
+        let waker = noop_waker();
         assert!(second.poll_admitted(&Context::from_waker(&waker)).is_some());
         assert_eq!(p.waiting(), 0);
     }
 
     #[test]
     fn giving_up_a_queued_ticket_leaves_the_queue_and_counts_a_rejection() {
-        let p = Permits::new(1);
-        let _held = p.try_acquire().unwrap();
-        let mut t = p.enqueue().unwrap_err();
+        let (p, site) = one_site(1);
+        let _held = Permits::try_acquire_at(&site).unwrap();
+        let mut t = Permits::enqueue(&site).unwrap_err();
         assert!(t.give_up(Duration::from_millis(1)).is_none());
         assert_eq!(p.waiting(), 0);
         assert_eq!(p.rejected(), 1);
@@ -486,12 +973,12 @@ mod tests {
 
     #[test]
     fn giving_up_after_admission_returns_the_permit_instead_of_rejecting() {
-        let p = Permits::new(1);
-        let held = p.try_acquire().unwrap();
-        let mut t = p.enqueue().unwrap_err();
+        let (p, site) = one_site(1);
+        let held = Permits::try_acquire_at(&site).unwrap();
+        let mut t = Permits::enqueue(&site).unwrap_err();
         drop(held);
         let permit = t
-            .give_up(std::time::Duration::ZERO)
+            .give_up(Duration::ZERO)
             .expect("admitted before giving up");
         assert_eq!(p.rejected(), 0);
         assert_eq!(p.in_use(), 1);
@@ -501,8 +988,8 @@ mod tests {
 
     #[test]
     fn enqueue_admits_at_once_when_nobody_waits_and_a_permit_is_free() {
-        let p = Permits::new(1);
-        let admitted = p.enqueue();
+        let (p, site) = one_site(1);
+        let admitted = Permits::enqueue(&site);
         assert!(admitted.is_ok());
         assert_eq!(p.in_use(), 1);
         drop(admitted);
@@ -511,22 +998,27 @@ mod tests {
 
     #[test]
     fn growing_capacity_admits_waiters_and_shrinking_waits_for_releases() {
-        let p = Permits::new(1);
-        let a = p.try_acquire().unwrap();
-        let mut w = p.enqueue().unwrap_err();
+        let (p, site) = one_site(1);
+        let a = Permits::try_acquire_at(&site).unwrap();
+        let mut w = Permits::enqueue(&site).unwrap_err();
         p.set_capacity(2);
-        let waker = cx_waker();
+        let waker = noop_waker();
         let b = w.poll_admitted(&Context::from_waker(&waker)).unwrap();
         p.set_capacity(1);
         assert_eq!(p.in_use(), 2);
         drop(a);
-        assert!(p.try_acquire().is_none(), "still at the new capacity");
+        assert!(
+            Permits::try_acquire_at(&site).is_none(),
+            "still at the new capacity"
+        );
         drop(b);
-        assert!(p.try_acquire().is_some());
+        assert!(Permits::try_acquire_at(&site).is_some());
     }
 
     mod model {
-        //! The permits against a plain FIFO model, over random sequences of operations.
+        //! The permits against a plain FIFO model, over random sequences of operations by
+        //! clones on different shards: the exactness rule (admit iff below capacity) must
+        //! hold wherever the free permits are stocked.
 
         use super::*;
         use futures::task::{waker, ArcWake};
@@ -536,8 +1028,9 @@ mod tests {
 
         #[derive(Debug, Clone)]
         enum Op {
-            Acquire,
-            Enqueue,
+            Acquire(usize),
+            AcquireFailFast(usize),
+            Enqueue(usize),
             Release(usize),
             Poll(usize),
             GiveUp(usize),
@@ -547,13 +1040,14 @@ mod tests {
 
         fn op() -> impl Strategy<Value = Op> {
             prop_oneof![
-                1 => Just(Op::Acquire),
-                3 => Just(Op::Enqueue),
+                1 => any::<usize>().prop_map(Op::Acquire),
+                1 => any::<usize>().prop_map(Op::AcquireFailFast),
+                3 => any::<usize>().prop_map(Op::Enqueue),
                 3 => any::<usize>().prop_map(Op::Release),
                 2 => any::<usize>().prop_map(Op::Poll),
                 1 => any::<usize>().prop_map(Op::GiveUp),
                 1 => any::<usize>().prop_map(Op::DropTicket),
-                1 => (1usize..5).prop_map(Op::SetCapacity),
+                1 => (1usize..6).prop_map(Op::SetCapacity),
             ]
         }
 
@@ -595,10 +1089,12 @@ mod tests {
         proptest! {
             #[test]
             fn permits_follow_the_fifo_model(
-                capacity in 1usize..4,
-                ops in proptest::collection::vec(op(), 1..80),
+                capacity in 1usize..5,
+                shards in 1usize..5,
+                ops in proptest::collection::vec(op(), 1..100),
             ) {
-                let p = Permits::new(capacity);
+                let p = Permits::with_shards(capacity, shards);
+                let clones = sites(&p, 3);
                 let mut m = Model {
                     capacity,
                     in_use: 0,
@@ -612,16 +1108,24 @@ mod tests {
 
                 for op in ops {
                     match op {
-                        Op::Acquire => {
+                        Op::Acquire(c) => {
                             let expect = m.queue.is_empty() && m.in_use < m.capacity;
-                            let got = p.try_acquire_fair();
+                            let got = Permits::try_acquire_fair_at(&clones[c % 3]);
                             prop_assert_eq!(got.is_some(), expect);
                             if let Some(permit) = got {
                                 m.in_use += 1;
                                 held.push(permit);
                             }
                         }
-                        Op::Enqueue => match p.enqueue() {
+                        Op::AcquireFailFast(c) => {
+                            let got = Permits::try_acquire_at(&clones[c % 3]);
+                            prop_assert_eq!(got.is_some(), m.in_use < m.capacity);
+                            if let Some(permit) = got {
+                                m.in_use += 1;
+                                held.push(permit);
+                            }
+                        }
+                        Op::Enqueue(c) => match Permits::enqueue(&clones[c % 3]) {
                             Ok(permit) => {
                                 prop_assert!(m.queue.is_empty() && m.in_use < m.capacity);
                                 m.in_use += 1;
@@ -701,6 +1205,185 @@ mod tests {
                 drop(held);
                 prop_assert_eq!(p.in_use(), 0);
                 prop_assert_eq!(p.waiting(), 0);
+            }
+        }
+    }
+
+    mod threads {
+        //! Many threads acquiring, releasing and cancelling on their own clones of a small
+        //! bulkhead: the limit holds at every instant, and quiescent states are exact.
+
+        use super::*;
+        use rand::rngs::SmallRng;
+        use rand::{Rng, SeedableRng};
+        use std::sync::Barrier;
+
+        const THREADS: usize = 4;
+
+        /// Counts permits held, independently of `Permits`, and records the maximum.
+        #[derive(Default)]
+        struct Held {
+            now: AtomicUsize,
+            max: AtomicUsize,
+        }
+
+        impl Held {
+            fn enter(&self) {
+                let now = self.now.fetch_add(1, SeqCst) + 1;
+                self.max.fetch_max(now, SeqCst);
+            }
+
+            fn leave(&self) {
+                self.now.fetch_sub(1, SeqCst);
+            }
+        }
+
+        fn hammer(capacity: usize, shards: usize, queued: bool, seed: u64) {
+            let p = Permits::with_shards(capacity, shards);
+            let held = Arc::new(Held::default());
+            let barrier = Arc::new(Barrier::new(THREADS));
+            let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+            let rounds = 40;
+            let handles: Vec<_> = (0..THREADS)
+                .map(|t| {
+                    let site = Site::new(Arc::clone(&p));
+                    let (p, held, barrier) =
+                        (Arc::clone(&p), Arc::clone(&held), Arc::clone(&barrier));
+                    let failures = Arc::clone(&failures);
+                    std::thread::spawn(move || {
+                        let mut rng = SmallRng::seed_from_u64(seed ^ (t as u64) << 32);
+                        let waker = noop_waker();
+                        let cx = Context::from_waker(&waker);
+                        let mut mine: Vec<Permit> = Vec::new();
+                        let mut tickets: Vec<QueueTicket> = Vec::new();
+                        for round in 0..rounds {
+                            for _ in 0..500 {
+                                match rng.random_range(0..6) {
+                                    0 | 1 => {
+                                        let got = if queued {
+                                            match Permits::try_acquire_fair_at(&site) {
+                                                Some(permit) => Some(permit),
+                                                None => match Permits::enqueue(&site) {
+                                                    Ok(permit) => Some(permit),
+                                                    Err(ticket) => {
+                                                        tickets.push(ticket);
+                                                        None
+                                                    }
+                                                },
+                                            }
+                                        } else {
+                                            Permits::try_acquire_at(&site)
+                                        };
+                                        if let Some(permit) = got {
+                                            held.enter();
+                                            mine.push(permit);
+                                        }
+                                    }
+                                    2 | 3 if !mine.is_empty() => {
+                                        let at = rng.random_range(0..mine.len());
+                                        held.leave();
+                                        drop(mine.swap_remove(at));
+                                    }
+                                    4 if !tickets.is_empty() => {
+                                        let at = rng.random_range(0..tickets.len());
+                                        if let Some(permit) = tickets[at].poll_admitted(&cx) {
+                                            held.enter();
+                                            mine.push(permit);
+                                            drop(tickets.swap_remove(at));
+                                        }
+                                    }
+                                    5 if !tickets.is_empty() => {
+                                        // Cancel: leaves the queue or passes the permit on.
+                                        let at = rng.random_range(0..tickets.len());
+                                        drop(tickets.swap_remove(at));
+                                    }
+                                    _ => {}
+                                }
+                            }
+                            // Quiescent check: everyone stops; thread 0 checks the books.
+                            let keep = rng.random_range(0..=mine.len());
+                            while mine.len() > keep {
+                                held.leave();
+                                mine.pop();
+                            }
+                            barrier.wait();
+                            // Nothing is released now: collect the tickets admitted so far.
+                            let mut at = 0;
+                            while at < tickets.len() {
+                                if let Some(permit) = tickets[at].poll_admitted(&cx) {
+                                    held.enter();
+                                    mine.push(permit);
+                                    drop(tickets.swap_remove(at));
+                                } else {
+                                    at += 1;
+                                }
+                            }
+                            barrier.wait();
+                            if t == 0 {
+                                // Failures are recorded, not asserted: a panic here would
+                                // leave the other threads waiting at the barrier forever.
+                                let fail = |what: String| {
+                                    failures.lock().push(format!("round {round}: {what}"))
+                                };
+                                let now = held.now.load(SeqCst);
+                                let in_use = p.in_use();
+                                if in_use != now {
+                                    fail(format!("{in_use} in use, {now} held"));
+                                }
+                                if p.waiting() != 0 && in_use != capacity {
+                                    fail(format!(
+                                        "a waiter waits while {in_use} of {capacity} are in use"
+                                    ));
+                                }
+                                if in_use < capacity
+                                    && p.waiting() == 0
+                                    && Permits::try_acquire_at(&site).is_none()
+                                {
+                                    fail(format!("{in_use} of {capacity} in use, yet rejected"));
+                                }
+                            }
+                            barrier.wait();
+                        }
+                        drop(tickets);
+                        for permit in mine {
+                            held.leave();
+                            drop(permit);
+                        }
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().expect("thread");
+            }
+            assert_eq!(failures.lock().as_slice(), &[] as &[String]);
+            assert!(
+                held.max.load(SeqCst) <= capacity,
+                "max held {}",
+                held.max.load(SeqCst)
+            );
+            assert_eq!(held.now.load(SeqCst), 0);
+            assert_eq!(p.in_use(), 0);
+            assert_eq!(p.waiting(), 0);
+            // Every permit is back and reachable from one clone.
+            let site = Site::new(Arc::clone(&p));
+            let all: Vec<Permit> = (0..capacity)
+                .map(|_| Permits::try_acquire_at(&site).expect("all permits back"))
+                .collect();
+            assert!(Permits::try_acquire_at(&site).is_none());
+            drop(all);
+        }
+
+        #[test]
+        fn fail_fast_threads_never_exceed_the_capacity_and_return_every_permit() {
+            for (capacity, seed) in [(1, 1), (2, 2), (3, 3), (5, 4)] {
+                hammer(capacity, 4, false, seed);
+            }
+        }
+
+        #[test]
+        fn queued_threads_never_exceed_the_capacity_and_leave_no_permit_idle_while_waiting() {
+            for (capacity, seed) in [(1, 11), (2, 12), (3, 13)] {
+                hammer(capacity, 4, true, seed);
             }
         }
     }

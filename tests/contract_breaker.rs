@@ -249,3 +249,85 @@ fn response_future_adds_little_to_the_inner_future() {
         "the breaker adds {added} bytes to the inner future"
     );
 }
+
+#[tokio::test]
+async fn a_call_finishing_after_its_breaker_is_gone_completes_normally() {
+    let (config, _) = config();
+    let mut svc = CircuitBreaker::new(Inner::new(), &config);
+    let mut events = svc.handle().events();
+    let (tx, rx) = oneshot::channel();
+    let in_flight = svc.ready().await.unwrap().call(Some(rx));
+    // Every owner of the circuit is gone: the stream ends at once.
+    drop(svc);
+    assert_eq!(events.next().await, None);
+    tx.send(true).unwrap();
+    assert_eq!(in_flight.await.unwrap(), "ok");
+}
+
+#[tokio::test]
+async fn calls_completed_on_other_threads_count_in_the_circuit() {
+    let (config, _) = config();
+    let svc = CircuitBreaker::new(Inner::new(), &config);
+    let handle = svc.handle();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let mut svc = svc.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap();
+                let (tx, rx) = oneshot::channel();
+                // Called here, completed on another thread.
+                let fut = rt.block_on(svc.ready()).unwrap().call(Some(rx));
+                tx.send(true).unwrap();
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .unwrap();
+                    rt.block_on(fut).unwrap()
+                })
+                .join()
+                .unwrap()
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), "ok");
+    }
+    assert_eq!(handle.metrics().window.counts.successes, 4);
+}
+
+/// An event callback that completes a call of another breaker on the same thread while
+/// the first breaker's completion is running (re-entrant completion).
+#[tokio::test]
+async fn a_completion_inside_an_event_callback_of_another_completion_is_counted() {
+    let (clock, _) = Clock::manual();
+    let other = BreakerConfig::builder()
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let other_svc = CircuitBreaker::new(Inner::new(), &other);
+    let other_handle = other_svc.handle();
+    let slot = Arc::new(std::sync::Mutex::new(Some(other_svc)));
+    let in_callback = slot.clone();
+    let config = BreakerConfig::builder()
+        .clock(clock)
+        .without_error_percentage()
+        .consecutive_failures(1)
+        .on_event(move |_| {
+            if let Some(mut svc) = in_callback.lock().unwrap().take() {
+                let (tx, rx) = oneshot::channel();
+                tx.send(true).unwrap();
+                let fut = svc.call(Some(rx));
+                assert_eq!(futures::executor::block_on(fut).unwrap(), "ok");
+            }
+        })
+        .build()
+        .unwrap();
+    let mut svc = CircuitBreaker::new(Inner::new(), &config);
+    // The failure trips the circuit; the transition's callback runs the other call.
+    svc.ready().await.unwrap().call(None).await.unwrap_err();
+    assert_eq!(svc.handle().state(), CircuitState::Open);
+    assert!(slot.lock().unwrap().is_none(), "the callback ran");
+    assert_eq!(other_handle.metrics().window.counts.successes, 1);
+}

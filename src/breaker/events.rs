@@ -185,6 +185,15 @@ impl EventHub {
     }
 }
 
+impl EventHub {
+    /// Ends every stream (the circuit was retired: nothing more will happen to it).
+    pub(crate) fn close(&self) {
+        for s in self.streams.lock().iter() {
+            s.close();
+        }
+    }
+}
+
 impl Drop for EventHub {
     fn drop(&mut self) {
         for s in self.streams.get_mut().iter() {

@@ -4,12 +4,11 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use super::service::CallSite;
+use super::directory::{self, CircuitId};
 use super::shared::Admission;
 use crate::classify::{Classify, Outcome};
 use crate::error::{BoxError, BreakerOpen, BulkheadFull, Elapsed};
@@ -29,8 +28,10 @@ pin_project! {
     impl<F, C> PinnedDrop for ResponseFuture<F, C> {
         fn drop(this: Pin<&mut Self>) {
             // Still set: the call did not complete. Give back what it held.
-            if let Some(CallRecord { site, mut admission }) = this.project().call.take() {
-                site.shared.abandon(&mut admission);
+            if let Some(CallRecord { circuit, mut admission, .. }) = this.project().call.take() {
+                if admission.holds_probe() {
+                    directory::with_circuit(circuit, |c| c.abandon(&mut admission));
+                }
             }
         }
     }
@@ -46,16 +47,24 @@ pin_project! {
 
 /// An admitted call's bookkeeping. While the future holds it, the call is in flight;
 /// completion takes it out, and the future's drop releases what a cancelled call held.
+///
+/// It names its circuit by id, found through the thread's [`directory`] at the end,
+/// rather than holding a reference count on it.
 struct CallRecord<C> {
-    site: Arc<CallSite<C>>,
+    circuit: CircuitId,
+    classify: C,
     admission: Admission,
 }
 
 impl<F, C> ResponseFuture<F, C> {
-    pub(crate) fn called(future: F, admission: Admission, site: Arc<CallSite<C>>) -> Self {
+    pub(crate) fn called(future: F, admission: Admission, circuit: CircuitId, classify: C) -> Self {
         ResponseFuture {
             kind: Kind::Called { future },
-            call: Some(CallRecord { site, admission }),
+            call: Some(CallRecord {
+                circuit,
+                classify,
+                admission,
+            }),
         }
     }
 
@@ -89,12 +98,15 @@ where
         };
         // Classified while the future still holds the record, so that a panicking
         // classifier leaves the drop to give a probe permit back.
-        let outcome = record.site.classify.classify(&result);
+        let outcome = record.classify.classify(&result);
         let result = result.map_err(Into::into);
         let event = window_event(outcome, &result);
-        if let Some(CallRecord { site, admission }) = this.call.take() {
+        if let Some(CallRecord {
+            circuit, admission, ..
+        }) = this.call.take()
+        {
             // The admission, and a probe permit in it, goes to the circuit.
-            site.shared.complete(admission, event);
+            directory::with_circuit(circuit, |c| c.complete(admission, event));
         }
         Poll::Ready(result)
     }

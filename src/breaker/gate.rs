@@ -34,9 +34,9 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::config::BreakerConfig;
+use super::directory::{self, CircuitId, OwnedCircuit};
 use super::future::{window_event, ResponseFuture};
 use super::handle::BreakerHandle;
-use super::service::CallSite;
 use super::shared::{Admission, GateCheck, SharedCircuit};
 use crate::classify::{ErrIsFailure, Outcome};
 use crate::error::{BoxError, BreakerOpen};
@@ -49,7 +49,7 @@ const TIMER_ROUNDS: usize = 4;
 /// call, and the timer for the end of the open period. Shared by [`CircuitGate`] and
 /// the balancer's per-endpoint breakers.
 pub(crate) struct GateCore {
-    shared: Arc<SharedCircuit>,
+    shared: Arc<OwnedCircuit>,
     reserved: Option<Admission>,
     sleep: Option<Pin<Box<Sleep>>>,
 }
@@ -57,13 +57,13 @@ pub(crate) struct GateCore {
 impl GateCore {
     pub(crate) fn new<C>(config: &BreakerConfig<C>) -> Self {
         GateCore {
-            shared: Arc::new(SharedCircuit::new(config)),
+            shared: OwnedCircuit::new(SharedCircuit::new(config)),
             reserved: None,
             sleep: None,
         }
     }
 
-    pub(crate) fn shared(&self) -> &Arc<SharedCircuit> {
+    pub(crate) fn shared(&self) -> &Arc<OwnedCircuit> {
         &self.shared
     }
 
@@ -136,7 +136,7 @@ impl GateCore {
     #[inline]
     pub(crate) fn admit_call(&mut self) -> Result<GateCall, BreakerOpen> {
         self.admit().map(|admission| GateCall {
-            shared: self.shared.clone(),
+            circuit: self.shared.id(),
             admission,
         })
     }
@@ -167,7 +167,9 @@ impl fmt::Debug for GateCore {
 /// finished with its classified outcome, or dropped (which gives its probe permit back
 /// and counts nothing).
 pub(crate) struct GateCall {
-    shared: Arc<SharedCircuit>,
+    /// Found through the thread's [`directory`] at the end, so that a call takes no
+    /// reference count on the circuit.
+    circuit: CircuitId,
     admission: Admission,
 }
 
@@ -177,14 +179,17 @@ impl GateCall {
         let admission = self.admission;
         // The permit travels with `admission`; the drop below finds none left.
         self.admission.take_probe();
-        self.shared
-            .complete(admission, window_event(outcome, result));
+        let event = window_event(outcome, result);
+        directory::with_circuit(self.circuit, |c| c.complete(admission, event));
     }
 }
 
 impl Drop for GateCall {
     fn drop(&mut self) {
-        self.shared.abandon(&mut self.admission);
+        if self.admission.holds_probe() {
+            let admission = &mut self.admission;
+            directory::with_circuit(self.circuit, |c| c.abandon(admission));
+        }
     }
 }
 
@@ -266,18 +271,17 @@ pub(crate) fn split_classifier<C>(config: BreakerConfig<C>) -> (BreakerConfig<()
 pub struct CircuitGate<S, C = ErrIsFailure> {
     inner: S,
     core: GateCore,
-    site: Arc<CallSite<C>>,
+    classify: C,
 }
 
 impl<S, C: Clone> CircuitGate<S, C> {
     /// Wraps `inner` in a gate with a new circuit configured by `config`.
     pub fn new(inner: S, config: &BreakerConfig<C>) -> Self {
-        let core = GateCore::new(config);
-        let site = Arc::new(CallSite {
-            shared: core.shared().clone(),
+        CircuitGate {
+            inner,
+            core: GateCore::new(config),
             classify: config.classify.clone(),
-        });
-        CircuitGate { inner, core, site }
+        }
     }
 }
 
@@ -307,7 +311,7 @@ impl<S, C, Req> Service<Req> for CircuitGate<S, C>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    C: crate::classify::Classify<S::Response, S::Error>,
+    C: crate::classify::Classify<S::Response, S::Error> + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -325,9 +329,12 @@ where
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         match self.core.admit() {
-            Ok(admission) => {
-                ResponseFuture::called(self.inner.call(req), admission, self.site.clone())
-            }
+            Ok(admission) => ResponseFuture::called(
+                self.inner.call(req),
+                admission,
+                self.core.shared().id(),
+                self.classify.clone(),
+            ),
             Err(open) => ResponseFuture::rejected(open),
         }
     }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::circuit::CircuitState;
+use super::directory::OwnedCircuit;
 use super::events::EventStream;
-use super::shared::SharedCircuit;
 use crate::window::Snapshot;
 
 /// A circuit's statistics at one instant, from [`BreakerHandle::metrics`].
@@ -51,11 +51,11 @@ pub struct BreakerMetrics {
 /// ```
 #[derive(Clone)]
 pub struct BreakerHandle {
-    shared: Arc<SharedCircuit>,
+    shared: Arc<OwnedCircuit>,
 }
 
 impl BreakerHandle {
-    pub(crate) fn new(shared: Arc<SharedCircuit>) -> Self {
+    pub(crate) fn new(shared: Arc<OwnedCircuit>) -> Self {
         BreakerHandle { shared }
     }
 

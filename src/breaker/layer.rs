@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use super::config::BreakerConfig;
+use super::directory::OwnedCircuit;
 use super::handle::BreakerHandle;
 use super::service::CircuitBreaker;
 use super::shared::SharedCircuit;
@@ -28,7 +29,7 @@ use crate::classify::ErrIsFailure;
 /// ```
 #[derive(Clone)]
 pub struct CircuitBreakerLayer<C = ErrIsFailure> {
-    shared: Arc<SharedCircuit>,
+    shared: Arc<OwnedCircuit>,
     classify: C,
 }
 
@@ -36,7 +37,7 @@ impl<C: Clone> CircuitBreakerLayer<C> {
     /// A layer with a new circuit configured by `config`.
     pub fn new(config: &BreakerConfig<C>) -> Self {
         CircuitBreakerLayer {
-            shared: Arc::new(SharedCircuit::new(config)),
+            shared: OwnedCircuit::new(SharedCircuit::new(config)),
             classify: config.classify.clone(),
         }
     }

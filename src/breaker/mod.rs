@@ -107,10 +107,12 @@
 //! [`clock`](crate::clock)), one record into the window (an atomic swap that takes the
 //! thread's cell, then plain stores) and one read of the consecutive-failure counter to
 //! complete. A timed call reads the clock itself at admission and at completion instead
-//! (about 9 ns each here). The response future holds a reference to a small record owned
-//! by the service clone that made it (one uncontended reference-count increment and
-//! decrement). No lock, no allocation, and, as long as each thread calls its own clone,
-//! no write to a cache line that another thread writes on success. Locks are taken only
+//! (about 9 ns each here). The response future holds no reference count on the circuit:
+//! it names it by id and finds it at completion in a per-thread directory (see
+//! `directory.rs`; a dropped breaker's memory is freed once each thread that completed
+//! one of its calls has completed another breaker call, or has exited). No lock, no
+//! allocation, and, as long as each thread calls its own clone, no write to a cache line
+//! that another thread writes on success. Locks are taken only
 //! to change state (and to deliver events when somebody listens).
 //!
 //! # Events
@@ -122,6 +124,7 @@
 mod backoff;
 mod circuit;
 mod config;
+mod directory;
 pub mod events;
 mod future;
 pub(crate) mod gate;

@@ -7,49 +7,44 @@ use std::task::{Context, Poll};
 use tower_service::Service;
 
 use super::config::BreakerConfig;
+use super::directory::OwnedCircuit;
 use super::future::ResponseFuture;
 use super::handle::BreakerHandle;
 use super::shared::SharedCircuit;
 use crate::classify::{Classify, ErrIsFailure};
 use crate::error::BoxError;
 
-/// What a clone of the service needs at completion: the circuit and the classifier.
-///
-/// Each clone of the service has its own, so the reference count a response future
-/// takes is not a cache line that every thread writes.
-pub(crate) struct CallSite<C> {
-    pub(crate) shared: Arc<SharedCircuit>,
-    pub(crate) classify: C,
-}
-
 /// A circuit breaker in front of `S`. See the [module docs](super) for the contract.
 ///
-/// Clones share the circuit (and its handle); each clone allocates one small record of
-/// its own, so that concurrent clones do not contend on a shared reference count.
+/// Clones share the circuit (and its handle). The classifier is cloned into each call's
+/// response future, so it should be cheap to clone (a unit struct, a closure without
+/// captures, or state behind an `Arc`).
 pub struct CircuitBreaker<S, C = ErrIsFailure> {
     inner: S,
-    site: Arc<CallSite<C>>,
+    shared: Arc<OwnedCircuit>,
+    classify: C,
 }
 
 impl<S, C: Clone> CircuitBreaker<S, C> {
     /// Wraps `inner` in a new circuit configured by `config`.
     pub fn new(inner: S, config: &BreakerConfig<C>) -> Self {
-        let shared = Arc::new(SharedCircuit::new(config));
+        let shared = OwnedCircuit::new(SharedCircuit::new(config));
         Self::from_shared(inner, shared, config.classify.clone())
     }
 }
 
 impl<S, C> CircuitBreaker<S, C> {
-    pub(crate) fn from_shared(inner: S, shared: Arc<SharedCircuit>, classify: C) -> Self {
+    pub(crate) fn from_shared(inner: S, shared: Arc<OwnedCircuit>, classify: C) -> Self {
         CircuitBreaker {
             inner,
-            site: Arc::new(CallSite { shared, classify }),
+            shared,
+            classify,
         }
     }
 
     /// The handle of this service's circuit.
     pub fn handle(&self) -> BreakerHandle {
-        BreakerHandle::new(self.site.shared.clone())
+        BreakerHandle::new(self.shared.clone())
     }
 
     /// The inner service.
@@ -72,8 +67,8 @@ impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
     fn clone(&self) -> Self {
         Self::from_shared(
             self.inner.clone(),
-            self.site.shared.clone(),
-            self.site.classify.clone(),
+            self.shared.clone(),
+            self.classify.clone(),
         )
     }
 }
@@ -82,7 +77,7 @@ impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    C: Classify<S::Response, S::Error>,
+    C: Classify<S::Response, S::Error> + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -97,10 +92,13 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        match self.site.shared.admit() {
-            Ok(admission) => {
-                ResponseFuture::called(self.inner.call(req), admission, self.site.clone())
-            }
+        match self.shared.admit() {
+            Ok(admission) => ResponseFuture::called(
+                self.inner.call(req),
+                admission,
+                self.shared.id(),
+                self.classify.clone(),
+            ),
             Err(open) => ResponseFuture::rejected(open),
         }
     }
@@ -110,7 +108,7 @@ impl<S: fmt::Debug, C> fmt::Debug for CircuitBreaker<S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreaker")
             .field("inner", &self.inner)
-            .field("state", &self.site.shared.state())
+            .field("state", &self.shared.state())
             .finish_non_exhaustive()
     }
 }

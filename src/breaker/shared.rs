@@ -16,7 +16,7 @@
 //! ([`HalfOpenProbes`]); an expired probe is reclaimed by the next caller, so nothing
 //! needs a background task and the circuit can never stay wedged in half-open.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::Waker;
 use std::time::Duration;
 
@@ -58,6 +58,12 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
+    /// Whether the call is a probe still holding its permit.
+    #[inline]
+    pub(crate) fn holds_probe(&self) -> bool {
+        self.probe.is_some()
+    }
+
     /// Takes the probe permit out, so that it is released exactly once.
     pub(crate) fn take_probe(&mut self) -> Option<ProbePermit> {
         self.probe.take()
@@ -87,8 +93,10 @@ pub(crate) struct SharedCircuit {
     /// outcomes out, so they are left out of it.
     record_short_circuits: bool,
     /// Keeps the clock's recent reading fresh while calls are not timed (their
-    /// outcomes are filed at a recent reading).
-    _recent: Option<RecentLease>,
+    /// outcomes are filed at a recent reading); let go when the circuit is retired.
+    recent: Mutex<Option<RecentLease>>,
+    /// Set when the last owner is gone (see [`directory`](super::directory)).
+    retired: AtomicBool,
     /// Written by transitions and `metrics()`: kept off the lines the call path reads.
     circuit: CachePadded<Mutex<Circuit>>,
     events: EventHub,
@@ -145,17 +153,31 @@ impl SharedCircuit {
             slow_nanos: config.slow_call_threshold.map_or(u64::MAX, duration_nanos),
             record_latency: config.record_latency,
             record_short_circuits: matches!(config.window.kind(), WindowKind::Time { .. }),
-            _recent: if config.record_latency {
+            recent: Mutex::new(if config.record_latency {
                 None
             } else {
                 config
                     .clock
                     .lease_recent(recent_resolution(config.window.kind()))
-            },
+            }),
+            retired: AtomicBool::new(false),
             circuit: CachePadded(Mutex::new(circuit)),
             events: EventHub::new(config.on_event.clone(), config.event_buffer),
             gate_waker: AtomicWaker::new(),
         }
+    }
+
+    /// The last owner is gone: ends the event streams and lets the clock's thread go.
+    /// Calls still in flight find the circuit retired and count nothing.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        self.events.close();
+        self.recent.lock().take();
+    }
+
+    /// Whether [`retire`](Self::retire) ran.
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     #[inline]

@@ -283,23 +283,20 @@ mod tests {
 
     #[test]
     fn an_old_id_never_reaches_the_next_circuit_in_its_slot() {
-        let first = circuit();
-        let old = first.id();
-        with_circuit(old, |_| ()).unwrap();
-        drop(first);
-        // Reuses the freed slot (other tests may take it first: retry a few times).
-        let mut keep = Vec::new();
-        let next = loop {
-            let c = circuit();
-            if c.id().slot == old.slot {
-                break c;
-            }
-            keep.push(c);
-            assert!(keep.len() < 1_000, "slot never reused");
+        // A registry of its own, so that other tests do not take the freed slot.
+        let mut registry = Registry {
+            slots: Vec::new(),
+            free: Vec::new(),
         };
-        assert_ne!(next.id(), old);
-        assert!(with_circuit(old, |_| ()).is_none());
-        assert!(with_circuit(next.id(), |c| std::ptr::eq(c, &**next)).unwrap());
+        let shared = || Arc::new(SharedCircuit::new(&BreakerConfig::default()));
+        let (first, next) = (shared(), shared());
+        let old = registry.enter(&first);
+        registry.leave(old);
+        let new = registry.enter(&next);
+        assert_eq!(new.index(), old.index(), "the slot is reused");
+        assert_ne!(new, old, "under the next generation");
+        assert!(registry.find(old).is_none());
+        assert!(Arc::ptr_eq(&registry.find(new).unwrap(), &next));
     }
 
     #[test]
@@ -310,6 +307,32 @@ mod tests {
             with_circuit(inner.id(), |c| std::ptr::eq(c, &**inner))
         });
         assert_eq!(found, Some(Some(true)));
+    }
+
+    #[test]
+    fn circuits_come_and_go_while_threads_complete_calls_and_each_counts_its_own() {
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    for round in 0..200_u64 {
+                        let owned = circuit();
+                        let calls = 1 + round % 7;
+                        for _ in 0..calls {
+                            let admission = owned.admit().expect("closed");
+                            with_circuit(owned.id(), |c| {
+                                c.complete(admission, Some(crate::window::Event::Success))
+                            })
+                            .expect("live");
+                        }
+                        let counts = owned.metrics().window.counts;
+                        assert_eq!((counts.successes, counts.total()), (calls, calls));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
     }
 
     #[test]

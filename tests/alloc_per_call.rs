@@ -68,6 +68,11 @@ fn palisade_layers_allocate_nothing_per_call() {
         .build()
         .unwrap()
         .layer();
+    let timed = palisade::breaker::BreakerConfig::builder()
+        .record_latency(true)
+        .build()
+        .unwrap()
+        .layer();
     let hystrix = palisade::preset::Hystrix::builder()
         .build()
         .unwrap()
@@ -89,6 +94,10 @@ fn palisade_layers_allocate_nothing_per_call() {
         (
             "breaker",
             per_call(ServiceBuilder::new().layer(breaker).service(Echo)),
+        ),
+        (
+            "timed breaker",
+            per_call(ServiceBuilder::new().layer(timed).service(Echo)),
         ),
         (
             "hystrix",

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::RetryJoin;
 use crate::error::ConfigError;
 use crate::gossip::proto::Config;
 
@@ -36,6 +37,7 @@ pub struct MembershipConfig {
     pub(crate) max_inbound_streams: usize,
     pub(crate) leave_timeout: Duration,
     pub(crate) event_capacity: usize,
+    pub(crate) retry_join: Option<RetryJoin>,
 }
 
 impl MembershipConfig {
@@ -59,6 +61,7 @@ impl MembershipConfig {
             max_inbound_streams: 64,
             leave_timeout: Duration::from_secs(3),
             event_capacity: 1024,
+            retry_join: None,
         }
     }
 
@@ -137,6 +140,42 @@ impl MembershipConfig {
         self
     }
 
+    /// Keep joining in the background instead of failing (see [`RetryJoin`]): when no
+    /// seed answers the [`join_attempts`](Self::join_attempts) at start,
+    /// [`start`](super::Membership::start) returns `Ok` with the member running alone,
+    /// and a background task retries the seeds until one answers; it retries again
+    /// whenever the member later finds itself alone. Needs at least one seed. Off by
+    /// default: without it, `start` fails with
+    /// [`StartError::Join`](super::StartError::Join), which catches a mistyped seed at
+    /// once.
+    ///
+    /// ```
+    /// use palisade::gossip::proto::Config;
+    /// use palisade::gossip::runtime::{Membership, MembershipConfig, RetryJoin};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // A seed that is not up yet (a closed port).
+    /// let down = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    /// let m = Membership::start(
+    ///     MembershipConfig::new("a", "127.0.0.1:0".parse()?)
+    ///         .protocol(Config::local())
+    ///         .seeds([down])
+    ///         .join_attempts(1)
+    ///         .retry_join(RetryJoin::forever().max_interval(Duration::from_secs(5))),
+    /// )
+    /// .await?; // Ok: running alone, retrying in the background
+    /// assert_eq!(m.live_members(), 0);
+    /// m.shutdown().await; // also ends the retrying
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn retry_join(mut self, policy: RetryJoin) -> Self {
+        self.retry_join = Some(policy);
+        self
+    }
+
     /// The member's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -176,6 +215,15 @@ impl MembershipConfig {
         }
         if self.event_capacity == 0 {
             return Err(ConfigError::new("event_capacity", "must be at least 1"));
+        }
+        if let Some(policy) = &self.retry_join {
+            if self.seeds.is_empty() {
+                return Err(ConfigError::new(
+                    "retry_join",
+                    "needs at least one seed to retry",
+                ));
+            }
+            policy.validate()?;
         }
         Ok(())
     }

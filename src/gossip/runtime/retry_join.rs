@@ -41,9 +41,9 @@ use super::driver::Shared;
 use crate::error::ConfigError;
 use crate::transport::Backoff;
 
-/// How a member keeps joining in the background (see the [module docs](self)): retry
-/// the seeds until one answers, and again whenever the member has been alone for a
-/// while.
+/// How a member keeps joining in the background (see [Joining](super#joining) in the
+/// runtime docs): retry the seeds until one answers, and again whenever the member has
+/// been alone for a while.
 ///
 /// Defaults ([`forever`](Self::forever)): retry without bound, at most every 30 s
 /// (Consul's `retry_interval`), and rejoin after 5 probe intervals alone.

@@ -222,6 +222,29 @@ async fn shutdown_stops_background_retrying() {
     seed.kill();
 }
 
+#[tokio::test]
+async fn leave_stops_background_retrying() {
+    let down = free_addr();
+    let a = Membership::start(
+        config("a", any_port())
+            .seeds([down])
+            .join_attempts(1)
+            .retry_join(RetryJoin::forever().max_interval(Duration::from_millis(40))),
+    )
+    .await
+    .unwrap();
+    assert!(eventually(Duration::from_secs(5), || a.stats().join_attempts >= 3).await);
+    // Nobody to tell: the leave completes at once, and the member keeps running.
+    assert!(a.leave().await);
+    // A round already in flight may still count once; then nothing.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let at_leave = a.stats().join_attempts;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(a.stats().join_attempts, at_leave);
+    assert!(!a.is_stopped());
+    a.kill();
+}
+
 /// Resolves once the member's shared state is gone: the change channel closes only
 /// when every task that could touch the member (driver, listener, retry-join) ended
 /// and every handle was dropped.

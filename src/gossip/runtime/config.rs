@@ -100,13 +100,16 @@ impl MembershipConfig {
     }
 
     /// How many rounds of join attempts (each to every seed at once) before
-    /// [`Membership::start`](super::Membership::start) gives up. At least 1.
+    /// [`Membership::start`](super::Membership::start) gives up, or with
+    /// [`retry_join`](Self::retry_join) returns and goes on in the background. At least 1.
     pub fn join_attempts(mut self, attempts: u32) -> Self {
         self.join_attempts = attempts;
         self
     }
 
-    /// Backoff between join rounds: jittered, doubling from `initial` up to `max`.
+    /// Backoff between join rounds: jittered, doubling from `initial` up to `max`. The
+    /// background rounds of [`retry_join`](Self::retry_join) start from the same
+    /// `initial` and are capped by [`RetryJoin::max_interval`] instead.
     pub fn join_backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.join_backoff = (initial, max);
         self

@@ -36,9 +36,9 @@
 //!   off from everyone (a cluster cold-starting in any order, a rolling restart, a
 //!   partition that healed only partly) finds the cluster again once a seed is
 //!   reachable. One round is in flight at a time; the backoff starts over after a
-//!   successful join; the task ends with the member. Rounds and background joins are
-//!   counted in the [stats](MembershipStats); the members a background join brings in
-//!   arrive as [`Event::Join`]s like any others.
+//!   successful join; the task ends when the member leaves or stops. Rounds and
+//!   background joins are counted in the [stats](MembershipStats); the members a
+//!   background join brings in arrive as [`Event::Join`]s like any others.
 //!
 //! # The handle
 //! [`Membership`] reads the view ([`members`](Membership::members),

@@ -20,10 +20,10 @@
 //!    everyone thus finds the cluster again as soon as a seed is reachable, without
 //!    relying on the core's occasional reconnects to failed members.
 //!
-//! At most one join round is in flight at a time. The task ends when the member stops
-//! ([`shutdown`](super::Membership::shutdown) waits for it;
-//! [`kill`](super::Membership::kill) and dropping the last handle end it at its next
-//! step). A background join shows up like any join: the members it brings in arrive as
+//! At most one join round is in flight at a time. The task ends when the member leaves
+//! or stops ([`shutdown`](super::Membership::shutdown) waits for it;
+//! [`leave`](super::Membership::leave), [`kill`](super::Membership::kill) and dropping
+//! the last handle end it at its next step). A background join shows up like any join: the members it brings in arrive as
 //! [`Event::Join`](crate::gossip::Event::Join)s, and the
 //! [stats](super::Membership::stats) count the rounds
 //! ([`join_attempts`](super::MembershipStats::join_attempts)) and the successful
@@ -85,8 +85,10 @@ impl RetryJoin {
         }
     }
 
-    /// The longest wait between two background rounds (the backoff's cap). Not zero.
-    /// Default 30 s: a member alone for long costs one connection per seed per interval.
+    /// The longest wait between two background rounds (the backoff's cap; raised to the
+    /// initial [`join_backoff`](super::MembershipConfig::join_backoff) if smaller). Not
+    /// zero. Default 30 s: a member alone for long costs one connection per seed per
+    /// interval.
     pub fn max_interval(mut self, interval: Duration) -> Self {
         self.max_interval = interval;
         self
@@ -226,6 +228,9 @@ async fn retry(
                 _ = tokio::time::sleep(delay) => {}
             }
         }
+        if leaving(shared) {
+            return Retry::Stopped;
+        }
         made += 1;
         let answered = tokio::select! {
             biased;
@@ -265,7 +270,7 @@ async fn until_isolated(
         changes.borrow_and_update();
         let live = {
             let core = shared.core.lock();
-            if core.stopped {
+            if core.stopped || core.swim.is_leaving() {
                 return false;
             }
             core.swim.live_members()
@@ -291,6 +296,12 @@ async fn until_isolated(
             _ = sleep_until_some(deadline) => {}
         }
     }
+}
+
+/// Whether the member left (or is leaving) or stopped: nothing to rejoin for.
+fn leaving(shared: &Shared) -> bool {
+    let core = shared.core.lock();
+    core.stopped || core.swim.is_leaving()
 }
 
 /// Resolves when the member is told to stop (or the sender is gone).

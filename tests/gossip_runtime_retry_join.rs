@@ -382,3 +382,59 @@ async fn invalid_retry_join_configuration_names_the_setter() {
     // The same checks without starting anything.
     assert!(seeded().retry_join(RetryJoin::forever()).validate().is_ok());
 }
+
+#[tokio::test]
+async fn backoff_starts_over_after_a_successful_join() {
+    // Backoff from 20 ms capped at 800 ms: after a dozen rounds it sits near the cap.
+    let seed_addr = free_addr();
+    let a = Membership::start(
+        config("a", any_port())
+            .seeds([seed_addr])
+            .join_attempts(1)
+            .retry_join(
+                RetryJoin::forever()
+                    .max_interval(Duration::from_millis(800))
+                    .isolation_timeout(Duration::from_millis(300)),
+            ),
+    )
+    .await
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || a.stats().join_attempts >= 8).await,
+        "{:?}",
+        a.stats()
+    );
+    let seed = start_on(config("seed", seed_addr)).await;
+    assert!(
+        eventually(Duration::from_secs(5), || a.stats().background_joins == 1).await,
+        "{:?}",
+        a.stats()
+    );
+    let joined_at = a.stats().join_attempts;
+    seed.kill();
+    drop(seed);
+    assert!(
+        eventually(Duration::from_secs(15), || state_of(&a, "seed")
+            == Some(MemberState::Dead))
+        .await
+    );
+    // Alone again: the first round of the new episode goes at once and the next ones
+    // wait 20, 40, 80 ms at most; without the reset each would wait 400-800 ms.
+    assert!(
+        eventually(Duration::from_secs(5), || a.stats().join_attempts
+            > joined_at)
+        .await
+    );
+    let first = tokio::time::Instant::now();
+    assert!(
+        eventually(Duration::from_secs(5), || a.stats().join_attempts
+            >= joined_at + 4)
+        .await
+    );
+    assert!(
+        first.elapsed() < Duration::from_millis(1000),
+        "three rounds took {:?}: the backoff did not start over",
+        first.elapsed()
+    );
+    a.kill();
+}

@@ -30,15 +30,17 @@
 //! - with [`retry_join`](MembershipConfig::retry_join) it returns `Ok` with the member
 //!   running alone, and a background task keeps retrying the seeds (jittered
 //!   exponential backoff up to a [maximum interval](RetryJoin::max_interval), forever or
-//!   for a [bounded number of rounds](RetryJoin::max_attempts)) until one answers. The
-//!   same task retries the seeds whenever the member has seen no other alive or suspect
-//!   member for an [isolation timeout](RetryJoin::isolation_timeout), so a member cut
-//!   off from everyone (a cluster cold-starting in any order, a rolling restart, a
-//!   partition that healed only partly) finds the cluster again once a seed is
-//!   reachable. One round is in flight at a time; the backoff starts over after a
-//!   successful join; the task ends when the member leaves or stops. Rounds and
-//!   background joins are counted in the [stats](MembershipStats); the members a
-//!   background join brings in arrive as [`Event::Join`]s like any others.
+//!   for a [bounded number of rounds](RetryJoin::max_attempts)) until one answers (even
+//!   if other members joined through it meanwhile: only a seed's answer ties it to the
+//!   seeds' cluster). The same task retries the seeds whenever the member has seen no
+//!   other alive or suspect member for an
+//!   [isolation timeout](RetryJoin::isolation_timeout), so a member cut off from
+//!   everyone (a cluster cold-starting in any order, a rolling restart, a partition that
+//!   healed only partly) finds the cluster again once a seed is reachable. One round is
+//!   in flight at a time; the backoff starts over after a successful join; the task
+//!   ends when the member leaves or stops. Rounds and background joins are counted in
+//!   the [stats](MembershipStats); the members a background join brings in arrive as
+//!   [`Event::Join`]s like any others.
 //!
 //! # The handle
 //! [`Membership`] reads the view ([`members`](Membership::members),

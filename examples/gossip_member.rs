@@ -5,10 +5,13 @@
 //! cargo run --example gossip_member -- a 127.0.0.1:7946
 //! cargo run --example gossip_member -- b 127.0.0.1:7947 127.0.0.1:7946
 //! cargo run --example gossip_member -- c 127.0.0.1:7948 127.0.0.1:7946 [--service 127.0.0.1:8080] [--tag weight=2]
+//! cargo run --example gossip_member -- d 127.0.0.1:7949 127.0.0.1:7946 --retry-join
 //! ```
 //!
 //! Arguments: a name, a bind address, then seed addresses, `--service ADDR` (the service
-//! address to announce) and `--tag KEY=VALUE` (repeatable). Set `PALISADE_GOSSIP_KEY`
+//! address to announce), `--tag KEY=VALUE` (repeatable) and `--retry-join` (start even
+//! if no seed answers and keep joining in the background, also after finding itself
+//! alone: start members in any order, or kill and restart the seed). Set `PALISADE_GOSSIP_KEY`
 //! to 64 hex digits to seal every packet with that key. Uses the loopback timing
 //! preset. Prints every membership event, and the view every 5 seconds; Ctrl-C leaves
 //! gracefully.
@@ -17,14 +20,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use palisade::gossip::proto::Config;
-use palisade::gossip::runtime::{Membership, MembershipConfig};
+use palisade::gossip::runtime::{Membership, MembershipConfig, RetryJoin};
 use palisade::gossip::{Event, Keyring};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 fn parse_args() -> Result<MembershipConfig, Error> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: gossip_member NAME BIND [SEED...] [--service ADDR] [--tag K=V]";
+    let usage =
+        "usage: gossip_member NAME BIND [SEED...] [--service ADDR] [--tag K=V] [--retry-join]";
     let name = args.next().ok_or(usage)?;
     let bind: SocketAddr = args.next().ok_or(usage)?.parse()?;
     let mut protocol = Config::local();
@@ -36,6 +40,10 @@ fn parse_args() -> Result<MembershipConfig, Error> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--service" => config = config.service_addr(args.next().ok_or(usage)?.parse()?),
+            "--retry-join" => {
+                config =
+                    config.retry_join(RetryJoin::forever().max_interval(Duration::from_secs(5)))
+            }
             "--tag" => {
                 let kv = args.next().ok_or(usage)?;
                 let (k, v) = kv.split_once('=').ok_or("--tag takes KEY=VALUE")?;
@@ -90,7 +98,7 @@ async fn main() -> Result<(), Error> {
             _ = view.tick() => {
                 let s = member.stats();
                 println!(
-                    "view: {} | sent {} recv {} dropped {}",
+                    "view: {} | sent {} recv {} dropped {} | join rounds {} (background joins {})",
                     member
                         .members()
                         .iter()
@@ -99,7 +107,9 @@ async fn main() -> Result<(), Error> {
                         .join(" "),
                     s.protocol.packets_sent,
                     s.protocol.packets_received,
-                    s.dropped()
+                    s.dropped(),
+                    s.join_attempts,
+                    s.background_joins
                 );
             }
         }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::RetryJoin;
 use crate::error::ConfigError;
 use crate::gossip::proto::Config;
 
@@ -36,6 +37,7 @@ pub struct MembershipConfig {
     pub(crate) max_inbound_streams: usize,
     pub(crate) leave_timeout: Duration,
     pub(crate) event_capacity: usize,
+    pub(crate) retry_join: Option<RetryJoin>,
 }
 
 impl MembershipConfig {
@@ -59,6 +61,7 @@ impl MembershipConfig {
             max_inbound_streams: 64,
             leave_timeout: Duration::from_secs(3),
             event_capacity: 1024,
+            retry_join: None,
         }
     }
 
@@ -97,13 +100,16 @@ impl MembershipConfig {
     }
 
     /// How many rounds of join attempts (each to every seed at once) before
-    /// [`Membership::start`](super::Membership::start) gives up. At least 1.
+    /// [`Membership::start`](super::Membership::start) gives up, or with
+    /// [`retry_join`](Self::retry_join) returns and goes on in the background. At least 1.
     pub fn join_attempts(mut self, attempts: u32) -> Self {
         self.join_attempts = attempts;
         self
     }
 
-    /// Backoff between join rounds: jittered, doubling from `initial` up to `max`.
+    /// Backoff between join rounds: jittered, doubling from `initial` up to `max`. The
+    /// background rounds of [`retry_join`](Self::retry_join) start from the same
+    /// `initial` and are capped by [`RetryJoin::max_interval`] instead.
     pub fn join_backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.join_backoff = (initial, max);
         self
@@ -134,6 +140,42 @@ impl MembershipConfig {
     /// before it loses the oldest. At least 1.
     pub fn event_capacity(mut self, n: usize) -> Self {
         self.event_capacity = n;
+        self
+    }
+
+    /// Keep joining in the background instead of failing (see [`RetryJoin`]): when no
+    /// seed answers the [`join_attempts`](Self::join_attempts) at start,
+    /// [`start`](super::Membership::start) returns `Ok` with the member running alone,
+    /// and a background task retries the seeds until one answers; it retries again
+    /// whenever the member later finds itself alone. Needs at least one seed. Off by
+    /// default: without it, `start` fails with
+    /// [`StartError::Join`](super::StartError::Join), which catches a mistyped seed at
+    /// once.
+    ///
+    /// ```
+    /// use palisade::gossip::proto::Config;
+    /// use palisade::gossip::runtime::{Membership, MembershipConfig, RetryJoin};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // A seed that is not up yet (a closed port).
+    /// let down = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    /// let m = Membership::start(
+    ///     MembershipConfig::new("a", "127.0.0.1:0".parse()?)
+    ///         .protocol(Config::local())
+    ///         .seeds([down])
+    ///         .join_attempts(1)
+    ///         .retry_join(RetryJoin::forever().max_interval(Duration::from_secs(5))),
+    /// )
+    /// .await?; // Ok: running alone, retrying in the background
+    /// assert_eq!(m.live_members(), 0);
+    /// m.shutdown().await; // also ends the retrying
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn retry_join(mut self, policy: RetryJoin) -> Self {
+        self.retry_join = Some(policy);
         self
     }
 
@@ -176,6 +218,15 @@ impl MembershipConfig {
         }
         if self.event_capacity == 0 {
             return Err(ConfigError::new("event_capacity", "must be at least 1"));
+        }
+        if let Some(policy) = &self.retry_join {
+            if self.seeds.is_empty() {
+                return Err(ConfigError::new(
+                    "retry_join",
+                    "needs at least one seed to retry",
+                ));
+            }
+            policy.validate()?;
         }
         Ok(())
     }

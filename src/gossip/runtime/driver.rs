@@ -43,6 +43,9 @@ pub(crate) struct Counters {
     pub(crate) stream_failures: AtomicU64,
     pub(crate) send_errors: AtomicU64,
     pub(crate) recv_errors: AtomicU64,
+    pub(crate) join_attempts: AtomicU64,
+    pub(crate) background_joins: AtomicU64,
+    pub(crate) retry_join_given_up: AtomicU64,
 }
 
 /// What the handles and the driver share.

@@ -19,7 +19,8 @@ pub enum StartError {
         /// What the operating system said.
         source: io::Error,
     },
-    /// No seed answered in any join attempt.
+    /// No seed answered in any join attempt (never with
+    /// [`retry_join`](super::MembershipConfig::retry_join): the member then starts alone).
     Join(JoinError),
 }
 

@@ -20,6 +20,28 @@
 //!   the same call) is written back on the same connection, so answers need no
 //!   listening port on the initiator's side and pass NAT.
 //!
+//! # Joining
+//! [`start`](Membership::start) joins through the [seeds](MembershipConfig::seeds) in
+//! up to [`join_attempts`](MembershipConfig::join_attempts) rounds with a jittered,
+//! capped backoff, and returns once a seed answered (so the view is complete on
+//! return). If none answered:
+//! - by default it fails with [`StartError::Join`] and nothing keeps running (a
+//!   mistyped seed shows at once);
+//! - with [`retry_join`](MembershipConfig::retry_join) it returns `Ok` with the member
+//!   running alone, and a background task keeps retrying the seeds (jittered
+//!   exponential backoff up to a [maximum interval](RetryJoin::max_interval), forever or
+//!   for a [bounded number of rounds](RetryJoin::max_attempts)) until one answers (even
+//!   if other members joined through it meanwhile: only a seed's answer ties it to the
+//!   seeds' cluster). The same task retries the seeds whenever the member has seen no
+//!   other alive or suspect member for an
+//!   [isolation timeout](RetryJoin::isolation_timeout), so a member cut off from
+//!   everyone (a cluster cold-starting in any order, a rolling restart, a partition that
+//!   healed only partly) finds the cluster again once a seed is reachable. One round is
+//!   in flight at a time; the backoff starts over after a successful join; the task
+//!   ends when the member leaves or stops. Rounds and background joins are counted in
+//!   the [stats](MembershipStats); the members a background join brings in arrive as
+//!   [`Event::Join`]s like any others.
+//!
 //! # The handle
 //! [`Membership`] reads the view ([`members`](Membership::members),
 //! [`local`](Membership::local)), changes this member's metadata
@@ -66,6 +88,7 @@
 mod config;
 pub(crate) mod driver;
 mod error;
+mod retry_join;
 mod stream;
 
 use std::collections::BTreeMap;
@@ -87,6 +110,7 @@ use tokio::time::Instant;
 
 pub use config::MembershipConfig;
 pub use error::{JoinError, StartError, Stopped};
+pub use retry_join::RetryJoin;
 
 use crate::error::ConfigError;
 use crate::gossip::keyring::Keyring;
@@ -105,6 +129,8 @@ pub struct Membership {
 struct Owner {
     shared: Arc<Shared>,
     driver: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The retry-join task, when the config asks for one.
+    retry: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for Owner {
@@ -133,6 +159,16 @@ pub struct MembershipStats {
     pub send_errors: u64,
     /// Errors receiving datagrams.
     pub recv_errors: u64,
+    /// Join rounds made (each a full-state exchange with every seed at once): by
+    /// [`start`](Membership::start), [`join`](Membership::join) and
+    /// [retry-join](MembershipConfig::retry_join) in the background.
+    pub join_attempts: u64,
+    /// Background retry-join rounds a seed answered: how often the member joined (or
+    /// rejoined after finding itself alone) in the background.
+    pub background_joins: u64,
+    /// Times the background retry-join ran out of its
+    /// [`max_attempts`](RetryJoin::max_attempts) and stopped for good (0 or 1).
+    pub retry_join_given_up: u64,
 }
 
 impl MembershipStats {
@@ -146,7 +182,8 @@ impl MembershipStats {
 impl Membership {
     /// Binds, starts the member and joins the cluster through the configured seeds (if
     /// any). Returns once a seed answered, or with [`StartError::Join`] after the last
-    /// join attempt; [`StartError::Bind`] when the address is taken or not local;
+    /// join attempt (unless [`retry_join`](MembershipConfig::retry_join) is set: then
+    /// `Ok`, running alone and retrying in the background); [`StartError::Bind`] when the address is taken or not local;
     /// [`StartError::Config`] for an invalid configuration. On error nothing keeps
     /// running. Needs a tokio runtime with I/O and time enabled.
     pub async fn start(config: MembershipConfig) -> Result<Membership, StartError> {
@@ -168,6 +205,7 @@ impl Membership {
         let (version, _) = watch::channel(0);
         let (stop, stop_rx) = watch::channel(false);
         let seeds = config.seeds.clone();
+        let retry = config.retry_join;
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
                 swim,
@@ -188,11 +226,26 @@ impl Membership {
             owner: Arc::new(Owner {
                 shared: Arc::clone(&shared),
                 driver: Mutex::new(Some(driver)),
+                retry: Mutex::new(None),
             }),
             shared,
         };
-        if !seeds.is_empty() {
-            if let Err(e) = membership.join(&seeds).await {
+        let targets = join_targets(&seeds, gossip_addr);
+        let joined = if targets.is_empty() {
+            Ok(0)
+        } else {
+            membership.join(&targets).await
+        };
+        let begin = match (joined, retry) {
+            (Ok(_), _) => retry_join::Begin::Joined,
+            (Err(e), Some(_)) => {
+                #[cfg(feature = "tracing")]
+                tracing::warn!(error = %e, "gossip join failed; running alone and retrying in the background");
+                retry_join::Begin::Retrying {
+                    attempt: e.attempts,
+                }
+            }
+            (Err(e), None) => {
                 #[cfg(feature = "tracing")]
                 tracing::warn!(error = %e, "gossip join failed; stopping");
                 // Stop and wait, so that the address is free again when this returns.
@@ -200,6 +253,15 @@ impl Membership {
                 membership.wait_stopped().await;
                 return Err(StartError::Join(e));
             }
+        };
+        if let (Some(policy), false) = (retry, targets.is_empty()) {
+            let task = tokio::spawn(retry_join::run(
+                Arc::clone(&membership.shared),
+                targets,
+                policy,
+                begin,
+            ));
+            *membership.owner.retry.lock() = Some(task);
         }
         Ok(membership)
     }
@@ -210,10 +272,7 @@ impl Membership {
     /// [`JoinError`] after the configured number of attempts. This member's own address
     /// is skipped; with no other seed it returns `Ok(0)` at once.
     pub async fn join(&self, seeds: &[SocketAddr]) -> Result<usize, JoinError> {
-        let me = self.gossip_addr();
-        let mut targets: Vec<SocketAddr> = seeds.iter().copied().filter(|s| *s != me).collect();
-        targets.sort();
-        targets.dedup();
+        let targets = join_targets(seeds, self.gossip_addr());
         let config = &self.shared.config;
         let error = JoinError {
             seeds: targets.clone(),
@@ -224,18 +283,10 @@ impl Membership {
         }
         let backoff = Backoff::new(config.join_backoff.0, config.join_backoff.1);
         for attempt in 0..config.join_attempts {
-            let Ok(waiting) = self.exchange_with(&targets, |swim, now| swim.join(&targets, now))
-            else {
-                break;
-            };
-            // Each exchange is bounded by the stream timeout; the margin covers scheduling,
-            // and the bound covers an exchange the core did not start (an oversized state).
-            let bound = config.stream_timeout + Duration::from_millis(500);
-            let answered = tokio::time::timeout(bound, count_answers(waiting))
-                .await
-                .unwrap_or(0);
-            if answered > 0 {
-                return Ok(answered);
+            match join_round(&self.shared, &targets).await {
+                Ok(0) => {}
+                Ok(answered) => return Ok(answered),
+                Err(Stopped) => break,
             }
             #[cfg(feature = "tracing")]
             tracing::debug!(attempt, seeds = ?targets, "gossip join: no seed answered");
@@ -245,37 +296,6 @@ impl Membership {
             }
         }
         Err(error)
-    }
-
-    /// Runs `op` on the core, registers a waiter per address for the stream exchanges
-    /// it started, and wakes the driver to send them.
-    fn exchange_with(
-        &self,
-        targets: &[SocketAddr],
-        op: impl FnOnce(&mut Swim, u64),
-    ) -> Result<Vec<oneshot::Receiver<bool>>, Stopped> {
-        let mut core = self.shared.core.lock();
-        if core.stopped {
-            return Err(Stopped);
-        }
-        let now = self.shared.now();
-        op(&mut core.swim, now);
-        // Forget waiters whose caller gave up (timed out or dropped).
-        core.waiters.retain(|_, w| {
-            w.retain(|tx| !tx.is_closed());
-            !w.is_empty()
-        });
-        let waiting = targets
-            .iter()
-            .map(|t| {
-                let (tx, rx) = oneshot::channel();
-                core.waiters.entry(*t).or_default().push(tx);
-                rx
-            })
-            .collect();
-        drop(core);
-        self.shared.wake.notify_one();
-        Ok(waiting)
     }
 
     /// Leaves the cluster gracefully, bounded by the
@@ -298,7 +318,7 @@ impl Membership {
             live.truncate(3);
             live
         };
-        let Ok(waiting) = self.exchange_with(&peers, |swim, now| {
+        let Ok(waiting) = exchange_with(&self.shared, &peers, |swim, now| {
             swim.leave(now);
             // A push-pull while leaving carries this member as left; the answer is the
             // acknowledgement.
@@ -337,7 +357,8 @@ impl Membership {
     }
 
     /// Leaves gracefully (see [`leave`](Self::leave)), then stops the member and waits
-    /// for its task to end: the sockets are closed when this returns. Other clones of
+    /// for its tasks to end: the sockets are closed and background joining has stopped
+    /// when this returns. Other clones of
     /// the handle see a stopped member.
     pub async fn shutdown(&self) {
         if !self.is_stopped() {
@@ -347,9 +368,13 @@ impl Membership {
         self.wait_stopped().await;
     }
 
-    /// Waits for the driver task to end (once, for the first caller; later callers
-    /// return at once).
+    /// Waits for the driver task and the retry-join task to end (once, for the first
+    /// caller; later callers return at once).
     async fn wait_stopped(&self) {
+        let retry = self.owner.retry.lock().take();
+        if let Some(retry) = retry {
+            let _ = retry.await;
+        }
         let driver = self.owner.driver.lock().take();
         if let Some(driver) = driver {
             let _ = driver.await;
@@ -357,7 +382,8 @@ impl Membership {
     }
 
     /// Stops the member at once, without leaving: to the others it looks like a crash.
-    /// The driver closes the sockets as soon as it runs next.
+    /// The driver closes the sockets, and the retry-join task (if any) ends, as soon as
+    /// each runs next.
     pub fn kill(&self) {
         let _ = self.shared.stop.send(true);
     }
@@ -472,6 +498,9 @@ impl Membership {
             stream_failures: c.stream_failures.load(Ordering::Relaxed),
             send_errors: c.send_errors.load(Ordering::Relaxed),
             recv_errors: c.recv_errors.load(Ordering::Relaxed),
+            join_attempts: c.join_attempts.load(Ordering::Relaxed),
+            background_joins: c.background_joins.load(Ordering::Relaxed),
+            retry_join_given_up: c.retry_join_given_up.load(Ordering::Relaxed),
         }
     }
 
@@ -552,6 +581,62 @@ impl fmt::Debug for EventStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EventStream").finish_non_exhaustive()
     }
+}
+
+/// The seeds to join through: `seeds` without this member's own address, deduplicated.
+fn join_targets(seeds: &[SocketAddr], me: SocketAddr) -> Vec<SocketAddr> {
+    let mut targets: Vec<SocketAddr> = seeds.iter().copied().filter(|s| *s != me).collect();
+    targets.sort();
+    targets.dedup();
+    targets
+}
+
+/// One join round: a full-state exchange with every target at once. Returns how many
+/// answered, bounded by the stream timeout (plus a margin). Counted in
+/// [`MembershipStats::join_attempts`].
+pub(crate) async fn join_round(shared: &Shared, targets: &[SocketAddr]) -> Result<usize, Stopped> {
+    shared
+        .counters
+        .join_attempts
+        .fetch_add(1, Ordering::Relaxed);
+    let waiting = exchange_with(shared, targets, |swim, now| swim.join(targets, now))?;
+    // Each exchange is bounded by the stream timeout; the margin covers scheduling, and
+    // the bound covers an exchange the core did not start (an oversized state).
+    let bound = shared.config.stream_timeout + Duration::from_millis(500);
+    Ok(tokio::time::timeout(bound, count_answers(waiting))
+        .await
+        .unwrap_or(0))
+}
+
+/// Runs `op` on the core, registers a waiter per address for the stream exchanges it
+/// started, and wakes the driver to send them.
+fn exchange_with(
+    shared: &Shared,
+    targets: &[SocketAddr],
+    op: impl FnOnce(&mut Swim, u64),
+) -> Result<Vec<oneshot::Receiver<bool>>, Stopped> {
+    let mut core = shared.core.lock();
+    if core.stopped {
+        return Err(Stopped);
+    }
+    let now = shared.now();
+    op(&mut core.swim, now);
+    // Forget waiters whose caller gave up (timed out or dropped).
+    core.waiters.retain(|_, w| {
+        w.retain(|tx| !tx.is_closed());
+        !w.is_empty()
+    });
+    let waiting = targets
+        .iter()
+        .map(|t| {
+            let (tx, rx) = oneshot::channel();
+            core.waiters.entry(*t).or_default().push(tx);
+            rx
+        })
+        .collect();
+    drop(core);
+    shared.wake.notify_one();
+    Ok(waiting)
 }
 
 /// How many of the exchanges answered (a dropped waiter counts as no answer).

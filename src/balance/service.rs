@@ -4,6 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,13 +14,14 @@ use tower_service::Service;
 
 use super::ejection::OutlierDetection;
 use super::endpoint::{EndpointId, Weighted};
+use super::events::{EndpointEventHub, EndpointEventStream};
 use super::future::{ResponseFuture, Tracking};
 use super::key::{HashKey, NoKey};
 use super::picker::Picker;
 use super::set::EndpointSet;
 use super::slow_start::SlowStart;
 use crate::breaker::gate::split_classifier;
-use crate::breaker::{BreakerConfig, BreakerHandle};
+use crate::breaker::{BreakerConfig, BreakerEvent, BreakerHandle};
 use crate::classify::{Classify, ErrIsFailure};
 use crate::clock::Clock;
 use crate::error::{BoxError, ConfigError, NoEndpoints};
@@ -155,6 +157,104 @@ where
     /// The circuit breaker of member `id`, when endpoint breakers are on.
     pub fn endpoint_breaker_by_id(&self, id: EndpointId) -> Option<BreakerHandle> {
         self.set.breaker_of_id(id)
+    }
+
+    /// A stream of every endpoint's [breaker events](BreakerEvent), each with the
+    /// discovery key of the endpoint whose circuit produced it, when
+    /// [endpoint breakers](Builder::endpoint_breaker) are on (otherwise it yields
+    /// nothing and ends with the balancer).
+    ///
+    /// It covers the current members and every endpoint inserted later; a removed
+    /// endpoint's circuit reports nothing more. Each stream buffers at most the breaker
+    /// configuration's [`event_buffer`](crate::breaker::BreakerConfigBuilder::event_buffer)
+    /// events and drops its oldest when further behind
+    /// ([`dropped`](EndpointEventStream::dropped) counts them). It ends once the
+    /// balancer is dropped. See [`events`](super::events) for order and cost: until
+    /// something subscribes (or [registers a callback](Self::on_endpoint_event)) the
+    /// balancer forwards nothing, and a subscriber costs nothing per request.
+    ///
+    /// Call it before sharing the balancer (say, behind `tower::buffer::Buffer`).
+    ///
+    /// ```
+    /// use palisade::balance::{Builder, RoundRobin};
+    /// use palisade::breaker::{BreakerConfig, BreakerEvent, CircuitState};
+    /// use palisade::discover::FixedList;
+    /// use tower::{service_fn, Service, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), palisade::BoxError> {
+    /// let endpoint = |ok: bool| {
+    ///     service_fn(move |_: ()| async move {
+    ///         if ok { Ok(()) } else { Err(std::io::Error::other("down")) }
+    ///     })
+    /// };
+    /// let list = FixedList::unweighted([("a", endpoint(true)), ("b", endpoint(false))]);
+    /// let mut balance = Builder::new(RoundRobin::new())
+    ///     .endpoint_breaker(BreakerConfig::builder().consecutive_failures(1).build()?)
+    ///     .build(list)?;
+    /// let mut events = balance.endpoint_events();
+    ///
+    /// let _ = balance.ready().await?.call(()).await; // "a": fine
+    /// let _ = balance.ready().await?.call(()).await; // "b": fails, its circuit opens
+    /// let (key, event) = events.try_next().expect("b's circuit opened");
+    /// assert_eq!(key, "b");
+    /// assert!(matches!(
+    ///     event,
+    ///     BreakerEvent::StateChanged { from: CircuitState::Closed, to: CircuitState::Open, .. }
+    /// ));
+    /// assert_eq!(events.try_next(), None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn endpoint_events(&mut self) -> EndpointEventStream<D::Key>
+    where
+        D::Key: Clone + Send + Sync + 'static,
+    {
+        self.set.keyed_events(EndpointEventHub::shared).subscribe()
+    }
+
+    /// Calls `f` with the key of the endpoint and the event, for every
+    /// [breaker event](BreakerEvent) of every endpoint, when
+    /// [endpoint breakers](Builder::endpoint_breaker) are on: the callback form of
+    /// [`endpoint_events`](Self::endpoint_events), with the same coverage (current and
+    /// later members, nothing from a removed one). Several callbacks may be registered;
+    /// each event goes to the breaker configuration's own `on_event` first, then to
+    /// these in the order they were registered, on the thread that caused it (so `f`
+    /// must be quick). See [`events`](super::events).
+    ///
+    /// ```
+    /// use palisade::balance::{Builder, RoundRobin};
+    /// use palisade::breaker::{BreakerConfig, BreakerEvent, CircuitState};
+    /// use palisade::discover::FixedList;
+    /// use std::sync::{Arc, Mutex};
+    /// use tower::{service_fn, Service, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), palisade::BoxError> {
+    /// let down = service_fn(|_: ()| async { Err::<(), _>(std::io::Error::other("down")) });
+    /// let mut balance = Builder::new(RoundRobin::new())
+    ///     .endpoint_breaker(BreakerConfig::builder().consecutive_failures(1).build()?)
+    ///     .build(FixedList::unweighted([("db-1", down)]))?;
+    /// let opened = Arc::new(Mutex::new(Vec::new()));
+    /// let log = opened.clone();
+    /// balance.on_endpoint_event(move |key: &&str, event: &BreakerEvent| {
+    ///     if let BreakerEvent::StateChanged { to: CircuitState::Open, .. } = event {
+    ///         log.lock().unwrap().push(key.to_string());
+    ///     }
+    /// });
+    /// let _ = balance.ready().await?.call(()).await;
+    /// assert_eq!(*opened.lock().unwrap(), ["db-1"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn on_endpoint_event<F>(&mut self, f: F)
+    where
+        D::Key: Clone + Send + Sync + 'static,
+        F: Fn(&D::Key, &BreakerEvent) + Send + Sync + 'static,
+    {
+        self.set
+            .keyed_events(EndpointEventHub::shared)
+            .add_callback(Arc::new(f));
     }
 
     /// Whether member `id` is currently ejected (`None` if it is not a member).
@@ -463,7 +563,10 @@ impl<P: Picker, H, C> Builder<P, H, C> {
     /// - Endpoints kept out by their breakers (open, half-open or forced open) count
     ///   against [outlier detection's](Self::outlier_detection) ejection cap.
     /// - The configuration's event callback, clock and seed are shared by every
-    ///   endpoint's circuit; subscribe per endpoint through its handle.
+    ///   endpoint's circuit. The callback is not told which endpoint an event is
+    ///   about: for that, use [`Balance::endpoint_events`] or
+    ///   [`Balance::on_endpoint_event`] (every endpoint, keyed), or subscribe to one
+    ///   endpoint through its handle.
     pub fn endpoint_breaker<C2>(self, config: BreakerConfig<C2>) -> Builder<P, H, C2> {
         let (config, classify) = split_classifier(config);
         Builder {

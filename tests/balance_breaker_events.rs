@@ -1,0 +1,379 @@
+//! Endpoint breaker events with the endpoint's key (`Balance::endpoint_events`,
+//! `Balance::on_endpoint_event`), on tokio's paused clock: which endpoint's circuit did
+//! what, for the members at subscription time and those discovered later, nothing from
+//! removed ones, bounded buffers, and the breaker configuration's own `on_event` still
+//! called.
+
+use std::future::{ready, Ready};
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::StreamExt;
+use palisade::balance::{Balance, Builder, EndpointEventStream, RoundRobin};
+use palisade::breaker::{BreakerConfig, BreakerEvent, CircuitState, TransitionReason};
+use palisade::clock::Clock;
+use palisade::discover::{ChannelHandle, ChannelSet};
+use palisade::BoxError;
+use parking_lot::Mutex;
+use tower::{Service, ServiceExt};
+
+/// An endpoint that answers at once, with an error while `failing` is set.
+#[derive(Clone, Default)]
+struct Ep {
+    failing: Arc<AtomicBool>,
+}
+
+impl Ep {
+    fn failing() -> Self {
+        let ep = Ep::default();
+        ep.failing.store(true, Ordering::SeqCst);
+        ep
+    }
+}
+
+impl Service<()> for Ep {
+    type Response = ();
+    type Error = io::Error;
+    type Future = Ready<Result<(), io::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), io::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: ()) -> Self::Future {
+        if self.failing.load(Ordering::SeqCst) {
+            ready(Err(io::Error::other("down")))
+        } else {
+            ready(Ok(()))
+        }
+    }
+}
+
+type Events = Arc<Mutex<Vec<BreakerEvent>>>;
+
+/// Opens after 3 failures in a row for 5 s; records every event it sees (the user's
+/// own `on_event`) in the returned log.
+fn breaker(event_buffer: usize) -> (BreakerConfig, Events) {
+    let seen: Events = Arc::default();
+    let log = seen.clone();
+    let config = BreakerConfig::builder()
+        .clock(Clock::tokio())
+        .consecutive_failures(3)
+        .without_error_percentage()
+        .sleep_window(Duration::from_secs(5))
+        .event_buffer(event_buffer)
+        .on_event(move |e| log.lock().push(*e))
+        .build()
+        .unwrap();
+    (config, seen)
+}
+
+type Lb = Balance<ChannelSet<&'static str, Ep>, RoundRobin>;
+
+fn balancer(event_buffer: usize) -> (Lb, ChannelHandle<&'static str, Ep>, Events) {
+    let (set, handle) = ChannelSet::new();
+    let (config, seen) = breaker(event_buffer);
+    let balance = Builder::new(RoundRobin::new())
+        .no_endpoint_deadline(Duration::from_secs(1))
+        .endpoint_breaker(config)
+        .build_weighted(set)
+        .unwrap();
+    (balance, handle, seen)
+}
+
+/// Sends `n` requests one after another; returns how many failed.
+async fn send(balance: &mut Lb, n: usize) -> usize {
+    let mut failed = 0;
+    for _ in 0..n {
+        let r: Result<(), BoxError> = balance.ready().await.unwrap().call(()).await;
+        failed += usize::from(r.is_err());
+    }
+    failed
+}
+
+/// Applies pending discovery changes without sending a request.
+async fn apply_changes(balance: &mut Lb) {
+    futures::future::poll_fn(|cx| {
+        let _ = Service::<()>::poll_ready(balance, cx);
+        Poll::Ready(())
+    })
+    .await;
+}
+
+fn drain(stream: &mut EndpointEventStream<&'static str>) -> Vec<(&'static str, BreakerEvent)> {
+    std::iter::from_fn(|| stream.try_next()).collect()
+}
+
+fn opened(reason: TransitionReason) -> BreakerEvent {
+    BreakerEvent::StateChanged {
+        from: CircuitState::Closed,
+        to: CircuitState::Open,
+        reason,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_the_failing_endpoint_is_reported_and_the_config_callback_still_fires() {
+    let (mut balance, handle, seen) = balancer(64);
+    handle.insert("a", Ep::default(), 1).unwrap();
+    handle.insert("b", Ep::failing(), 1).unwrap();
+    let mut stream = balance.endpoint_events();
+    let called: Arc<Mutex<Vec<(&'static str, BreakerEvent)>>> = Arc::default();
+    let log = called.clone();
+    balance.on_endpoint_event(move |key, event| log.lock().push((*key, *event)));
+
+    // Round robin: b takes every other request and fails; its third failure opens it.
+    let failed = send(&mut balance, 6).await;
+    assert_eq!(failed, 3);
+    let b_open = ("b", opened(TransitionReason::ConsecutiveFailures));
+    assert_eq!(drain(&mut stream), [b_open]);
+    assert_eq!(*called.lock(), [b_open]);
+    assert_eq!(
+        *seen.lock(),
+        [b_open.1],
+        "the breaker configuration's own on_event is still called"
+    );
+
+    // With b open, requests go to a only: nothing more happens to either circuit.
+    assert_eq!(send(&mut balance, 4).await, 0);
+    assert_eq!(drain(&mut stream), []);
+
+    // After the open period b takes a probe, fails it, and opens again: each step is
+    // reported under b's key, and nothing ever under a's.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    send(&mut balance, 4).await;
+    let events = drain(&mut stream);
+    assert!(events.iter().all(|(key, _)| *key == "b"), "{events:?}");
+    assert_eq!(
+        events,
+        [
+            (
+                "b",
+                BreakerEvent::StateChanged {
+                    from: CircuitState::Open,
+                    to: CircuitState::HalfOpen,
+                    reason: TransitionReason::OpenPeriodElapsed,
+                }
+            ),
+            (
+                "b",
+                BreakerEvent::StateChanged {
+                    from: CircuitState::HalfOpen,
+                    to: CircuitState::Open,
+                    reason: TransitionReason::ProbeFailed,
+                }
+            ),
+        ]
+    );
+    assert_eq!(*called.lock(), [&[b_open][..], &events[..]].concat());
+    assert_eq!(
+        *seen.lock(),
+        [b_open.1, events[0].1, events[1].1],
+        "the configuration's callback saw the same events, unkeyed"
+    );
+    assert_eq!(stream.dropped(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn endpoints_discovered_after_the_subscription_are_reported_under_their_keys() {
+    let (mut balance, handle, _) = balancer(64);
+    // Subscribed before any endpoint exists.
+    let mut early = balance.endpoint_events();
+    handle.insert("a", Ep::default(), 1).unwrap();
+    send(&mut balance, 2).await;
+    // Subscribed after "a" joined: also sees later ones.
+    let mut late = balance.endpoint_events();
+
+    handle.insert("c", Ep::failing(), 1).unwrap();
+    send(&mut balance, 6).await;
+    let c_open = ("c", opened(TransitionReason::ConsecutiveFailures));
+    assert_eq!(drain(&mut early), [c_open]);
+    assert_eq!(drain(&mut late), [c_open]);
+
+    // An endpoint that was there before the subscription is reported too.
+    let a = balance.endpoint_breaker(&"a").unwrap();
+    a.force_open();
+    let forced = BreakerEvent::StateChanged {
+        from: CircuitState::Closed,
+        to: CircuitState::ForcedOpen,
+        reason: TransitionReason::Forced,
+    };
+    assert_eq!(drain(&mut early), [("a", forced)]);
+    assert_eq!(drain(&mut late), [("a", forced)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_update_of_a_key_keeps_reporting_its_circuit() {
+    let (mut balance, handle, _) = balancer(64);
+    handle.insert("a", Ep::default(), 1).unwrap();
+    apply_changes(&mut balance).await;
+    let mut stream = balance.endpoint_events();
+    // Same key, new (failing) service and weight: same circuit, same forward.
+    handle.insert("a", Ep::failing(), 2).unwrap();
+    assert_eq!(send(&mut balance, 3).await, 3);
+    assert_eq!(
+        drain(&mut stream),
+        [("a", opened(TransitionReason::ConsecutiveFailures))]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_removed_endpoint_reports_nothing_more_even_when_its_key_returns() {
+    let (mut balance, handle, _) = balancer(64);
+    handle.insert("a", Ep::default(), 1).unwrap();
+    handle.insert("b", Ep::default(), 1).unwrap();
+    apply_changes(&mut balance).await;
+    let mut stream = balance.endpoint_events();
+    let old_b = balance.endpoint_breaker(&"b").unwrap();
+    let mut old_b_own = old_b.events();
+
+    handle.remove("b").unwrap();
+    apply_changes(&mut balance).await;
+    assert!(balance.endpoint_breaker(&"b").is_none());
+    // The old circuit lives on through the handle and still produces events...
+    for _ in 0..100 {
+        old_b.force_open();
+        old_b.reset();
+    }
+    assert_eq!(
+        std::iter::from_fn(|| old_b_own.try_next()).count() as u64 + old_b_own.dropped(),
+        200
+    );
+    // ...but none is reported under "b", and nothing piles up.
+    assert_eq!(drain(&mut stream), []);
+    assert_eq!(stream.dropped(), 0);
+
+    // "b" comes back: its new circuit is reported, the old one still is not.
+    handle.insert("b", Ep::failing(), 1).unwrap();
+    send(&mut balance, 6).await;
+    old_b.force_open();
+    assert_eq!(
+        drain(&mut stream),
+        [("b", opened(TransitionReason::ConsecutiveFailures))]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lagging_stream_keeps_the_newest_events_and_counts_the_rest() {
+    let (mut balance, handle, _) = balancer(4);
+    handle.insert("a", Ep::default(), 1).unwrap();
+    apply_changes(&mut balance).await;
+    let mut lagging = balance.endpoint_events();
+    let a = balance.endpoint_breaker(&"a").unwrap();
+    for _ in 0..50 {
+        a.force_open();
+        a.reset();
+    }
+    assert_eq!(lagging.dropped(), 96);
+    let kept = drain(&mut lagging);
+    assert_eq!(kept.len(), 4);
+    assert_eq!(
+        kept.last(),
+        Some(&(
+            "a",
+            BreakerEvent::StateChanged {
+                from: CircuitState::ForcedOpen,
+                to: CircuitState::Closed,
+                reason: TransitionReason::Reset,
+            }
+        ))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_stream_ends_when_the_balancer_is_dropped_even_if_a_circuit_lives_on() {
+    let (mut balance, handle, _) = balancer(64);
+    handle.insert("a", Ep::default(), 1).unwrap();
+    apply_changes(&mut balance).await;
+    let mut stream = balance.endpoint_events();
+    let a = balance.endpoint_breaker(&"a").unwrap();
+    a.force_open();
+    drop(balance);
+    a.reset();
+    assert_eq!(
+        stream.next().await,
+        Some((
+            "a",
+            BreakerEvent::StateChanged {
+                from: CircuitState::Closed,
+                to: CircuitState::ForcedOpen,
+                reason: TransitionReason::Forced,
+            }
+        ))
+    );
+    assert_eq!(stream.next().await, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_waiting_for_events_is_woken_by_one() {
+    let (mut balance, handle, _) = balancer(64);
+    handle.insert("a", Ep::default(), 1).unwrap();
+    handle.insert("b", Ep::failing(), 1).unwrap();
+    let mut stream = balance.endpoint_events();
+    let waiter = tokio::spawn(async move { stream.next().await });
+    tokio::task::yield_now().await;
+    assert!(!waiter.is_finished());
+    send(&mut balance, 6).await;
+    assert_eq!(
+        waiter.await.unwrap(),
+        Some(("b", opened(TransitionReason::ConsecutiveFailures)))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_callback_may_steer_other_endpoints_without_deadlock() {
+    let (mut balance, handle, _) = balancer(64);
+    handle.insert("a", Ep::default(), 1).unwrap();
+    handle.insert("b", Ep::failing(), 1).unwrap();
+    apply_changes(&mut balance).await;
+    // When b opens, force a open too (a transition of another circuit, delivered from
+    // inside this callback).
+    let a = balance.endpoint_breaker(&"a").unwrap();
+    balance.on_endpoint_event(move |key, event| {
+        if *key == "b"
+            && matches!(
+                event,
+                BreakerEvent::StateChanged {
+                    to: CircuitState::Open,
+                    ..
+                }
+            )
+        {
+            a.force_open();
+        }
+    });
+    let mut stream = balance.endpoint_events();
+    send(&mut balance, 6).await;
+    let events = drain(&mut stream);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events.contains(&("b", opened(TransitionReason::ConsecutiveFailures))));
+    assert!(events.contains(&(
+        "a",
+        BreakerEvent::StateChanged {
+            from: CircuitState::Closed,
+            to: CircuitState::ForcedOpen,
+            reason: TransitionReason::Forced,
+        }
+    )));
+    assert_eq!(
+        balance.endpoint_breaker(&"a").unwrap().state(),
+        CircuitState::ForcedOpen
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_endpoint_breakers_the_stream_yields_nothing_and_ends_with_the_balancer() {
+    let (set, handle) = ChannelSet::new();
+    let mut balance = Builder::new(RoundRobin::new()).build_weighted(set).unwrap();
+    handle.insert("a", Ep::failing(), 1).unwrap();
+    let mut stream = balance.endpoint_events();
+    for _ in 0..5 {
+        let _ = balance.ready().await.unwrap().call(()).await;
+    }
+    assert_eq!(stream.try_next(), None);
+    drop(balance);
+    assert_eq!(stream.next().await, None);
+}

@@ -377,3 +377,68 @@ async fn without_endpoint_breakers_the_stream_yields_nothing_and_ends_with_the_b
     drop(balance);
     assert_eq!(stream.next().await, None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_builder_callback_reaches_every_balancer_its_layer_makes() {
+    use tower::Layer;
+
+    let seen: Arc<Mutex<Vec<(&'static str, BreakerEvent)>>> = Arc::default();
+    let log = seen.clone();
+    let (config, config_seen) = breaker(64);
+    let layer = Builder::new(RoundRobin::new())
+        .endpoint_breaker(config)
+        .on_endpoint_event(move |key: &&'static str, event: &BreakerEvent| {
+            log.lock().push((*key, *event))
+        })
+        .into_layer()
+        .unwrap()
+        .weighted();
+    let (set1, handle1) = ChannelSet::new();
+    let (set2, handle2) = ChannelSet::new();
+    let mut first: Lb = layer.layer(set1);
+    let mut second: Lb = layer.layer(set2);
+    handle1.insert("one", Ep::failing(), 1).unwrap();
+    handle2.insert("two", Ep::failing(), 1).unwrap();
+    // A stream asked for later shares the callback's forward.
+    let mut stream = second.endpoint_events();
+    assert_eq!(send(&mut first, 3).await, 3);
+    assert_eq!(send(&mut second, 3).await, 3);
+
+    let open = opened(TransitionReason::ConsecutiveFailures);
+    assert_eq!(*seen.lock(), [("one", open), ("two", open)]);
+    assert_eq!(drain(&mut stream), [("two", open)]);
+    assert_eq!(*config_seen.lock(), [open, open]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_builder_callback_covers_endpoints_discovered_later_and_forgets_removed_ones() {
+    let seen: Arc<Mutex<Vec<(&'static str, BreakerEvent)>>> = Arc::default();
+    let log = seen.clone();
+    let (set, handle) = ChannelSet::new();
+    let (config, _) = breaker(64);
+    let mut balance: Lb = Builder::new(RoundRobin::new())
+        .no_endpoint_deadline(Duration::from_secs(1))
+        .endpoint_breaker(config)
+        .on_endpoint_event(move |key: &&'static str, event: &BreakerEvent| {
+            log.lock().push((*key, *event))
+        })
+        .build_weighted(set)
+        .unwrap();
+    handle.insert("a", Ep::default(), 1).unwrap();
+    send(&mut balance, 2).await;
+    handle.insert("late", Ep::failing(), 1).unwrap();
+    send(&mut balance, 6).await;
+    let open = opened(TransitionReason::ConsecutiveFailures);
+    assert_eq!(*seen.lock(), [("late", open)]);
+
+    let late = balance.endpoint_breaker(&"late").unwrap();
+    handle.remove("late").unwrap();
+    apply_changes(&mut balance).await;
+    late.reset();
+    late.force_open();
+    assert_eq!(
+        *seen.lock(),
+        [("late", open)],
+        "nothing from a removed endpoint"
+    );
+}

@@ -5,13 +5,15 @@
 //! own [`EventStream`](crate::breaker::EventStream)s, none of which says *which*
 //! endpoint it came from. A balancer can also forward every endpoint's events, keyed by
 //! the endpoint's discovery key, to callbacks
-//! ([`Balance::on_endpoint_event`](super::Balance::on_endpoint_event)) and to
+//! ([`Builder::on_endpoint_event`](super::Builder::on_endpoint_event) for every balancer
+//! a builder, layer or make-service makes,
+//! [`Balance::on_endpoint_event`](super::Balance::on_endpoint_event) for one) and to
 //! [`EndpointEventStream`]s ([`Balance::endpoint_events`](super::Balance::endpoint_events)).
 //!
 //! # Membership
-//! The forward covers the endpoints that are members when it is first asked for and
-//! every endpoint inserted later. An `Insert` that replaces a key's service keeps its
-//! circuit and its forward. Once a key is removed, nothing its old circuit does is
+//! The forward covers the endpoints that are members when it is first asked for (at
+//! build time with the builder's callback) and every endpoint inserted later. An
+//! `Insert` that replaces a key's service keeps its circuit and its forward. Once a key is removed, nothing its old circuit does is
 //! forwarded any more (a [`BreakerHandle`](crate::breaker::BreakerHandle) kept on it
 //! still sees its events), so a key inserted again later is reported for its new
 //! circuit only.
@@ -29,11 +31,12 @@
 //! (yields `None`) once its buffered events are read and the balancer is dropped.
 //!
 //! # Cost
-//! Nothing until the forward is first asked for, then nothing per request: events are
-//! only made on transitions and rejections, and a circuit with no listener anywhere
-//! (no keyed callback, no live stream, no `on_event`, no per-circuit stream) builds
-//! none. Each endpoint inserted with breakers on carries one small forward record,
-//! allocated at insert.
+//! Nothing per request. Events are only made on transitions and rejections, and a
+//! circuit builds none while nobody listens anywhere (no keyed callback, no live keyed
+//! stream, no `on_event`, no stream of its own): a rejection then takes no lock and
+//! allocates nothing. With a listener, an event takes the circuit's delivery locks (as
+//! for its own streams) and a clone of the key per keyed stream. Each endpoint inserted
+//! with breakers on carries one small forward record, allocated at insert.
 
 use std::fmt;
 use std::pin::Pin;
@@ -125,6 +128,50 @@ impl<K: Clone + Send + Sync + 'static> KeyedEvents<K> for EndpointEventHub<K> {
 
     fn close(&self) {
         self.streams.close();
+    }
+}
+
+/// No keyed callback: the default of [`Builder`](super::Builder) until
+/// [`on_endpoint_event`](super::Builder::on_endpoint_event) sets one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NoEndpointEvents;
+
+/// What [`Builder::on_endpoint_event`](super::Builder::on_endpoint_event) registered:
+/// [`NoEndpointEvents`], or a callback `Fn(&K, &BreakerEvent) + Send + Sync + 'static`
+/// (with `K: Clone + Send + Sync + 'static`) that every balancer the builder makes calls
+/// with its endpoints' events. Sealed: implemented for those only.
+pub trait EndpointEventCallback<K>: sealed::Install<K> {}
+
+impl<K, T: sealed::Install<K>> EndpointEventCallback<K> for T {}
+
+pub(crate) mod sealed {
+    use super::{Arc, BreakerEvent, EndpointEventHub, KeyedEvents, NoEndpointEvents};
+
+    /// A balancer's keyed events, as the builder's callback makes them.
+    pub struct Installed<K>(pub(crate) Arc<dyn KeyedEvents<K>>);
+
+    /// Makes a balancer's keyed events with the builder's callback in them.
+    pub trait Install<K> {
+        /// The keyed events, streams buffering `capacity` each; `None` for no callback.
+        fn install(self, capacity: usize) -> Option<Installed<K>>;
+    }
+
+    impl<K> Install<K> for NoEndpointEvents {
+        fn install(self, _: usize) -> Option<Installed<K>> {
+            None
+        }
+    }
+
+    impl<K, F> Install<K> for F
+    where
+        K: Clone + Send + Sync + 'static,
+        F: Fn(&K, &BreakerEvent) + Send + Sync + 'static,
+    {
+        fn install(self, capacity: usize) -> Option<Installed<K>> {
+            let events = EndpointEventHub::shared(capacity);
+            events.add_callback(Arc::new(self));
+            Some(Installed(events))
+        }
     }
 }
 

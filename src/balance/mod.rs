@@ -94,10 +94,10 @@
 //! - **events with the endpoint's key**: every circuit reports its
 //!   [`BreakerEvent`](crate::breaker::BreakerEvent)s (transitions, rejections) to the
 //!   configuration's `on_event` and to its handle's streams, which do not say which
-//!   endpoint it is; [`Balance::endpoint_events`] (a stream of `(key, event)`) and
-//!   [`Balance::on_endpoint_event`] (a callback) get them keyed, for the current
-//!   members and every endpoint discovered later, and nothing more from a removed one
-//!   (see [`events`]);
+//!   endpoint it is; [`Builder::on_endpoint_event`] and [`Balance::on_endpoint_event`]
+//!   (callbacks) and [`Balance::endpoint_events`] (a stream of `(key, event)`) get them
+//!   keyed, for the current members and every endpoint discovered later, and nothing
+//!   more from a removed one (see [`events`]);
 //! - endpoints kept out by their circuits count against outlier detection's
 //!   [ejection cap](OutlierDetectionBuilder::max_ejection_percent): ejections and open
 //!   breakers together stay within it (the balancer never overrides a circuit, so
@@ -123,7 +123,7 @@ mod slow_start;
 
 pub use ejection::{OutlierDetection, OutlierDetectionBuilder};
 pub use endpoint::{EndpointId, Weighted};
-pub use events::EndpointEventStream;
+pub use events::{EndpointEventCallback, EndpointEventStream, NoEndpointEvents};
 pub use future::ResponseFuture;
 pub use key::{HashKey, NoKey};
 pub use layer::{BalanceLayer, MakeBalance, MakeBalanceLayer, MakeFuture, WeightedBalanceLayer};

@@ -519,16 +519,25 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         make: impl FnOnce(usize) -> Arc<dyn KeyedEvents<K>>,
     ) -> &Arc<dyn KeyedEvents<K>> {
         if self.events.is_none() {
-            let capacity = self.breaker.as_ref().map_or(64, |b| b.event_buffer);
-            let events = make(capacity);
-            for (key, &slot) in &self.keys {
-                if let Some(forward) = &self.forwards[slot as usize] {
-                    forward.bind(events.clone().forward(key));
-                }
-            }
-            self.events = Some(HubOwner(events));
+            let events = make(self.event_buffer());
+            self.install_keyed_events(events);
         }
         &self.events.as_ref().expect("made above").0
+    }
+
+    /// How many events each keyed stream buffers: as many as each circuit's.
+    pub(crate) fn event_buffer(&self) -> usize {
+        self.breaker.as_ref().map_or(64, |b| b.event_buffer)
+    }
+
+    /// Binds `events` to every member's circuit, and to every later one.
+    pub(crate) fn install_keyed_events(&mut self, events: Arc<dyn KeyedEvents<K>>) {
+        for (key, &slot) in &self.keys {
+            if let Some(forward) = &self.forwards[slot as usize] {
+                forward.bind(events.clone().forward(key));
+            }
+        }
+        self.events = Some(HubOwner(events));
     }
 
     fn new_stats(&self, slot: u32) -> Arc<EndpointStats> {

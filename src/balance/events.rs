@@ -287,3 +287,71 @@ impl<K> fmt::Debug for EndpointEventStream<K> {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::breaker::events::{EventCallback, EventHub};
+    use crate::breaker::CircuitState;
+
+    fn rejected() -> BreakerEvent {
+        BreakerEvent::Rejected {
+            state: CircuitState::Open,
+            retry_after: None,
+        }
+    }
+
+    /// A circuit's hub forwarding to `forward`, with no callback or stream of its own.
+    fn circuit_hub(forward: &Arc<EndpointForward>) -> EventHub {
+        EventHub::new(Some(EventCallback::forwarding(None, forward.clone())), 8)
+    }
+
+    #[test]
+    fn a_circuit_builds_events_only_while_a_keyed_listener_exists() {
+        let forward = Arc::new(EndpointForward::default());
+        let hub = circuit_hub(&forward);
+        assert!(!hub.is_listened(), "unbound");
+
+        let events = EndpointEventHub::<&str>::shared(4);
+        forward.bind(events.clone().forward(&"a"));
+        assert!(!hub.is_listened(), "bound, nobody listening");
+
+        let mut stream = events.subscribe();
+        assert!(hub.is_listened(), "a live stream");
+        hub.emit(rejected());
+        assert_eq!(stream.try_next(), Some(("a", rejected())));
+        drop(stream);
+        assert!(!hub.is_listened(), "the stream is gone");
+
+        events.add_callback(Arc::new(|_: &&str, _: &BreakerEvent| {}));
+        assert!(hub.is_listened(), "a callback");
+        forward.detach();
+        assert!(!hub.is_listened(), "detached: the endpoint was removed");
+    }
+
+    #[test]
+    fn a_detached_forward_delivers_nothing() {
+        let forward = Arc::new(EndpointForward::default());
+        let hub = circuit_hub(&forward);
+        let events = EndpointEventHub::<&str>::shared(4);
+        forward.bind(events.clone().forward(&"a"));
+        let mut stream = events.subscribe();
+        forward.detach();
+        hub.emit(rejected());
+        // Delivered directly too (an event in flight when the endpoint was removed).
+        forward.deliver(&rejected());
+        assert_eq!(stream.try_next(), None);
+    }
+
+    #[test]
+    fn a_forward_binds_once() {
+        let forward = EndpointForward::default();
+        let events = EndpointEventHub::<&str>::shared(4);
+        let mut stream = events.subscribe();
+        forward.bind(events.clone().forward(&"a"));
+        forward.bind(events.clone().forward(&"b"));
+        forward.deliver(&rejected());
+        assert_eq!(stream.try_next(), Some(("a", rejected())));
+        assert_eq!(stream.try_next(), None);
+    }
+}

@@ -289,15 +289,25 @@ async fn a_lagging_stream_keeps_the_newest_events_and_counts_the_rest() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_stream_ends_when_the_balancer_is_dropped_even_if_a_circuit_lives_on() {
+async fn the_stream_ends_and_callbacks_stop_when_the_balancer_is_dropped() {
     let (mut balance, handle, _) = balancer(64);
     handle.insert("a", Ep::default(), 1).unwrap();
     apply_changes(&mut balance).await;
     let mut stream = balance.endpoint_events();
+    let called = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = called.clone();
+    balance.on_endpoint_event(move |_, _| {
+        count.fetch_add(1, Ordering::SeqCst);
+    });
     let a = balance.endpoint_breaker(&"a").unwrap();
     a.force_open();
     drop(balance);
     a.reset();
+    assert_eq!(
+        called.load(Ordering::SeqCst),
+        1,
+        "nothing after the balancer's drop"
+    );
     assert_eq!(
         stream.next().await,
         Some((

@@ -28,7 +28,9 @@
 //! [`event_buffer`](crate::breaker::BreakerConfigBuilder::event_buffer) events and, when
 //! further behind, loses its *oldest* ones and counts them
 //! ([`EndpointEventStream::dropped`]); nothing waits for a slow stream. A stream ends
-//! (yields `None`) once its buffered events are read and the balancer is dropped.
+//! (yields `None`) once its buffered events are read and the balancer is dropped; from
+//! then on nothing is forwarded to the callbacks either, even from circuits that
+//! handles keep alive.
 //!
 //! # Cost
 //! Nothing per request. Events are only made on transitions and rejections, and a
@@ -72,6 +74,8 @@ pub(crate) struct EndpointEventHub<K> {
     callbacks: Mutex<Arc<[KeyedCallback<K>]>>,
     has_callbacks: AtomicBool,
     streams: Fanout<(K, BreakerEvent)>,
+    /// The balancer is gone: circuits that handles keep alive report nothing more.
+    closed: AtomicBool,
 }
 
 impl<K: Clone + Send + Sync + 'static> EndpointEventHub<K> {
@@ -81,15 +85,20 @@ impl<K: Clone + Send + Sync + 'static> EndpointEventHub<K> {
             callbacks: Mutex::new(Arc::from(Vec::new())),
             has_callbacks: AtomicBool::new(false),
             streams: Fanout::new(capacity),
+            closed: AtomicBool::new(false),
         })
     }
 
     #[inline]
     fn is_listened(&self) -> bool {
-        self.has_callbacks.load(Ordering::Acquire) || self.streams.is_listened()
+        (self.has_callbacks.load(Ordering::Acquire) || self.streams.is_listened())
+            && !self.closed.load(Ordering::Acquire)
     }
 
     fn deliver(&self, key: &K, event: &BreakerEvent) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
         if self.has_callbacks.load(Ordering::Acquire) {
             // Called without the lock, so a callback may register another or reach
             // into other circuits.
@@ -127,6 +136,7 @@ impl<K: Clone + Send + Sync + 'static> KeyedEvents<K> for EndpointEventHub<K> {
     }
 
     fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         self.streams.close();
     }
 }

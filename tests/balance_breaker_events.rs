@@ -530,3 +530,48 @@ fn keyed_events_allocate_nothing_per_request_or_rejection() {
         assert_eq!(per_round, 0.0, "{listener:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_from_calls_completing_on_other_threads_reach_a_shared_balancers_stream() {
+    let (set, handle) = ChannelSet::new();
+    let config = BreakerConfig::builder()
+        .consecutive_failures(3)
+        .without_error_percentage()
+        // Long enough that the test never sees b half-open.
+        .sleep_window(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let mut balance: Lb = Builder::new(RoundRobin::new())
+        .endpoint_breaker(config)
+        .build_weighted(set)
+        .unwrap();
+    handle.insert("a", Ep::default(), 1).unwrap();
+    handle.insert("b", Ep::failing(), 1).unwrap();
+    let mut stream = balance.endpoint_events();
+    let shared = tower::buffer::Buffer::new(balance, 64);
+    let senders: Vec<_> = (0..4)
+        .map(|_| {
+            let mut svc = shared.clone();
+            tokio::spawn(async move {
+                for _ in 0..50 {
+                    let _ = svc.ready().await.unwrap().call(()).await;
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("b's circuit opened");
+    assert_eq!(
+        first,
+        Some(("b", opened(TransitionReason::ConsecutiveFailures)))
+    );
+    // Anything after (rejections of calls that raced the opening) is b's too.
+    drop(shared);
+    while let Some((key, event)) = stream.try_next() {
+        assert_eq!(key, "b", "{event:?}");
+    }
+}

@@ -19,8 +19,11 @@
 //!
 //! # Cost
 //! When there is neither a callback nor a live stream, no event is built: a rejection
-//! costs no lock. With a listener, each rejection takes two short uncontended-in-practice
-//! locks to queue and deliver its event.
+//! costs no lock. With a listener, each rejection takes two short
+//! uncontended-in-practice locks to queue and deliver its event. A balancer's endpoint
+//! circuits also forward to the balancer's keyed listeners (see
+//! [`balance::events`](crate::balance::events)); that forward counts as a listener only
+//! while one of those exists.
 
 use std::collections::VecDeque;
 use std::fmt;

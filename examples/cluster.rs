@@ -7,7 +7,9 @@
 //! (`Membership::discover`), balances over them with power-of-two-choices and a
 //! circuit breaker per endpoint, and sends a steady stream of requests. Every second it
 //! prints a table of each member: its state in the client's view, whether it is in the
-//! balancer, requests it was picked for, errors, and its breaker state.
+//! balancer, requests it was picked for, errors, and its breaker state. Breaker
+//! transitions are printed as they happen, with the member they concern
+//! (`Balance::endpoint_events`).
 //!
 //! - at 5 s `m2` is killed: no leave, its runtime and server vanish. Its connection
 //!   drops (the endpoint stops being ready at once), gossip suspects it, then declares
@@ -32,7 +34,7 @@ use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use palisade::balance::{Builder, PowerOfTwoChoices};
-use palisade::breaker::{BreakerConfig, CircuitState};
+use palisade::breaker::{BreakerConfig, BreakerEvent, CircuitState};
 use palisade::error::{BreakerOpen, NoEndpoints};
 use palisade::gossip::proto::{Config, MemberState};
 use palisade::gossip::runtime::{Membership, MembershipConfig};
@@ -259,6 +261,9 @@ async fn run(mut servers: Vec<Server>, seed: SocketAddr) -> Result<(), BoxError>
         .endpoint_breaker(breaker)
         .no_endpoint_deadline(Duration::from_secs(1))
         .build_weighted(discover)?;
+    // Every member's breaker events, with the member's name: those discovered later
+    // included.
+    let mut breaker_events = balance.endpoint_events();
 
     let started = Instant::now();
     let mut outcomes = Outcomes::default();
@@ -288,9 +293,6 @@ async fn run(mut servers: Vec<Server>, seed: SocketAddr) -> Result<(), BoxError>
                     _ => {}
                 }
                 print_table(second, &client, &balance, &stats, &servers);
-                if let Some(h) = balance.endpoint_breaker(&"m4".to_owned()) {
-                    m4_breaker_opened |= h.state() == CircuitState::Open;
-                }
                 if m2_removed_at.is_none() && second > KILL_AT && balance.endpoint_id(&"m2".to_owned()).is_none() {
                     m2_removed_at = Some(second);
                     m2_picks_at_removal = stats.lock()["m2"].picks.load(Ordering::Relaxed);
@@ -309,6 +311,15 @@ async fn run(mut servers: Vec<Server>, seed: SocketAddr) -> Result<(), BoxError>
                 ));
             }
             Some(r) = in_flight.next() => outcomes.record(r),
+            Some((member, event)) = breaker_events.next() => {
+                if let BreakerEvent::StateChanged { from, to, reason } = event {
+                    println!(
+                        "--- {:.1}s: {member}'s breaker {from} -> {to} ({reason}) ---",
+                        started.elapsed().as_secs_f64()
+                    );
+                    m4_breaker_opened |= member == "m4" && to == CircuitState::Open;
+                }
+            }
         }
     }
     // Let every request still in flight finish (each is bounded by its timeout).

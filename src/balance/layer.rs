@@ -20,30 +20,31 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::endpoint::Weighted;
+use super::events::{EndpointEventCallback, NoEndpointEvents};
 use super::picker::Picker;
 use super::service::{Balance, Builder};
 
 /// Wraps a [`Discover`] source in a [`Balance`] with unit weights. Made by
 /// [`Builder::into_layer`].
 #[derive(Clone)]
-pub struct BalanceLayer<P, H, C> {
-    builder: Builder<P, H, C>,
+pub struct BalanceLayer<P, H, C, E = NoEndpointEvents> {
+    builder: Builder<P, H, C, E>,
 }
 
-impl<P, H, C> BalanceLayer<P, H, C> {
-    pub(crate) fn new(builder: Builder<P, H, C>) -> Self {
+impl<P, H, C, E> BalanceLayer<P, H, C, E> {
+    pub(crate) fn new(builder: Builder<P, H, C, E>) -> Self {
         Self { builder }
     }
 
     /// The same layer, reading weights from [`Weighted`] endpoints.
-    pub fn weighted(self) -> WeightedBalanceLayer<P, H, C> {
+    pub fn weighted(self) -> WeightedBalanceLayer<P, H, C, E> {
         WeightedBalanceLayer {
             builder: self.builder,
         }
     }
 
     /// A [`MakeBalance`] that builds a balancer over each source `make` produces.
-    pub fn make<M>(self, make: M) -> MakeBalance<M, P, H, C> {
+    pub fn make<M>(self, make: M) -> MakeBalance<M, P, H, C, E> {
         MakeBalance {
             make,
             builder: self.builder,
@@ -52,7 +53,7 @@ impl<P, H, C> BalanceLayer<P, H, C> {
 
     /// The same configuration as a layer over make-services: wraps a service that makes
     /// discovery sources into a [`MakeBalance`].
-    pub fn into_make_layer(self) -> MakeBalanceLayer<P, H, C> {
+    pub fn into_make_layer(self) -> MakeBalanceLayer<P, H, C, E> {
         MakeBalanceLayer {
             builder: self.builder,
         }
@@ -62,12 +63,12 @@ impl<P, H, C> BalanceLayer<P, H, C> {
 /// Wraps a service that makes discovery sources into a [`MakeBalance`]. Made by
 /// [`BalanceLayer::into_make_layer`].
 #[derive(Clone)]
-pub struct MakeBalanceLayer<P, H, C> {
-    builder: Builder<P, H, C>,
+pub struct MakeBalanceLayer<P, H, C, E = NoEndpointEvents> {
+    builder: Builder<P, H, C, E>,
 }
 
-impl<M, P: Clone, H: Clone, C: Clone> Layer<M> for MakeBalanceLayer<P, H, C> {
-    type Service = MakeBalance<M, P, H, C>;
+impl<M, P: Clone, H: Clone, C: Clone, E: Clone> Layer<M> for MakeBalanceLayer<P, H, C, E> {
+    type Service = MakeBalance<M, P, H, C, E>;
 
     fn layer(&self, make: M) -> Self::Service {
         MakeBalance {
@@ -77,7 +78,7 @@ impl<M, P: Clone, H: Clone, C: Clone> Layer<M> for MakeBalanceLayer<P, H, C> {
     }
 }
 
-impl<P: fmt::Debug, H, C> fmt::Debug for MakeBalanceLayer<P, H, C> {
+impl<P: fmt::Debug, H, C, E> fmt::Debug for MakeBalanceLayer<P, H, C, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MakeBalanceLayer")
             .field("builder", &self.builder)
@@ -85,13 +86,14 @@ impl<P: fmt::Debug, H, C> fmt::Debug for MakeBalanceLayer<P, H, C> {
     }
 }
 
-impl<D, P, H, C> Layer<D> for BalanceLayer<P, H, C>
+impl<D, P, H, C, E> Layer<D> for BalanceLayer<P, H, C, E>
 where
     D: Discover,
     D::Key: Hash + Eq,
     P: Picker + Clone,
     H: Clone,
     C: Clone,
+    E: EndpointEventCallback<D::Key> + Clone,
 {
     type Service = Balance<D, P, H, C>;
 
@@ -103,7 +105,7 @@ where
     }
 }
 
-impl<P: fmt::Debug, H, C> fmt::Debug for BalanceLayer<P, H, C> {
+impl<P: fmt::Debug, H, C, E> fmt::Debug for BalanceLayer<P, H, C, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BalanceLayer")
             .field("builder", &self.builder)
@@ -114,17 +116,18 @@ impl<P: fmt::Debug, H, C> fmt::Debug for BalanceLayer<P, H, C> {
 /// Wraps a [`Discover`] source of [`Weighted`] endpoints in a [`Balance`] that reads
 /// their weights. Made by [`BalanceLayer::weighted`].
 #[derive(Clone)]
-pub struct WeightedBalanceLayer<P, H, C> {
-    builder: Builder<P, H, C>,
+pub struct WeightedBalanceLayer<P, H, C, E = NoEndpointEvents> {
+    builder: Builder<P, H, C, E>,
 }
 
-impl<D, S, P, H, C> Layer<D> for WeightedBalanceLayer<P, H, C>
+impl<D, S, P, H, C, E> Layer<D> for WeightedBalanceLayer<P, H, C, E>
 where
     D: Discover<Service = Weighted<S>>,
     D::Key: Hash + Eq,
     P: Picker + Clone,
     H: Clone,
     C: Clone,
+    E: EndpointEventCallback<D::Key> + Clone,
 {
     type Service = Balance<D, P, H, C>;
 
@@ -136,7 +139,7 @@ where
     }
 }
 
-impl<P: fmt::Debug, H, C> fmt::Debug for WeightedBalanceLayer<P, H, C> {
+impl<P: fmt::Debug, H, C, E> fmt::Debug for WeightedBalanceLayer<P, H, C, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WeightedBalanceLayer")
             .field("builder", &self.builder)
@@ -147,12 +150,12 @@ impl<P: fmt::Debug, H, C> fmt::Debug for WeightedBalanceLayer<P, H, C> {
 /// A make-service: for each target, asks `M` for a discovery source and answers with a
 /// [`Balance`] over it (unit weights). Made by [`BalanceLayer::make`].
 #[derive(Clone)]
-pub struct MakeBalance<M, P, H, C> {
+pub struct MakeBalance<M, P, H, C, E = NoEndpointEvents> {
     make: M,
-    builder: Builder<P, H, C>,
+    builder: Builder<P, H, C, E>,
 }
 
-impl<M, P, H, C, Target> Service<Target> for MakeBalance<M, P, H, C>
+impl<M, P, H, C, E, Target> Service<Target> for MakeBalance<M, P, H, C, E>
 where
     M: Service<Target>,
     M::Response: Discover,
@@ -160,10 +163,11 @@ where
     P: Picker + Clone,
     H: Clone,
     C: Clone,
+    E: EndpointEventCallback<<M::Response as Discover>::Key> + Clone,
 {
     type Response = Balance<M::Response, P, H, C>;
     type Error = M::Error;
-    type Future = MakeFuture<M::Future, P, H, C>;
+    type Future = MakeFuture<M::Future, P, H, C, E>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.make.poll_ready(cx)
@@ -177,7 +181,7 @@ where
     }
 }
 
-impl<M: fmt::Debug, P: fmt::Debug, H, C> fmt::Debug for MakeBalance<M, P, H, C> {
+impl<M: fmt::Debug, P: fmt::Debug, H, C, E> fmt::Debug for MakeBalance<M, P, H, C, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MakeBalance")
             .field("make", &self.make)
@@ -188,21 +192,22 @@ impl<M: fmt::Debug, P: fmt::Debug, H, C> fmt::Debug for MakeBalance<M, P, H, C> 
 
 pin_project! {
     /// The future of [`MakeBalance`]'s `call`.
-    pub struct MakeFuture<F, P, H, C> {
+    pub struct MakeFuture<F, P, H, C, E = NoEndpointEvents> {
         #[pin]
         inner: F,
-        builder: Option<Builder<P, H, C>>,
+        builder: Option<Builder<P, H, C, E>>,
     }
 }
 
-impl<F, D, E, P, H, C> Future for MakeFuture<F, P, H, C>
+impl<F, D, Error, P, H, C, E> Future for MakeFuture<F, P, H, C, E>
 where
-    F: Future<Output = Result<D, E>>,
+    F: Future<Output = Result<D, Error>>,
     D: Discover,
     D::Key: Hash + Eq,
     P: Picker,
+    E: EndpointEventCallback<D::Key>,
 {
-    type Output = Result<Balance<D, P, H, C>, E>;
+    type Output = Result<Balance<D, P, H, C>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -217,7 +222,7 @@ where
     }
 }
 
-impl<F, P, H, C> fmt::Debug for MakeFuture<F, P, H, C> {
+impl<F, P, H, C, E> fmt::Debug for MakeFuture<F, P, H, C, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MakeFuture").finish_non_exhaustive()
     }

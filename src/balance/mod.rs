@@ -91,6 +91,13 @@
 //!   [`BreakerHandle`](crate::breaker::BreakerHandle). Outcomes are classified by the
 //!   breaker configuration's classifier (which becomes the balancer's) and recorded as
 //!   the breaker records them;
+//! - **events with the endpoint's key**: every circuit reports its
+//!   [`BreakerEvent`](crate::breaker::BreakerEvent)s (transitions, rejections) to the
+//!   configuration's `on_event` and to its handle's streams, which do not say which
+//!   endpoint it is; [`Builder::on_endpoint_event`] and [`Balance::on_endpoint_event`]
+//!   (callbacks) and [`Balance::endpoint_events`] (a stream of `(key, event)`) get them
+//!   keyed, for the current members and every endpoint discovered later, and nothing
+//!   more from a removed one (see [`events`]);
 //! - endpoints kept out by their circuits count against outlier detection's
 //!   [ejection cap](OutlierDetectionBuilder::max_ejection_percent): ejections and open
 //!   breakers together stay within it (the balancer never overrides a circuit, so
@@ -103,6 +110,7 @@
 
 mod ejection;
 mod endpoint;
+pub mod events;
 mod future;
 mod key;
 mod layer;
@@ -115,6 +123,7 @@ mod slow_start;
 
 pub use ejection::{OutlierDetection, OutlierDetectionBuilder};
 pub use endpoint::{EndpointId, Weighted};
+pub use events::{EndpointEventCallback, EndpointEventStream, NoEndpointEvents};
 pub use future::ResponseFuture;
 pub use key::{HashKey, NoKey};
 pub use layer::{BalanceLayer, MakeBalance, MakeBalanceLayer, MakeFuture, WeightedBalanceLayer};

@@ -4,6 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,13 +14,16 @@ use tower_service::Service;
 
 use super::ejection::OutlierDetection;
 use super::endpoint::{EndpointId, Weighted};
+use super::events::{
+    EndpointEventCallback, EndpointEventHub, EndpointEventStream, NoEndpointEvents,
+};
 use super::future::{ResponseFuture, Tracking};
 use super::key::{HashKey, NoKey};
 use super::picker::Picker;
 use super::set::EndpointSet;
 use super::slow_start::SlowStart;
 use crate::breaker::gate::split_classifier;
-use crate::breaker::{BreakerConfig, BreakerHandle};
+use crate::breaker::{BreakerConfig, BreakerEvent, BreakerHandle};
 use crate::classify::{Classify, ErrIsFailure};
 use crate::clock::Clock;
 use crate::error::{BoxError, ConfigError, NoEndpoints};
@@ -155,6 +159,104 @@ where
     /// The circuit breaker of member `id`, when endpoint breakers are on.
     pub fn endpoint_breaker_by_id(&self, id: EndpointId) -> Option<BreakerHandle> {
         self.set.breaker_of_id(id)
+    }
+
+    /// A stream of every endpoint's [breaker events](BreakerEvent), each with the
+    /// discovery key of the endpoint whose circuit produced it, when
+    /// [endpoint breakers](Builder::endpoint_breaker) are on (otherwise it yields
+    /// nothing and ends with the balancer).
+    ///
+    /// It covers the current members and every endpoint inserted later; a removed
+    /// endpoint's circuit reports nothing more. Each stream buffers at most the breaker
+    /// configuration's [`event_buffer`](crate::breaker::BreakerConfigBuilder::event_buffer)
+    /// events and drops its oldest when further behind
+    /// ([`dropped`](EndpointEventStream::dropped) counts them). It ends once the
+    /// balancer is dropped. See [`events`](super::events) for order and cost: until
+    /// something subscribes (or [registers a callback](Self::on_endpoint_event)) the
+    /// balancer forwards nothing, and a subscriber costs nothing per request.
+    ///
+    /// Call it before sharing the balancer (say, behind `tower::buffer::Buffer`).
+    ///
+    /// ```
+    /// use palisade::balance::{Builder, RoundRobin};
+    /// use palisade::breaker::{BreakerConfig, BreakerEvent, CircuitState};
+    /// use palisade::discover::FixedList;
+    /// use tower::{service_fn, Service, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), palisade::BoxError> {
+    /// let endpoint = |ok: bool| {
+    ///     service_fn(move |_: ()| async move {
+    ///         if ok { Ok(()) } else { Err(std::io::Error::other("down")) }
+    ///     })
+    /// };
+    /// let list = FixedList::unweighted([("a", endpoint(true)), ("b", endpoint(false))]);
+    /// let mut balance = Builder::new(RoundRobin::new())
+    ///     .endpoint_breaker(BreakerConfig::builder().consecutive_failures(1).build()?)
+    ///     .build(list)?;
+    /// let mut events = balance.endpoint_events();
+    ///
+    /// let _ = balance.ready().await?.call(()).await; // "a": fine
+    /// let _ = balance.ready().await?.call(()).await; // "b": fails, its circuit opens
+    /// let (key, event) = events.try_next().expect("b's circuit opened");
+    /// assert_eq!(key, "b");
+    /// assert!(matches!(
+    ///     event,
+    ///     BreakerEvent::StateChanged { from: CircuitState::Closed, to: CircuitState::Open, .. }
+    /// ));
+    /// assert_eq!(events.try_next(), None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn endpoint_events(&mut self) -> EndpointEventStream<D::Key>
+    where
+        D::Key: Clone + Send + Sync + 'static,
+    {
+        self.set.keyed_events(EndpointEventHub::shared).subscribe()
+    }
+
+    /// Calls `f` with the key of the endpoint and the event, for every
+    /// [breaker event](BreakerEvent) of every endpoint, when
+    /// [endpoint breakers](Builder::endpoint_breaker) are on: the callback form of
+    /// [`endpoint_events`](Self::endpoint_events), with the same coverage (current and
+    /// later members, nothing from a removed one). Several callbacks may be registered;
+    /// each event goes to the breaker configuration's own `on_event` first, then to
+    /// these in the order they were registered, on the thread that caused it (so `f`
+    /// must be quick). See [`events`](super::events).
+    ///
+    /// ```
+    /// use palisade::balance::{Builder, RoundRobin};
+    /// use palisade::breaker::{BreakerConfig, BreakerEvent, CircuitState};
+    /// use palisade::discover::FixedList;
+    /// use std::sync::{Arc, Mutex};
+    /// use tower::{service_fn, Service, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), palisade::BoxError> {
+    /// let down = service_fn(|_: ()| async { Err::<(), _>(std::io::Error::other("down")) });
+    /// let mut balance = Builder::new(RoundRobin::new())
+    ///     .endpoint_breaker(BreakerConfig::builder().consecutive_failures(1).build()?)
+    ///     .build(FixedList::unweighted([("db-1", down)]))?;
+    /// let opened = Arc::new(Mutex::new(Vec::new()));
+    /// let log = opened.clone();
+    /// balance.on_endpoint_event(move |key: &&str, event: &BreakerEvent| {
+    ///     if let BreakerEvent::StateChanged { to: CircuitState::Open, .. } = event {
+    ///         log.lock().unwrap().push(key.to_string());
+    ///     }
+    /// });
+    /// let _ = balance.ready().await?.call(()).await;
+    /// assert_eq!(*opened.lock().unwrap(), ["db-1"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn on_endpoint_event<F>(&mut self, f: F)
+    where
+        D::Key: Clone + Send + Sync + 'static,
+        F: Fn(&D::Key, &BreakerEvent) + Send + Sync + 'static,
+    {
+        self.set
+            .keyed_events(EndpointEventHub::shared)
+            .add_callback(Arc::new(f));
     }
 
     /// Whether member `id` is currently ejected (`None` if it is not a member).
@@ -367,7 +469,7 @@ where
 /// # }
 /// ```
 #[derive(Clone)]
-pub struct Builder<P, H = NoKey, C = ErrIsFailure> {
+pub struct Builder<P, H = NoKey, C = ErrIsFailure, E = NoEndpointEvents> {
     picker: P,
     key: H,
     classify: C,
@@ -377,6 +479,7 @@ pub struct Builder<P, H = NoKey, C = ErrIsFailure> {
     outlier_detection: Option<OutlierDetection>,
     slow_start: Option<SlowStart>,
     endpoint_breaker: Option<BreakerConfig<()>>,
+    on_endpoint_event: E,
 }
 
 impl<P: Picker> Builder<P> {
@@ -394,11 +497,12 @@ impl<P: Picker> Builder<P> {
             outlier_detection: None,
             slow_start: None,
             endpoint_breaker: None,
+            on_endpoint_event: NoEndpointEvents,
         }
     }
 }
 
-impl<P: Picker, H, C> Builder<P, H, C> {
+impl<P: Picker, H, C, E> Builder<P, H, C, E> {
     /// How long a request waits for some endpoint to become ready before it fails with
     /// [`NoEndpoints`]. Zero fails at once. While waiting, `poll_ready` is `Pending` and
     /// the balancer re-polls discovery and endpoints as they wake it.
@@ -463,8 +567,11 @@ impl<P: Picker, H, C> Builder<P, H, C> {
     /// - Endpoints kept out by their breakers (open, half-open or forced open) count
     ///   against [outlier detection's](Self::outlier_detection) ejection cap.
     /// - The configuration's event callback, clock and seed are shared by every
-    ///   endpoint's circuit; subscribe per endpoint through its handle.
-    pub fn endpoint_breaker<C2>(self, config: BreakerConfig<C2>) -> Builder<P, H, C2> {
+    ///   endpoint's circuit. The callback is not told which endpoint an event is
+    ///   about: for that, use [`Balance::endpoint_events`] or
+    ///   [`Balance::on_endpoint_event`] (every endpoint, keyed), or subscribe to one
+    ///   endpoint through its handle.
+    pub fn endpoint_breaker<C2>(self, config: BreakerConfig<C2>) -> Builder<P, H, C2, E> {
         let (config, classify) = split_classifier(config);
         Builder {
             picker: self.picker,
@@ -476,11 +583,66 @@ impl<P: Picker, H, C> Builder<P, H, C> {
             outlier_detection: self.outlier_detection,
             slow_start: self.slow_start,
             endpoint_breaker: Some(config),
+            on_endpoint_event: self.on_endpoint_event,
+        }
+    }
+
+    /// Calls `f` with the discovery key of the endpoint and the event, for every
+    /// [breaker event](BreakerEvent) of every endpoint of every balancer this builder
+    /// makes, when [endpoint breakers](Self::endpoint_breaker) are on: the builder form of
+    /// [`Balance::on_endpoint_event`], for balancers made by a layer or a make-service,
+    /// which the caller never holds before they serve. Replaces a callback set earlier
+    /// here (a balancer may add more with [`Balance::on_endpoint_event`]).
+    ///
+    /// It covers every endpoint the balancer ever has, not those of a removed key
+    /// any more; each event goes to the breaker configuration's own `on_event` first,
+    /// then to `f`, on the thread that caused it (so `f` must be quick). See
+    /// [`events`](super::events). `K` is the discovery key, so the closure usually
+    /// names its argument types.
+    ///
+    /// ```
+    /// use palisade::balance::{Builder, RoundRobin};
+    /// use palisade::breaker::{BreakerConfig, BreakerEvent, CircuitState};
+    /// use palisade::discover::FixedList;
+    /// use tower::{service_fn, Layer, Service, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), palisade::BoxError> {
+    /// let layer = Builder::new(RoundRobin::new())
+    ///     .endpoint_breaker(BreakerConfig::builder().consecutive_failures(1).build()?)
+    ///     .on_endpoint_event(|key: &&str, event: &BreakerEvent| {
+    ///         if let BreakerEvent::StateChanged { to: CircuitState::Open, .. } = event {
+    ///             println!("endpoint {key} is out");
+    ///         }
+    ///     })
+    ///     .into_layer()?;
+    /// let down = service_fn(|_: ()| async { Err::<(), _>(std::io::Error::other("down")) });
+    /// let mut balance = layer.layer(FixedList::unweighted([("db-1", down)]));
+    /// let _ = balance.ready().await?.call(()).await; // prints "endpoint db-1 is out"
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn on_endpoint_event<K, F>(self, f: F) -> Builder<P, H, C, F>
+    where
+        K: Clone + Send + Sync + 'static,
+        F: Fn(&K, &BreakerEvent) + Send + Sync + 'static,
+    {
+        Builder {
+            picker: self.picker,
+            key: self.key,
+            classify: self.classify,
+            no_endpoint_deadline: self.no_endpoint_deadline,
+            latency_decay: self.latency_decay,
+            clock: self.clock,
+            outlier_detection: self.outlier_detection,
+            slow_start: self.slow_start,
+            endpoint_breaker: self.endpoint_breaker,
+            on_endpoint_event: f,
         }
     }
 
     /// Extracts each request's hash key (for [`ConsistentHash`](super::ConsistentHash)).
-    pub fn hash_key<H2>(self, key: H2) -> Builder<P, H2, C> {
+    pub fn hash_key<H2>(self, key: H2) -> Builder<P, H2, C, E> {
         Builder {
             picker: self.picker,
             key,
@@ -491,11 +653,12 @@ impl<P: Picker, H, C> Builder<P, H, C> {
             outlier_detection: self.outlier_detection,
             slow_start: self.slow_start,
             endpoint_breaker: self.endpoint_breaker,
+            on_endpoint_event: self.on_endpoint_event,
         }
     }
 
     /// Classifies responses for outlier detection (default: every `Err` is a failure).
-    pub fn classify<C2>(self, classify: C2) -> Builder<P, H, C2> {
+    pub fn classify<C2>(self, classify: C2) -> Builder<P, H, C2, E> {
         Builder {
             picker: self.picker,
             key: self.key,
@@ -506,6 +669,7 @@ impl<P: Picker, H, C> Builder<P, H, C> {
             outlier_detection: self.outlier_detection,
             slow_start: self.slow_start,
             endpoint_breaker: self.endpoint_breaker,
+            on_endpoint_event: self.on_endpoint_event,
         }
     }
 
@@ -524,6 +688,7 @@ impl<P: Picker, H, C> Builder<P, H, C> {
     where
         D: Discover,
         D::Key: Hash + Eq,
+        E: EndpointEventCallback<D::Key>,
     {
         self.build_with_weights(discover, unit_weight::<D::Key, D::Service>)
     }
@@ -534,6 +699,7 @@ impl<P: Picker, H, C> Builder<P, H, C> {
     where
         D: Discover<Service = Weighted<S>>,
         D::Key: Hash + Eq,
+        E: EndpointEventCallback<D::Key>,
     {
         self.build_with_weights(discover, weight_of::<D::Key, S>)
     }
@@ -548,6 +714,7 @@ impl<P: Picker, H, C> Builder<P, H, C> {
     where
         D: Discover,
         D::Key: Hash + Eq,
+        E: EndpointEventCallback<D::Key>,
     {
         self.validate()?;
         let now = self.clock.now();
@@ -556,18 +723,22 @@ impl<P: Picker, H, C> Builder<P, H, C> {
         let track_latency = picker.uses_latency();
         let load_index = picker.load_index();
         let dense_in_flight = picker.uses_in_flight();
+        let mut set = EndpointSet::new(
+            self.outlier_detection,
+            self.slow_start,
+            self.endpoint_breaker,
+            load_index,
+            dense_in_flight,
+            self.latency_decay.as_nanos() as f64,
+            now,
+        );
+        if let Some(events) = self.on_endpoint_event.install(set.event_buffer()) {
+            set.install_keyed_events(events.0);
+        }
         Ok(Balance {
             discover,
             discover_done: false,
-            set: EndpointSet::new(
-                self.outlier_detection,
-                self.slow_start,
-                self.endpoint_breaker,
-                load_index,
-                dense_in_flight,
-                self.latency_decay.as_nanos() as f64,
-                now,
-            ),
+            set,
             picker,
             key: self.key,
             classify: self.classify,
@@ -586,18 +757,19 @@ impl<P: Picker, H, C> Builder<P, H, C> {
     /// A [`Layer`](tower_layer::Layer) that wraps a discovery source in a balancer with
     /// this configuration (unit weights; see
     /// [`BalanceLayer::weighted`](super::BalanceLayer::weighted)).
-    pub fn into_layer(self) -> Result<super::BalanceLayer<P, H, C>, ConfigError>
+    pub fn into_layer(self) -> Result<super::BalanceLayer<P, H, C, E>, ConfigError>
     where
         P: Clone,
         H: Clone,
         C: Clone,
+        E: Clone,
     {
         self.validate()?;
         Ok(super::BalanceLayer::new(self))
     }
 }
 
-impl<P: fmt::Debug, H, C> fmt::Debug for Builder<P, H, C> {
+impl<P: fmt::Debug, H, C, E> fmt::Debug for Builder<P, H, C, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
             .field("picker", &self.picker)

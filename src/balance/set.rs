@@ -34,10 +34,12 @@ use tower_service::Service;
 
 use super::ejection::{EjectionRecord, OutlierDetection};
 use super::endpoint::{EndpointId, EndpointStats};
+use super::events::{EndpointForward, HubOwner, KeyedEvents};
 use super::load_index::{CompletionQueue, LoadOrder};
 use super::picker::{Candidates, LoadIndex};
 use super::readiness::{SlotWaker, WakeQueue};
 use super::slow_start::SlowStart;
+use crate::breaker::events::EventCallback;
 use crate::breaker::gate::{GateCall, GateCore};
 use crate::breaker::{BreakerConfig, BreakerHandle};
 use crate::clock::Clock;
@@ -102,7 +104,12 @@ pub(crate) struct EndpointSet<K, S> {
     services: Vec<Option<S>>,
     /// Each member's circuit breaker gate, when endpoint breakers are on.
     gates: Vec<Option<GateCore>>,
+    /// Where each member's circuit forwards its events, keyed, when endpoint breakers
+    /// are on.
+    forwards: Vec<Option<Arc<EndpointForward>>>,
     breaker: Option<BreakerConfig<()>>,
+    /// The keyed endpoint events, once someone asked for them.
+    events: Option<HubOwner<K>>,
     wakers: Vec<(Arc<SlotWaker>, Waker)>,
     keys: HashMap<K, u32>,
     free: Vec<u32>,
@@ -201,7 +208,9 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
             metas: Vec::new(),
             services: Vec::new(),
             gates: Vec::new(),
+            forwards: Vec::new(),
             breaker,
+            events: None,
             wakers: Vec::new(),
             keys: HashMap::new(),
             free: Vec::new(),
@@ -390,6 +399,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
                 self.wakers.push(SlotWaker::new(slot, self.queue.clone()));
                 self.services.push(None);
                 self.gates.push(None);
+                self.forwards.push(None);
                 self.states.push(SlotState {
                     stats: self.new_stats(slot),
                     ready_pos: NONE,
@@ -425,7 +435,9 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         m.member_pos = member_pos;
         m.ejection = EjectionRecord::default();
         self.services[slot as usize] = Some(service);
-        self.gates[slot as usize] = self.breaker.as_ref().map(GateCore::new);
+        let (gate, forward) = self.new_gate(&key);
+        self.gates[slot as usize] = gate;
+        self.forwards[slot as usize] = forward;
         self.members.push(slot);
         self.keys.insert(key, slot);
         self.members_epoch += 1;
@@ -454,6 +466,11 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
     fn vacate(&mut self, slot: u32) {
         let i = slot as usize;
         self.services[i] = None;
+        // Nothing the old circuit does is reported under the key any more (a handle
+        // may keep it alive).
+        if let Some(forward) = self.forwards[i].take() {
+            forward.detach();
+        }
         // Dropping the gate gives back a probe permit it held.
         self.gates[i] = None;
         self.states[i].live = false;
@@ -475,6 +492,52 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
         self.members_epoch += 1;
         self.weights_epoch += 1;
         self.refresh_panic();
+    }
+
+    /// A new member's circuit breaker gate and its event forward (bound to the keyed
+    /// events if someone already listens), when endpoint breakers are on.
+    fn new_gate(&self, key: &K) -> (Option<GateCore>, Option<Arc<EndpointForward>>) {
+        let Some(breaker) = &self.breaker else {
+            return (None, None);
+        };
+        let forward = Arc::new(EndpointForward::default());
+        if let Some(events) = &self.events {
+            forward.bind(events.0.clone().forward(key));
+        }
+        let mut config = breaker.clone();
+        config.on_event = Some(EventCallback::forwarding(
+            breaker.on_event.as_ref(),
+            forward.clone(),
+        ));
+        (Some(GateCore::new(&config)), Some(forward))
+    }
+
+    /// The keyed endpoint events, made by `make` (given the streams' buffer size) on the
+    /// first call and bound to every member's circuit, as to every later one.
+    pub(crate) fn keyed_events(
+        &mut self,
+        make: impl FnOnce(usize) -> Arc<dyn KeyedEvents<K>>,
+    ) -> &Arc<dyn KeyedEvents<K>> {
+        if self.events.is_none() {
+            let events = make(self.event_buffer());
+            self.install_keyed_events(events);
+        }
+        &self.events.as_ref().expect("made above").0
+    }
+
+    /// How many events each keyed stream buffers: as many as each circuit's.
+    pub(crate) fn event_buffer(&self) -> usize {
+        self.breaker.as_ref().map_or(64, |b| b.event_buffer)
+    }
+
+    /// Binds `events` to every member's circuit, and to every later one.
+    pub(crate) fn install_keyed_events(&mut self, events: Arc<dyn KeyedEvents<K>>) {
+        for (key, &slot) in &self.keys {
+            if let Some(forward) = &self.forwards[slot as usize] {
+                forward.bind(events.clone().forward(key));
+            }
+        }
+        self.events = Some(HubOwner(events));
     }
 
     fn new_stats(&self, slot: u32) -> Arc<EndpointStats> {

@@ -365,7 +365,7 @@ impl<C> BreakerConfigBuilder<C> {
     where
         F: Fn(&BreakerEvent) + Send + Sync + 'static,
     {
-        self.on_event = Some(Arc::new(f));
+        self.on_event = Some(EventCallback::user(Arc::new(f)));
         self
     }
 

@@ -19,8 +19,11 @@
 //!
 //! # Cost
 //! When there is neither a callback nor a live stream, no event is built: a rejection
-//! costs no lock. With a listener, each rejection takes two short uncontended-in-practice
-//! locks to queue and deliver its event.
+//! costs no lock. With a listener, each rejection takes two short
+//! uncontended-in-practice locks to queue and deliver its event. A balancer's endpoint
+//! circuits also forward to the balancer's keyed listeners (see
+//! [`balance::events`](crate::balance::events)); that forward counts as a listener only
+//! while one of those exists.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -57,57 +60,111 @@ pub enum BreakerEvent {
     },
 }
 
-/// The callback type registered with `on_event`.
-pub(crate) type EventCallback = Arc<dyn Fn(&BreakerEvent) + Send + Sync>;
+/// The user's callback registered with `on_event`.
+pub(crate) type UserCallback = Arc<dyn Fn(&BreakerEvent) + Send + Sync>;
 
-struct StreamQueue {
-    events: VecDeque<BreakerEvent>,
+/// Somewhere else a circuit's events go, asked first whether anyone is there (so that a
+/// circuit builds no event for a forward nobody listens to). The balancer forwards its
+/// endpoints' events, keyed, through one of these.
+pub(crate) trait EventSink: Send + Sync {
+    /// Whether [`deliver`](Self::deliver) would reach anyone now.
+    fn is_listened(&self) -> bool;
+    /// Takes one event (on the thread delivering it, in the circuit's order).
+    fn deliver(&self, event: &BreakerEvent);
+}
+
+/// What a circuit calls with each event: the user's `on_event` callback and, for a
+/// circuit owned by a balancer, a forward to the balancer's listeners.
+#[derive(Clone)]
+pub(crate) struct EventCallback {
+    user: Option<UserCallback>,
+    forward: Option<Arc<dyn EventSink>>,
+}
+
+impl EventCallback {
+    /// The user's callback alone.
+    pub(crate) fn user(f: UserCallback) -> Self {
+        EventCallback {
+            user: Some(f),
+            forward: None,
+        }
+    }
+
+    /// `callback` (the user's, if any) followed by `forward`.
+    pub(crate) fn forwarding(
+        callback: Option<&EventCallback>,
+        forward: Arc<dyn EventSink>,
+    ) -> Self {
+        EventCallback {
+            user: callback.and_then(|c| c.user.clone()),
+            forward: Some(forward),
+        }
+    }
+
+    #[inline]
+    fn is_listened(&self) -> bool {
+        self.user.is_some() || self.forward.as_ref().is_some_and(|f| f.is_listened())
+    }
+
+    fn call(&self, event: &BreakerEvent) {
+        if let Some(user) = &self.user {
+            user(event);
+        }
+        if let Some(forward) = &self.forward {
+            forward.deliver(event);
+        }
+    }
+}
+
+struct StreamQueue<T> {
+    events: VecDeque<T>,
     dropped: u64,
     closed: bool,
 }
 
-struct StreamShared {
-    queue: Mutex<StreamQueue>,
+struct StreamShared<T> {
+    queue: Mutex<StreamQueue<T>>,
     waker: AtomicWaker,
 }
 
-impl StreamShared {
+impl<T> StreamShared<T> {
     fn close(&self) {
         self.queue.lock().closed = true;
         self.waker.wake();
     }
 }
 
-/// The event fan-out of one circuit. See the [module docs](self).
-pub(crate) struct EventHub {
-    callback: Option<EventCallback>,
+/// The streams of one source of events: each gets every event pushed from its
+/// subscription on, in a buffer of at most `capacity` that drops its oldest. Shared by a
+/// circuit's [`EventHub`] and the balancer's keyed endpoint events.
+pub(crate) struct Fanout<T> {
     capacity: usize,
-    streams: Mutex<Vec<Arc<StreamShared>>>,
+    streams: Mutex<Vec<Arc<StreamShared<T>>>>,
     live_streams: Arc<AtomicUsize>,
-    pending: Mutex<VecDeque<BreakerEvent>>,
-    delivering: Mutex<()>,
 }
 
-impl EventHub {
-    pub(crate) fn new(callback: Option<EventCallback>, capacity: usize) -> Self {
-        EventHub {
-            callback,
+impl<T: Clone> Fanout<T> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Fanout {
             capacity: capacity.max(1),
             streams: Mutex::new(Vec::new()),
             live_streams: Arc::new(AtomicUsize::new(0)),
-            pending: Mutex::new(VecDeque::new()),
-            delivering: Mutex::new(()),
         }
     }
 
-    /// Whether anyone would see an event (so whether to build one).
+    /// Whether some subscription is alive.
     #[inline]
     pub(crate) fn is_listened(&self) -> bool {
-        self.callback.is_some() || self.live_streams.load(Ordering::Relaxed) > 0
+        self.live_streams.load(Ordering::Relaxed) > 0
     }
 
-    /// A new stream, seeing events from now on.
-    pub(crate) fn subscribe(&self) -> EventStream {
+    /// How many subscriptions are alive.
+    pub(crate) fn live(&self) -> usize {
+        self.live_streams.load(Ordering::Relaxed)
+    }
+
+    /// A new subscription, seeing events from now on.
+    pub(crate) fn subscribe(&self) -> Subscription<T> {
         let shared = Arc::new(StreamShared {
             queue: Mutex::new(StreamQueue {
                 events: VecDeque::new(),
@@ -120,9 +177,131 @@ impl EventHub {
         streams.retain(|s| Arc::strong_count(s) > 1);
         streams.push(shared.clone());
         self.live_streams.fetch_add(1, Ordering::Relaxed);
-        EventStream {
+        Subscription {
             shared,
             live_streams: self.live_streams.clone(),
+        }
+    }
+
+    /// Appends `event` to every open subscription, dropping the oldest of a full one.
+    pub(crate) fn push(&self, event: &T) {
+        let streams = self.streams.lock();
+        for s in streams.iter() {
+            let mut q = s.queue.lock();
+            if q.closed {
+                continue;
+            }
+            if q.events.len() == self.capacity {
+                q.events.pop_front();
+                q.dropped += 1;
+            }
+            q.events.push_back(event.clone());
+            drop(q);
+            s.waker.wake();
+        }
+    }
+}
+
+impl<T> Fanout<T> {
+    /// Ends every subscription once its buffered events are read.
+    pub(crate) fn close(&self) {
+        for s in self.streams.lock().iter() {
+            s.close();
+        }
+    }
+}
+
+impl<T> Drop for Fanout<T> {
+    fn drop(&mut self) {
+        for s in self.streams.get_mut().iter() {
+            s.close();
+        }
+    }
+}
+
+/// The reading end of a [`Fanout`]: the machinery of [`EventStream`] for any item.
+pub(crate) struct Subscription<T> {
+    shared: Arc<StreamShared<T>>,
+    live_streams: Arc<AtomicUsize>,
+}
+
+impl<T> Subscription<T> {
+    pub(crate) fn dropped(&self) -> u64 {
+        self.shared.queue.lock().dropped
+    }
+
+    pub(crate) fn try_next(&mut self) -> Option<T> {
+        self.shared.queue.lock().events.pop_front()
+    }
+
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let poll_queue = |shared: &StreamShared<T>| {
+            let mut q = shared.queue.lock();
+            match q.events.pop_front() {
+                Some(e) => Poll::Ready(Some(e)),
+                None if q.closed => Poll::Ready(None),
+                None => Poll::Pending,
+            }
+        };
+        if let Poll::Ready(r) = poll_queue(&self.shared) {
+            return Poll::Ready(r);
+        }
+        self.shared.waker.register(cx.waker());
+        // An event may have arrived between the first look and the registration.
+        poll_queue(&self.shared)
+    }
+}
+
+impl<T> Drop for Subscription<T> {
+    fn drop(&mut self) {
+        self.shared.queue.lock().closed = true;
+        self.live_streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<T> fmt::Debug for Subscription<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let q = self.shared.queue.lock();
+        f.debug_struct("Subscription")
+            .field("buffered", &q.events.len())
+            .field("dropped", &q.dropped)
+            .field("closed", &q.closed)
+            .finish()
+    }
+}
+
+/// The event fan-out of one circuit. See the [module docs](self).
+pub(crate) struct EventHub {
+    callback: Option<EventCallback>,
+    streams: Fanout<BreakerEvent>,
+    pending: Mutex<VecDeque<BreakerEvent>>,
+    delivering: Mutex<()>,
+}
+
+impl EventHub {
+    pub(crate) fn new(callback: Option<EventCallback>, capacity: usize) -> Self {
+        EventHub {
+            callback,
+            streams: Fanout::new(capacity),
+            pending: Mutex::new(VecDeque::new()),
+            delivering: Mutex::new(()),
+        }
+    }
+
+    /// Whether anyone would see an event (so whether to build one).
+    #[inline]
+    pub(crate) fn is_listened(&self) -> bool {
+        self.streams.is_listened()
+            || self
+                .callback
+                .as_ref()
+                .is_some_and(EventCallback::is_listened)
+    }
+
+    /// A new stream, seeing events from now on.
+    pub(crate) fn subscribe(&self) -> EventStream {
+        EventStream {
+            inner: self.streams.subscribe(),
         }
     }
 
@@ -166,39 +345,14 @@ impl EventHub {
 
     fn deliver(&self, event: &BreakerEvent) {
         if let Some(cb) = &self.callback {
-            cb(event);
+            cb.call(event);
         }
-        let streams = self.streams.lock();
-        for s in streams.iter() {
-            let mut q = s.queue.lock();
-            if q.closed {
-                continue;
-            }
-            if q.events.len() == self.capacity {
-                q.events.pop_front();
-                q.dropped += 1;
-            }
-            q.events.push_back(*event);
-            drop(q);
-            s.waker.wake();
-        }
+        self.streams.push(event);
     }
-}
 
-impl EventHub {
     /// Ends every stream (the circuit was retired: nothing more will happen to it).
     pub(crate) fn close(&self) {
-        for s in self.streams.lock().iter() {
-            s.close();
-        }
-    }
-}
-
-impl Drop for EventHub {
-    fn drop(&mut self) {
-        for s in self.streams.get_mut().iter() {
-            s.close();
-        }
+        self.streams.close();
     }
 }
 
@@ -206,8 +360,8 @@ impl fmt::Debug for EventHub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EventHub")
             .field("callback", &self.callback.is_some())
-            .field("capacity", &self.capacity)
-            .field("live_streams", &self.live_streams.load(Ordering::Relaxed))
+            .field("capacity", &self.streams.capacity)
+            .field("live_streams", &self.streams.live())
             .finish()
     }
 }
@@ -216,19 +370,18 @@ impl fmt::Debug for EventHub {
 /// [`BreakerHandle::events`](super::BreakerHandle::events). See the
 /// [module docs](self) for ordering and lag.
 pub struct EventStream {
-    shared: Arc<StreamShared>,
-    live_streams: Arc<AtomicUsize>,
+    inner: Subscription<BreakerEvent>,
 }
 
 impl EventStream {
     /// How many events this stream lost because it fell more than its buffer behind.
     pub fn dropped(&self) -> u64 {
-        self.shared.queue.lock().dropped
+        self.inner.dropped()
     }
 
     /// Takes the next buffered event without waiting.
     pub fn try_next(&mut self) -> Option<BreakerEvent> {
-        self.shared.queue.lock().events.pop_front()
+        self.inner.try_next()
     }
 }
 
@@ -236,33 +389,13 @@ impl Stream for EventStream {
     type Item = BreakerEvent;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<BreakerEvent>> {
-        let poll_queue = |shared: &StreamShared| {
-            let mut q = shared.queue.lock();
-            match q.events.pop_front() {
-                Some(e) => Poll::Ready(Some(e)),
-                None if q.closed => Poll::Ready(None),
-                None => Poll::Pending,
-            }
-        };
-        if let Poll::Ready(r) = poll_queue(&self.shared) {
-            return Poll::Ready(r);
-        }
-        self.shared.waker.register(cx.waker());
-        // An event may have arrived between the first look and the registration.
-        poll_queue(&self.shared)
-    }
-}
-
-impl Drop for EventStream {
-    fn drop(&mut self) {
-        self.shared.queue.lock().closed = true;
-        self.live_streams.fetch_sub(1, Ordering::Relaxed);
+        self.get_mut().inner.poll_next(cx)
     }
 }
 
 impl fmt::Debug for EventStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let q = self.shared.queue.lock();
+        let q = self.inner.shared.queue.lock();
         f.debug_struct("EventStream")
             .field("buffered", &q.events.len())
             .field("dropped", &q.dropped)
@@ -321,7 +454,7 @@ mod tests {
         use std::sync::OnceLock;
         let seen = Arc::new(Mutex::new(Vec::new()));
         let hub_slot: Arc<OnceLock<Arc<EventHub>>> = Arc::new(OnceLock::new());
-        let cb: EventCallback = {
+        let cb: EventCallback = EventCallback::user({
             let (seen, hub_slot) = (seen.clone(), hub_slot.clone());
             Arc::new(move |e: &BreakerEvent| {
                 seen.lock().push(*e);
@@ -331,7 +464,7 @@ mod tests {
                     seen.lock().push(rejected(99));
                 }
             })
-        };
+        });
         let hub = Arc::new(EventHub::new(Some(cb), 8));
         hub_slot.set(hub.clone()).unwrap();
         hub.emit(rejected(1));

@@ -76,6 +76,25 @@
 //! after one return each, so the shards stop changing.
 //!
 //! Admitted waiters' wakers are woken after the lock is released.
+//!
+//! # Model checking
+//!
+//! The atomics, the queue's mutex and the spin and yield hints come from `bulkhead::sync`
+//! (`src/bulkhead/sync.rs`): `std` and `parking_lot` in every normal build, loom's models
+//! in the unit tests built with `--cfg palisade_loom`. The `loom` test module then
+//! checks the properties above over every interleaving of two or three threads on their
+//! own shards (up to loom's preemption bound): never more than the capacity held, a
+//! fail-fast rejection only while the other thread held the permit, no lost wake-up
+//! (a waiter racing a release, two waiters racing one), no permit lost to a cancellation,
+//! and capacity changes racing acquisitions and releases. Run them with
+//!
+//! ```text
+//! RUSTFLAGS="--cfg palisade_loom" LOOM_MAX_PREEMPTIONS=2 \
+//!     cargo test --release --target-dir target/loom --lib bulkhead::permits::loom
+//! ```
+//!
+//! (a few seconds once built; `LOOM_MAX_PREEMPTIONS=3` explores about a hundred times more
+//! executions, in about three minutes).
 
 use std::collections::VecDeque;
 use std::fmt;

@@ -86,7 +86,7 @@
 //! own shards (up to loom's preemption bound): never more than the capacity held, a
 //! fail-fast rejection only while the other thread held the permit, no lost wake-up
 //! (a waiter racing a release, two waiters racing one), no permit lost to a cancellation,
-//! and capacity changes racing acquisitions and releases. Run them with
+//! and capacity changes racing acquisitions, releases and waiters. Run them with
 //!
 //! ```text
 //! RUSTFLAGS="--cfg palisade_loom" LOOM_MAX_PREEMPTIONS=2 \
@@ -1849,6 +1849,48 @@ mod loom {
                 assert_all_back(&p, 1);
             });
         }
+    }
+
+    /// Capacity 2, both permits held, one waiter asleep. One holder releases while the
+    /// capacity is lowered to 1: the waiter is admitted by the release only if that came
+    /// first (2 held, the old capacity), and otherwise waits, the released permit paying
+    /// the debt; once the other holder releases too, it is admitted and woken either way.
+    #[test]
+    fn a_waiter_racing_a_release_and_a_lowering_is_admitted_once_there_is_room() {
+        check(|| {
+            let p = Permits::with_shards(2, 4);
+            let s = sites(&p, 3);
+            let first = Permits::try_acquire_at(&s[0]).expect("free");
+            let second = Permits::try_acquire_at(&s[1]).expect("free");
+            let flag = Arc::new(Flag(AtomicBool::new(false)));
+            let mut ticket = Permits::enqueue(&s[2]).expect_err("both permits are held");
+            assert!(ticket
+                .poll_admitted(&Context::from_waker(&waker(Arc::clone(&flag))))
+                .is_none());
+            let releaser = thread::spawn(move || drop(first));
+            let lowerer = {
+                let p = Arc::clone(&p);
+                thread::spawn(move || p.set_capacity(1))
+            };
+            releaser.join().expect("releaser");
+            lowerer.join().expect("lowerer");
+            let in_use = p.in_use();
+            let early = ticket.poll_admitted(&Context::from_waker(&waker(Arc::clone(&flag))));
+            match &early {
+                Some(_) => assert_eq!(in_use, 2, "admitted, with the other holder"),
+                None => assert_eq!((in_use, p.waiting()), (1, 1), "waits at capacity 1"),
+            }
+            drop(second);
+            let permit = match early {
+                Some(permit) => {
+                    assert_eq!(p.in_use(), 1);
+                    permit
+                }
+                None => assert_admitted_and_woken(ticket, &flag),
+            };
+            drop(permit);
+            assert_all_back(&p, 1);
+        });
     }
 
     /// Capacity 1, held by one thread while another waits: raising the capacity to 2 while

@@ -1713,6 +1713,34 @@ mod loom {
         });
     }
 
+    /// Capacity 1, free: one thread takes the permit and gives it back (fail-fast, on its
+    /// own shard) while another starts waiting for it. The waiter is never left waiting
+    /// with the permit free: admitted at once, or admitted and woken by the release.
+    #[test]
+    fn a_waiter_racing_an_acquire_and_release_is_never_left_waiting() {
+        check(|| {
+            let p = Permits::with_shards(1, 2);
+            let s = sites(&p, 2);
+            let churner = {
+                let site = Arc::clone(&s[0]);
+                thread::spawn(move || drop(Permits::try_acquire_at(&site)))
+            };
+            let flag = Arc::new(Flag(AtomicBool::new(false)));
+            let waiter = {
+                let (site, flag) = (Arc::clone(&s[1]), Arc::clone(&flag));
+                thread::spawn(move || wait_for_permit(&site, &flag))
+            };
+            churner.join().expect("churner");
+            let permit = match waiter.join().expect("waiter") {
+                Ok(permit) => permit,
+                Err(ticket) => assert_admitted_and_woken(ticket, &flag),
+            };
+            assert_eq!((p.in_use(), p.waiting()), (1, 0));
+            drop(permit);
+            assert_all_back(&p, 1);
+        });
+    }
+
     /// Capacity 1: two waiters on their own shards race one release. Exactly one is
     /// admitted (and woken if asleep); the other still waits, in line, with the permit
     /// held, and is admitted when the first is done.

@@ -90,6 +90,7 @@ mod future;
 mod handle;
 mod layer;
 mod permits;
+mod sync;
 
 pub use config::{
     Admission, BulkheadConfig, BulkheadConfigBuilder, FailFast, Queued,

@@ -122,6 +122,10 @@ pub struct Transmit {
     pub transport: Transport,
     /// The sealed bytes.
     pub bytes: Vec<u8>,
+    /// Whether this is a full-state exchange (a push-pull, whose answer merges the
+    /// peer's whole state): what a runtime waits on to call a join or a leave
+    /// acknowledged. False for datagrams and for the TCP fallback ping and its ack.
+    pub push_pull: bool,
 }
 
 /// Counters of what this member sent, received and dropped.
@@ -562,11 +566,17 @@ impl Swim {
             self.broadcasts.fill(&mut body, budget, limit);
         }
         if body.len() > 1 {
-            self.push_transmit(to, transport, &body);
+            self.push_transmit(to, transport, &body, false);
         }
     }
 
-    pub(crate) fn push_transmit(&mut self, to: SocketAddr, transport: Transport, body: &[u8]) {
+    pub(crate) fn push_transmit(
+        &mut self,
+        to: SocketAddr,
+        transport: Transport,
+        body: &[u8],
+        push_pull: bool,
+    ) {
         let bytes = self.codec.seal(body);
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += bytes.len() as u64;
@@ -574,6 +584,7 @@ impl Swim {
             to,
             transport,
             bytes,
+            push_pull,
         });
     }
 }

@@ -105,6 +105,18 @@ fn first_round(a: &mut Swim) -> (u64, Vec<(u64, Transmit)>) {
 }
 
 #[test]
+fn the_fallback_is_on_in_every_preset_like_memberlist() {
+    for cfg in [
+        Config::default(),
+        Config::lan(),
+        Config::wan(),
+        Config::local(),
+    ] {
+        assert!(cfg.tcp_fallback_ping);
+    }
+}
+
+#[test]
 fn unanswered_direct_ping_is_followed_by_a_stream_ping_at_the_probe_timeout() {
     let mut a = member_with(1, true);
     know(&mut a, 2);

@@ -16,7 +16,8 @@
 //! [`Swim::poll_event`]). [`Swim::members`] is a snapshot of the view at any time.
 //!
 //! One mechanism per file: [`member`] (identity and state), [`state`] (the table and
-//! the precedence rules), [`probe`] (failure detection), [`suspicion`] and
+//! the precedence rules), [`probe`] (failure detection, with its
+//! [TCP fallback](probe#tcp-fallback)), [`suspicion`] and
 //! [`awareness`] (Lifeguard), [`broadcast`] (dissemination queue), [`push_pull`]
 //! (anti-entropy), [`config`] (presets), [`message`] (what is exchanged).
 //!

@@ -20,8 +20,12 @@ fn protocol(fallback: bool) -> Config {
         probe_interval: Duration::from_millis(200),
         probe_timeout: Duration::from_millis(100),
         gossip_interval: Duration::from_millis(50),
-        suspicion_mult: 1,
-        suspicion_max_timeout_mult: 2,
+        // A lone suspicion lasts 0.4 to 1.2 s: short, so that without the fallback the
+        // peer fails quickly, yet several periods, so that one TCP answer delayed past
+        // its period on a loaded machine is refuted (on the next stream ping, which
+        // carries the suspicion) before it turns into a failure.
+        suspicion_mult: 2,
+        suspicion_max_timeout_mult: 3,
         // The probe is the only contact: no push-pull to rescue a suspected member.
         push_pull_interval: Duration::ZERO,
         reconnect_interval: Duration::ZERO,

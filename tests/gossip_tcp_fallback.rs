@@ -374,6 +374,11 @@ fn udp_broken_for_one(fallback: bool, both_ways: bool, seed: u64) -> (usize, usi
         }
     }
     sim.run_for(Duration::from_secs(60));
+    eprintln!(
+        "fallback {fallback}, both ways {both_ways}: {} rounds saved, {} Failed about b",
+        saves(&sim, &ids),
+        failed_of(&log, &bname)
+    );
     let all_failed = log
         .borrow()
         .iter()

@@ -275,7 +275,7 @@ pub(crate) fn put<T: Serialize + ?Sized>(kind: u8, payload: &T, out: &mut Vec<u8
 pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) {
     let k = frame.kind();
     match frame {
-        Frame::Ping(p) => put(k, p, out),
+        Frame::Ping(p) | Frame::StreamPing(p) => put(k, p, out),
         Frame::IndirectPing(p) => put(k, p, out),
         Frame::Ack(p) => put(k, p, out),
         Frame::Nack(p) => put(k, p, out),
@@ -386,6 +386,7 @@ pub fn decode_body_filtered(
     for RawFrame { kind, payload } in raw {
         let frame = match kind {
             kind::PING => Frame::Ping(de(payload)?),
+            kind::STREAM_PING => Frame::StreamPing(de(payload)?),
             kind::INDIRECT_PING => Frame::IndirectPing(de(payload)?),
             kind::ACK => Frame::Ack(de(payload)?),
             kind::NACK => Frame::Nack(de(payload)?),

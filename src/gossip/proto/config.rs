@@ -94,6 +94,17 @@ pub struct Config {
     /// Lifeguard on (the default) or off: off means no local health awareness, no nacks,
     /// no buddy system and a fixed suspicion timeout (plain SWIM, for comparison).
     pub lifeguard: bool,
+    /// TCP fallback ping (memberlist's default; its `DisableTcpPings` is this set to
+    /// false): when a direct ping goes unanswered and the probe turns indirect, also
+    /// ping the target over the stream transport, and count an ack that comes back that
+    /// way as the probe's ack. A member whose UDP is broken (a firewall dropping UDP, a
+    /// one-way UDP partition) while TCP works is then not declared failed, and the
+    /// rounds saved this way are counted in
+    /// [`Stats::tcp_fallback_saves`](super::Stats::tcp_fallback_saves), a sign that UDP
+    /// is broken somewhere. Costs one stream exchange per probe that reaches its
+    /// indirect step (none while every direct ping is answered). Default on; off
+    /// behaves exactly as plain SWIM + Lifeguard over datagrams.
+    pub tcp_fallback_ping: bool,
     /// How many nonces of sealed packets are remembered to drop replays. LAN 4,096: a few
     /// seconds of a busy member's traffic.
     pub replay_window: usize,
@@ -135,6 +146,7 @@ impl Config {
             max_stream_size: 8 << 20,
             max_tags_bytes: 512,
             lifeguard: true,
+            tcp_fallback_ping: true,
             replay_window: 4096,
             cluster_label: String::new(),
             keyring: None,

@@ -5,6 +5,9 @@
 //! ([`Alive`], [`Suspect`], [`Dead`]) as fit: updates piggyback on the probes. A gossip
 //! packet carries updates only. A [`PushPull`] carries a full state and travels over the
 //! stream transport (no size limit but [`Config::max_stream_size`](super::Config::max_stream_size)).
+//! A [`Frame::StreamPing`] (a [`Ping`] sent over the stream transport as the TCP
+//! fallback of a failed probe, see [`probe`](super::probe)) is answered by an [`Ack`] on
+//! the same stream.
 //!
 //! The byte layout and its compatibility rules are in [`codec`](crate::gossip::codec).
 
@@ -120,6 +123,10 @@ pub struct PushPull {
 pub enum Frame {
     /// A direct probe.
     Ping(Ping),
+    /// A direct probe sent over the stream transport (the TCP fallback of a probe whose
+    /// datagram ping went unanswered); answered by an [`Ack`] on the same stream. Only
+    /// honoured when it arrives on a stream.
+    StreamPing(Ping),
     /// A request to probe on the sender's behalf.
     IndirectPing(IndirectPing),
     /// An answer to a probe.
@@ -149,6 +156,10 @@ pub mod kind {
     pub const NACK: u8 = 4;
     /// [`PushPull`](super::PushPull).
     pub const PUSH_PULL: u8 = 5;
+    /// [`Frame::StreamPing`](super::Frame::StreamPing) (a [`Ping`](super::Ping) payload).
+    /// New in this build: older members skip it, so a stream ping to one of them goes
+    /// unanswered and the probe ends as it would without the fallback.
+    pub const STREAM_PING: u8 = 6;
     /// [`Alive`](super::Alive).
     pub const ALIVE: u8 = 16;
     /// [`Suspect`](super::Suspect).
@@ -162,6 +173,7 @@ impl Frame {
     pub fn kind(&self) -> u8 {
         match self {
             Frame::Ping(_) => kind::PING,
+            Frame::StreamPing(_) => kind::STREAM_PING,
             Frame::IndirectPing(_) => kind::INDIRECT_PING,
             Frame::Ack(_) => kind::ACK,
             Frame::Nack(_) => kind::NACK,
@@ -176,7 +188,7 @@ impl Frame {
     pub(crate) fn wire_valid(&self) -> bool {
         let name_ok = |n: &str| !n.is_empty() && n.len() <= MAX_NAME_LEN;
         match self {
-            Frame::Ping(p) => name_ok(&p.target),
+            Frame::Ping(p) | Frame::StreamPing(p) => name_ok(&p.target),
             Frame::IndirectPing(p) => name_ok(&p.target),
             Frame::Ack(_) | Frame::Nack(_) => true,
             Frame::PushPull(p) => p.members.iter().all(|m| m.identity.wire_valid()),

@@ -4,7 +4,7 @@
 //! [simulator](crate::gossip::sim)) feeds it:
 //! - received packets: [`Swim::handle_datagram`] (UDP-like, at most
 //!   [`Config::max_packet_size`] bytes) and [`Swim::handle_stream`] (a whole
-//!   TCP-like message, for push-pull);
+//!   TCP-like message, for push-pull and the TCP fallback ping);
 //! - the passage of time: [`Swim::handle_timeout`] whenever the clock reaches
 //!   [`Swim::next_deadline`];
 //! - commands: [`Swim::join`], [`Swim::leave`], [`Swim::set_tags`],
@@ -16,7 +16,8 @@
 //! [`Swim::poll_event`]). [`Swim::members`] is a snapshot of the view at any time.
 //!
 //! One mechanism per file: [`member`] (identity and state), [`state`] (the table and
-//! the precedence rules), [`probe`] (failure detection), [`suspicion`] and
+//! the precedence rules), [`probe`] (failure detection, with its
+//! [TCP fallback](probe#tcp-fallback)), [`suspicion`] and
 //! [`awareness`] (Lifeguard), [`broadcast`] (dissemination queue), [`push_pull`]
 //! (anti-entropy), [`config`] (presets), [`message`] (what is exchanged).
 //!
@@ -106,8 +107,10 @@ impl Event {
 pub enum Transport {
     /// One datagram (UDP): at most [`Config::max_packet_size`] bytes; may be lost.
     Datagram,
-    /// One message on a reliable stream (TCP): a push-pull; deliver it with
-    /// [`Swim::handle_stream`].
+    /// One message on a reliable stream (TCP): a push-pull, or a TCP fallback ping or
+    /// its ack; deliver it with [`Swim::handle_stream`]. An answer to a received stream
+    /// message is a stream transmit to the `from` address it was received with (a
+    /// runtime writes it back on the same connection).
     Stream,
 }
 
@@ -120,6 +123,10 @@ pub struct Transmit {
     pub transport: Transport,
     /// The sealed bytes.
     pub bytes: Vec<u8>,
+    /// Whether this is a full-state exchange (a push-pull, whose answer merges the
+    /// peer's whole state): what a runtime waits on to call a join or a leave
+    /// acknowledged. False for datagrams and for the TCP fallback ping and its ack.
+    pub push_pull: bool,
 }
 
 /// Counters of what this member sent, received and dropped.
@@ -150,6 +157,15 @@ pub struct Stats {
     /// Refutations sent straight back to a member whose datagram carried a stale
     /// accusation (it missed them).
     pub stale_replies: u64,
+    /// Probe rounds whose only ack came back over the stream transport, from the TCP
+    /// fallback ping ([`Config::tcp_fallback_ping`]): without it the target would have
+    /// been suspected. Anything above zero means datagrams between this member and
+    /// some others are lost while streams pass: UDP looks broken (a firewall, a one-way
+    /// partition).
+    pub tcp_fallback_saves: u64,
+    /// TCP fallback pings sent (one per probe round that reached its indirect step
+    /// while the fallback is on).
+    pub tcp_fallback_pings: u64,
 }
 
 /// The SWIM + Lifeguard state machine of one member. See the [module docs](self).
@@ -421,8 +437,9 @@ impl Swim {
         for frame in decoded.frames {
             match frame {
                 Frame::Ping(p) => self.on_ping(from, p),
+                Frame::StreamPing(p) => self.on_stream_ping(from, p, transport),
                 Frame::IndirectPing(p) => self.on_indirect_ping(from, p, now),
-                Frame::Ack(a) => self.on_ack(a),
+                Frame::Ack(a) => self.on_ack(a, transport),
                 Frame::Nack(n) => self.on_nack(n),
                 Frame::PushPull(p) => self.on_push_pull(from, p, now),
                 Frame::Alive(a) => self.apply_alive(a, now),
@@ -523,6 +540,19 @@ impl Swim {
     /// Sends `frames` to `to` in one datagram, filled up with queued updates when
     /// `piggyback` is set. A packet with nothing in it is not sent.
     pub(crate) fn send_datagram(&mut self, to: SocketAddr, frames: &[Frame], piggyback: bool) {
+        self.send_frames(to, Transport::Datagram, frames, piggyback);
+    }
+
+    /// Sends `frames` to `to` in one packet on `transport`, filled up with queued updates
+    /// (to at most `max_packet_size` bytes on either transport) when `piggyback` is set.
+    /// A packet with nothing in it is not sent.
+    pub(crate) fn send_frames(
+        &mut self,
+        to: SocketAddr,
+        transport: Transport,
+        frames: &[Frame],
+        piggyback: bool,
+    ) {
         let mut body = Vec::with_capacity(256);
         begin_body(&mut body);
         for f in frames {
@@ -537,11 +567,17 @@ impl Swim {
             self.broadcasts.fill(&mut body, budget, limit);
         }
         if body.len() > 1 {
-            self.push_transmit(to, Transport::Datagram, &body);
+            self.push_transmit(to, transport, &body, false);
         }
     }
 
-    pub(crate) fn push_transmit(&mut self, to: SocketAddr, transport: Transport, body: &[u8]) {
+    pub(crate) fn push_transmit(
+        &mut self,
+        to: SocketAddr,
+        transport: Transport,
+        body: &[u8],
+        push_pull: bool,
+    ) {
         let bytes = self.codec.seal(body);
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += bytes.len() as u64;
@@ -549,6 +585,7 @@ impl Swim {
             to,
             transport,
             bytes,
+            push_pull,
         });
     }
 }

@@ -13,6 +13,26 @@
 //! nacks raises the score (this member is probably the slow one); a successful probe
 //! lowers it; and a ping to a suspected member carries the suspicion itself (buddy
 //! system), so the member learns of it at once and can refute.
+//!
+//! # TCP fallback
+//! With [`Config::tcp_fallback_ping`](super::Config::tcp_fallback_ping) (on by
+//! default, as in memberlist), the step that sends the indirect probes also sends the
+//! target a [`StreamPing`](super::message::Frame::StreamPing) over the stream transport
+//! (with the buddy system's suspicion in front when the target is suspected). The
+//! target answers with an [`Ack`] on the same stream (filled up with queued updates, as
+//! a datagram would be, so a member cut off from UDP still spreads its refutations);
+//! an ack received through [`Swim::handle_stream`](super::Swim::handle_stream) before
+//! the period ends closes the round exactly as a direct or relayed ack does, health
+//! score included (memberlist counts such a round as a success too). So a member whose
+//! datagrams are lost while its streams pass (a firewall dropping UDP, a one-way UDP
+//! partition) is not suspected. Such a round is counted in
+//! [`Stats::tcp_fallback_saves`](super::Stats::tcp_fallback_saves): a round only the
+//! fallback saved means UDP is broken somewhere, and an operator should hear of it. A
+//! crashed member answers neither way, so its detection is unchanged: the round still
+//! ends, and the target is suspected, at the end of the period. The fallback adds one
+//! stream exchange per round that reaches its indirect step, nothing to rounds whose
+//! direct ping is answered. A member of an older build skips the unknown frame and does
+//! not answer; the round then ends as it would without the fallback.
 
 use std::net::SocketAddr;
 
@@ -22,7 +42,7 @@ use rand::Rng;
 
 use super::message::{Ack, Frame, IndirectPing, Nack, Ping, Suspect};
 use super::state::Table;
-use super::{Member, MemberState, Swim};
+use super::{Member, MemberState, Swim, Transport};
 
 /// At most this many indirect probes are relayed at once; further requests are refused
 /// (a bound on what a flood of ping-reqs can make this member hold).
@@ -258,6 +278,32 @@ impl Swim {
             r.indirect_sent = true;
             r.expected_nacks = if nack { helper_addrs.len() as u32 } else { 0 };
         }
+        if self.config.tcp_fallback_ping {
+            self.stream_probe(seq, target, addr);
+        }
+    }
+
+    /// The TCP fallback: pings the target of the round over the stream transport.
+    fn stream_probe(&mut self, seq: u32, target: String, addr: SocketAddr) {
+        let mut frames = Vec::with_capacity(2);
+        if self.config.lifeguard {
+            if let Some(m) = self
+                .table
+                .get(&target)
+                .filter(|m| m.state == MemberState::Suspect)
+            {
+                // Buddy system, as on the direct ping: a member cut off from datagrams
+                // learns here that it is suspected, and its refutation rides on the ack.
+                frames.push(Frame::Suspect(Suspect {
+                    incarnation: m.incarnation,
+                    name: target.clone(),
+                    from: self.local.name().to_owned(),
+                }));
+            }
+        }
+        frames.push(Frame::StreamPing(Ping { seq, target }));
+        self.stats.tcp_fallback_pings += 1;
+        self.send_frames(addr, Transport::Stream, &frames, false);
     }
 
     /// Closes the period's probe without an ack: adjust health, suspect the target.
@@ -291,6 +337,24 @@ impl Swim {
         self.send_datagram(from, &[Frame::Ack(Ack { seq: p.seq })], true);
     }
 
+    /// A TCP fallback ping: answered with an ack on the stream it came on. One that
+    /// arrives in a datagram is ignored (only streams carry it).
+    pub(crate) fn on_stream_ping(&mut self, from: SocketAddr, p: Ping, transport: Transport) {
+        if transport != Transport::Stream {
+            return;
+        }
+        if p.target != self.local.name() {
+            self.stats.misdirected += 1;
+            return;
+        }
+        self.send_frames(
+            from,
+            Transport::Stream,
+            &[Frame::Ack(Ack { seq: p.seq })],
+            true,
+        );
+    }
+
     pub(crate) fn on_indirect_ping(&mut self, from: SocketAddr, p: IndirectPing, now: u64) {
         if self.relays.len() >= MAX_RELAYS || p.target == self.local.name() {
             return;
@@ -310,10 +374,19 @@ impl Swim {
         self.send_datagram(p.target_addr, &[ping], true);
     }
 
-    pub(crate) fn on_ack(&mut self, a: Ack) {
+    pub(crate) fn on_ack(&mut self, a: Ack, transport: Transport) {
         if self.round.as_ref().is_some_and(|r| r.seq == a.seq) {
+            // The first ack closes the round; a later one no longer matches. One that
+            // came over a stream is the TCP fallback's: UDP failed both ways of probing.
+            if transport == Transport::Stream {
+                self.stats.tcp_fallback_saves += 1;
+            }
             self.round = None;
             self.awareness.apply(-1);
+            return;
+        }
+        if transport == Transport::Stream {
+            // Relays ping over datagrams only; a stream ack answers no relay.
             return;
         }
         if let Some(i) = self.relays.iter().position(|r| r.seq == a.seq) {

@@ -68,7 +68,7 @@ impl Swim {
             self.stats.oversized_sends += 1;
             return;
         }
-        self.push_transmit(to, Transport::Stream, &body);
+        self.push_transmit(to, Transport::Stream, &body, true);
     }
 
     /// Merges a received state, then answers it unless it is itself an answer.

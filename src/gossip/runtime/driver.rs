@@ -84,9 +84,12 @@ enum StreamMsg {
         reply: oneshot::Sender<Vec<u8>>,
     },
     /// An outbound exchange with `to` ended: its answer, or `None` if it failed.
+    /// `push_pull` tells a full-state exchange (which join / leave callers wait on)
+    /// from a TCP fallback ping.
     Answered {
         to: SocketAddr,
         bytes: Option<Vec<u8>>,
+        push_pull: bool,
     },
 }
 
@@ -137,15 +140,30 @@ pub(crate) async fn run(
                     core.swim.handle_stream(from, &bytes, now);
                     answer = Some((from, reply));
                 }
-                StreamMsg::Answered { to, bytes } => {
+                StreamMsg::Answered { to, bytes, push_pull } => {
                     let mut core = shared.core.lock();
                     let ok = bytes.is_some();
                     if let Some(bytes) = bytes {
                         let now = shared.now();
+                        let saves = core.swim.stats().tcp_fallback_saves;
                         core.swim.handle_stream(to, &bytes, now);
+                        #[cfg(not(feature = "tracing"))]
+                        let _ = saves;
+                        #[cfg(feature = "tracing")]
+                        if core.swim.stats().tcp_fallback_saves > saves {
+                            tracing::warn!(
+                                peer = %to,
+                                "gossip probe answered over TCP but not over UDP: \
+                                 UDP may be blocked between the members"
+                            );
+                        }
                     }
-                    for w in core.waiters.remove(&to).unwrap_or_default() {
-                        let _ = w.send(ok);
+                    // Only a full-state exchange acknowledges a join or a leave; a TCP
+                    // fallback ping to the same address neither answers nor fails it.
+                    if push_pull {
+                        for w in core.waiters.remove(&to).unwrap_or_default() {
+                            let _ = w.send(ok);
+                        }
                     }
                 }
             },
@@ -207,6 +225,7 @@ async fn flush(
                     continue;
                 }
                 let tx = tx.clone();
+                let push_pull = t.push_pull;
                 let limit = shared.config.stream_timeout;
                 let max = shared.config.protocol.max_stream_size;
                 let shared = Arc::clone(shared);
@@ -223,7 +242,13 @@ async fn flush(
                             .stream_failures
                             .fetch_add(1, Ordering::Relaxed);
                     }
-                    let _ = tx.send(StreamMsg::Answered { to: t.to, bytes }).await;
+                    let _ = tx
+                        .send(StreamMsg::Answered {
+                            to: t.to,
+                            bytes,
+                            push_pull,
+                        })
+                        .await;
                 });
             }
         }

@@ -6,10 +6,13 @@
 //! cloneable handle.
 //!
 //! - **Datagrams** (probes, acks, gossip) travel over UDP, one packet per datagram.
-//! - **Streams** (push-pull: joins, anti-entropy, reconnects, acknowledged leaves)
-//!   travel over TCP, one connection per exchange, length-prefixed, bounded by the
-//!   protocol's `max_stream_size` and by a [stream timeout](MembershipConfig::stream_timeout)
-//!   at every step; inbound connections are capped. Wire: a big-endian `u32` length,
+//! - **Streams** (push-pull: joins, anti-entropy, reconnects, acknowledged leaves; and
+//!   the [TCP fallback ping](crate::gossip::proto::probe#tcp-fallback) of a probe whose
+//!   UDP ping went unanswered, answered by an ack on the same connection) travel over
+//!   TCP, sealed like datagrams when a keyring is set, one connection per exchange,
+//!   length-prefixed, bounded by the protocol's `max_stream_size` and by a
+//!   [stream timeout](MembershipConfig::stream_timeout) at every step; inbound
+//!   connections are capped. Wire: a big-endian `u32` length,
 //!   then the sealed message; the answer comes back on the same connection.
 //! - **Timers**: the driver sleeps until the core's next deadline, on tokio's clock
 //!   (so a paused test clock jumps while the runtime is idle, and real-socket members
@@ -153,8 +156,17 @@ pub struct MembershipStats {
     /// Inbound stream messages refused because their length exceeded `max_stream_size`
     /// (never read, so the core never saw them).
     pub streams_oversized: u64,
-    /// Stream exchanges that failed: connect refused, reset, timed out, no answer.
+    /// Stream exchanges that failed: connect refused, reset, timed out, no answer (TCP
+    /// fallback pings to a crashed member included).
     pub stream_failures: u64,
+    /// Probe rounds saved only by the TCP fallback ping
+    /// ([`Config::tcp_fallback_ping`](crate::gossip::proto::Config::tcp_fallback_ping)):
+    /// the probed member answered over TCP but neither directly nor through the
+    /// indirect probes over UDP. Anything above zero means UDP between this member and
+    /// some others is broken (a firewall dropping UDP, a one-way partition) while TCP
+    /// works; with the `tracing` feature each such round also logs a warning naming the
+    /// peer. The same count as `protocol.tcp_fallback_saves`.
+    pub tcp_fallback_saves: u64,
     /// Datagrams the socket refused to send.
     pub send_errors: u64,
     /// Errors receiving datagrams.
@@ -496,6 +508,7 @@ impl Membership {
             streams_refused: c.streams_refused.load(Ordering::Relaxed),
             streams_oversized: c.streams_oversized.load(Ordering::Relaxed),
             stream_failures: c.stream_failures.load(Ordering::Relaxed),
+            tcp_fallback_saves: protocol.tcp_fallback_saves,
             send_errors: c.send_errors.load(Ordering::Relaxed),
             recv_errors: c.recv_errors.load(Ordering::Relaxed),
             join_attempts: c.join_attempts.load(Ordering::Relaxed),

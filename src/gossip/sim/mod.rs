@@ -4,8 +4,9 @@
 //! order): packet deliveries and member wake-ups. A packet sent at `t` arrives at
 //! `t + delay`, with the delay drawn uniformly from the [`Network`]'s range (so packets
 //! overtake each other), unless the network loses it (datagrams only: streams are
-//! reliable, as TCP is), a partition blocks it (both transports), or the receiver has
-//! crashed. A *slow* member handles every input late by an extra delay, fixed
+//! reliable, as TCP is), a partition blocks it (both transports, or datagrams only:
+//! [`Simulation::block_datagrams`] and [`Simulation::isolate_datagrams`] model a
+//! firewall dropping UDP while TCP passes), or the receiver has crashed. A *slow* member handles every input late by an extra delay, fixed
 //! ([`Simulation::set_slow`]) or drawn per packet ([`Simulation::set_slow_between`], so
 //! that its inputs also reorder, like a member whose CPU stalls now and then).
 //! Everything random is drawn from one seeded generator, so a run is reproducible.
@@ -85,7 +86,7 @@ pub struct SimStats {
     pub delivered: u64,
     /// Datagrams lost by the network.
     pub lost: u64,
-    /// Packets blocked by a partition.
+    /// Packets blocked by a partition (datagram-only blocks included).
     pub blocked: u64,
     /// Packets that arrived at a crashed member.
     pub to_crashed: u64,
@@ -151,6 +152,7 @@ pub struct Simulation {
     by_addr: HashMap<SocketAddr, usize>,
     queue: BinaryHeap<Reverse<Scheduled>>,
     blocked: HashSet<(usize, usize)>,
+    blocked_datagrams: HashSet<(usize, usize)>,
     stats: SimStats,
     observer: Option<Observer>,
 }
@@ -186,6 +188,7 @@ impl Simulation {
             by_addr: HashMap::new(),
             queue: BinaryHeap::new(),
             blocked: HashSet::new(),
+            blocked_datagrams: HashSet::new(),
             stats: SimStats::default(),
             observer: None,
         }
@@ -336,9 +339,25 @@ impl Simulation {
         }
     }
 
-    /// Removes every partition.
+    /// Drops every datagram from `from` to `to`, but lets stream messages through: a
+    /// one-way UDP partition (a firewall dropping UDP) with TCP still working.
+    pub fn block_datagrams(&mut self, from: MemberId, to: MemberId) {
+        self.blocked_datagrams.insert((from.0, to.0));
+    }
+
+    /// Drops every datagram to and from the member, both ways, with every other member
+    /// added so far, but lets stream messages through: its UDP is broken, its TCP works.
+    pub fn isolate_datagrams(&mut self, id: MemberId) {
+        for other in (0..self.members.len()).filter(|&o| o != id.0) {
+            self.blocked_datagrams.insert((id.0, other));
+            self.blocked_datagrams.insert((other, id.0));
+        }
+    }
+
+    /// Removes every partition (datagram-only blocks included).
     pub fn heal(&mut self) {
         self.blocked.clear();
+        self.blocked_datagrams.clear();
     }
 
     /// Runs until the virtual clock reaches `now + d`.
@@ -453,7 +472,10 @@ impl Simulation {
                 self.stats.lost += 1;
                 continue;
             };
-            if self.blocked.contains(&(id, to)) {
+            if self.blocked.contains(&(id, to))
+                || (t.transport == Transport::Datagram
+                    && self.blocked_datagrams.contains(&(id, to)))
+            {
                 self.stats.blocked += 1;
                 continue;
             }

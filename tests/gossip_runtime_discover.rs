@@ -10,6 +10,9 @@ use palisade::gossip::runtime::{Membership, MembershipConfig};
 use palisade::gossip::GossipDiscover;
 use tower::discover::Change;
 
+mod common;
+use common::eventually;
+
 fn fast() -> Config {
     Config {
         probe_interval: Duration::from_millis(200),
@@ -32,19 +35,6 @@ fn config(name: &str) -> MembershipConfig {
 
 fn svc(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = tokio::time::Instant::now() + within;
-    loop {
-        if cond() {
-            return true;
-        }
-        if tokio::time::Instant::now() >= end {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 type Source = GossipDiscover<fn(SocketAddr, &Member) -> SocketAddr, SocketAddr>;

@@ -7,6 +7,9 @@ use palisade::gossip::proto::Config;
 use palisade::gossip::runtime::{Membership, MembershipConfig, StartError};
 use palisade::gossip::Keyring;
 
+mod common;
+use common::eventually;
+
 fn keyed(key: Option<[u8; 32]>) -> Config {
     Config {
         probe_interval: Duration::from_millis(200),
@@ -28,19 +31,6 @@ fn config(name: &str, key: Option<[u8; 32]>) -> MembershipConfig {
         .join_attempts(2)
         .join_backoff(Duration::from_millis(50), Duration::from_millis(100))
         .stream_timeout(Duration::from_millis(500))
-}
-
-async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = tokio::time::Instant::now() + within;
-    loop {
-        if cond() {
-            return true;
-        }
-        if tokio::time::Instant::now() >= end {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 const KEY: [u8; 32] = [7; 32];

@@ -9,6 +9,9 @@ use palisade::gossip::proto::{Config, MemberState};
 use palisade::gossip::runtime::{Membership, MembershipConfig, StartError};
 use palisade::gossip::Event;
 
+mod common;
+use common::{eventually, state_of};
+
 fn fast() -> Config {
     Config {
         probe_interval: Duration::from_millis(200),
@@ -29,24 +32,6 @@ fn config(name: &str) -> MembershipConfig {
         .join_backoff(Duration::from_millis(50), Duration::from_millis(200))
         .stream_timeout(Duration::from_secs(1))
         .leave_timeout(Duration::from_secs(2))
-}
-
-/// Polls `cond` every 20 ms until it holds or `within` passes.
-async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = tokio::time::Instant::now() + within;
-    loop {
-        if cond() {
-            return true;
-        }
-        if tokio::time::Instant::now() >= end {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn state_of(m: &Membership, name: &str) -> Option<MemberState> {
-    m.member(name).map(|m| m.state())
 }
 
 async fn cluster(n: usize) -> Vec<Membership> {

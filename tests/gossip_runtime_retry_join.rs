@@ -9,6 +9,9 @@ use std::time::Duration;
 use palisade::gossip::proto::{Config, MemberState};
 use palisade::gossip::runtime::{Membership, MembershipConfig, RetryJoin, StartError};
 
+mod common;
+use common::{eventually, state_of};
+
 fn fast() -> Config {
     Config {
         probe_interval: Duration::from_millis(200),
@@ -45,24 +48,6 @@ fn quick_retry() -> RetryJoin {
     RetryJoin::forever()
         .max_interval(Duration::from_millis(100))
         .isolation_timeout(Duration::from_millis(300))
-}
-
-/// Polls `cond` every 20 ms until it holds or `within` passes.
-async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = tokio::time::Instant::now() + within;
-    loop {
-        if cond() {
-            return true;
-        }
-        if tokio::time::Instant::now() >= end {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn state_of(m: &Membership, name: &str) -> Option<MemberState> {
-    m.member(name).map(|m| m.state())
 }
 
 /// Starts a member on a fixed address, retrying while the address is still held by a

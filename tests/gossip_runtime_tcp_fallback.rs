@@ -15,6 +15,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::time::Instant;
 
+mod common;
+use common::eventually;
+
 fn protocol(fallback: bool) -> Config {
     Config {
         probe_interval: Duration::from_millis(200),
@@ -122,20 +125,6 @@ fn answer_stream(swim: &Mutex<Swim>, peer: SocketAddr, msg: &[u8], now: u64) -> 
         .drain_transmits()
         .find(|t| t.transport == Transport::Stream && t.to == peer);
     answer
-}
-
-/// Polls `cond` every 20 ms until it holds or `within` passes.
-async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + within;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn start(fallback: bool) -> (Membership, TcpOnlyMember) {

@@ -1,6 +1,7 @@
-//! Helpers shared by the integration tests that count allocations per call: a counting
-//! global allocator (each test binary installs it with `#[global_allocator]`), an
-//! always-ready service and a no-op-waker driver.
+//! Helpers shared by the integration tests: for those that count allocations per call, a
+//! counting global allocator (each test binary installs it with `#[global_allocator]`),
+//! an always-ready service and a no-op-waker driver; for the gossip runtime's loopback
+//! tests, a bounded condition wait and a member-state lookup.
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -66,4 +67,27 @@ pub fn drive<F: Future>(f: F) -> F::Output {
             return out;
         }
     }
+}
+
+/// Polls `cond` every 20 ms (tokio time) until it holds or `within` passes; whether it
+/// held.
+pub async fn eventually(within: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = tokio::time::Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The state in which `m` sees the member called `name`, if it knows it.
+pub fn state_of(
+    m: &palisade::gossip::runtime::Membership,
+    name: &str,
+) -> Option<palisade::gossip::proto::MemberState> {
+    m.member(name).map(|m| m.state())
 }

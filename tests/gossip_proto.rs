@@ -3,19 +3,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use palisade::gossip::codec::{begin_body, decode_body, encode_frame, Codec};
+use palisade::gossip::codec::{begin_body, encode_frame, Codec};
 use palisade::gossip::proto::message::{Alive, Dead, Frame, IndirectPing, Suspect};
 use palisade::gossip::{Config, Event, Identity, Keyring, MemberState, Swim, Transmit, Transport};
 
+mod common;
+use common::swim::{addr, frames, name, packet, run};
+
 const S: u64 = 1_000_000_000;
-
-fn addr(i: u8) -> SocketAddr {
-    SocketAddr::from(([10, 0, 0, i], 7946))
-}
-
-fn name(i: u8) -> String {
-    format!("n{i}")
-}
 
 fn member(i: u8) -> Swim {
     let cfg = Config {
@@ -23,20 +18,6 @@ fn member(i: u8) -> Swim {
         ..Config::lan()
     };
     Swim::new(Identity::new(name(i), addr(i)), cfg, 0).unwrap()
-}
-
-fn packet(frames: &[Frame]) -> Vec<u8> {
-    let mut body = Vec::new();
-    begin_body(&mut body);
-    for f in frames {
-        encode_frame(f, &mut body);
-    }
-    Codec::new("", None, 0).seal(&body)
-}
-
-fn frames(t: &Transmit) -> Vec<Frame> {
-    let mut codec = Codec::new("", None, 0);
-    decode_body(&codec.open(&t.bytes).unwrap()).unwrap().frames
 }
 
 fn alive(i: u8, incarnation: u64) -> Frame {
@@ -56,21 +37,6 @@ fn know(s: &mut Swim, ids: &[u8]) {
     s.handle_datagram(addr(200), &packet(&fs), 0);
     events(s);
     s.drain_transmits().for_each(drop);
-}
-
-/// Runs `s`'s timers up to `until`, returning everything it sent.
-fn run(s: &mut Swim, from: u64, until: u64) -> Vec<(u64, Transmit)> {
-    let mut out = Vec::new();
-    let mut now = from;
-    loop {
-        let d = s.next_deadline().max(now);
-        if d > until {
-            return out;
-        }
-        now = d;
-        s.handle_timeout(now);
-        out.extend(s.drain_transmits().map(|t| (now, t)));
-    }
 }
 
 fn has_ping_to(t: &Transmit, target: &str) -> Option<u32> {

@@ -6,20 +6,15 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use palisade::gossip::codec::{begin_body, decode_body, encode_frame, Codec, DropReason};
+use palisade::gossip::codec::{decode_body, encode_frame, Codec, DropReason};
 use palisade::gossip::proto::message::{kind, Ack, Frame, Ping, Suspect};
 use palisade::gossip::sim::{MemberId, Network, Simulation};
 use palisade::gossip::{Config, Event, Identity, MemberState, Swim, Transmit, Transport};
 
+mod common;
+use common::swim::{addr, body, frames, name, packet, run};
+
 const S: u64 = 1_000_000_000;
-
-fn addr(i: u8) -> SocketAddr {
-    SocketAddr::from(([10, 0, 0, i], 7946))
-}
-
-fn name(i: u8) -> String {
-    format!("n{i}")
-}
 
 fn member_with(i: u8, fallback: bool) -> Swim {
     let cfg = Config {
@@ -28,24 +23,6 @@ fn member_with(i: u8, fallback: bool) -> Swim {
         ..Config::lan()
     };
     Swim::new(Identity::new(name(i), addr(i)), cfg, 0).unwrap()
-}
-
-fn body(frames: &[Frame]) -> Vec<u8> {
-    let mut b = Vec::new();
-    begin_body(&mut b);
-    for f in frames {
-        encode_frame(f, &mut b);
-    }
-    b
-}
-
-fn packet(frames: &[Frame]) -> Vec<u8> {
-    Codec::new("", None, 0).seal(&body(frames))
-}
-
-fn frames(t: &Transmit) -> Vec<Frame> {
-    let mut codec = Codec::new("", None, 0);
-    decode_body(&codec.open(&t.bytes).unwrap()).unwrap().frames
 }
 
 /// Teaches `s` about member `i` (alive, incarnation 0), so that it probes only `i`.
@@ -57,21 +34,6 @@ fn know(s: &mut Swim, i: u8) {
     s.handle_datagram(addr(200), &packet(&[alive]), 0);
     while s.poll_event().is_some() {}
     s.drain_transmits().for_each(drop);
-}
-
-/// Steps `s`'s timers up to `until`, returning what it sent and when.
-fn run(s: &mut Swim, from: u64, until: u64) -> Vec<(u64, Transmit)> {
-    let mut out = Vec::new();
-    let mut now = from;
-    loop {
-        let d = s.next_deadline().max(now);
-        if d > until {
-            return out;
-        }
-        now = d;
-        s.handle_timeout(now);
-        out.extend(s.drain_transmits().map(|t| (now, t)));
-    }
 }
 
 fn stream_ping(t: &Transmit) -> Option<Ping> {

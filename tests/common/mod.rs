@@ -4,6 +4,8 @@
 //! tests, a bounded condition wait and a member-state lookup.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod swim;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::convert::Infallible;

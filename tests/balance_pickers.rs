@@ -395,6 +395,29 @@ async fn consistent_hash_agrees_between_balancers_over_the_same_keys() {
     }
 }
 
+/// Which endpoint each key goes to is fixed by palisade's stable hash (XXH3 of the
+/// discovery key), not by the toolchain: clients built apart agree. Pinned for five
+/// endpoints keyed by name and request keys 0..24 (each key is itself a `u64`, placed by
+/// the fixed `mix64` finaliser).
+#[tokio::test]
+async fn consistent_hash_sends_fixed_keys_to_fixed_endpoints_in_every_build() {
+    let list = FixedList::unweighted(["m1", "m2", "m3", "m4", "m5"].map(|n| (n, named(n))));
+    let mut b = Builder::new(ConsistentHash::new())
+        .hash_key(|k: &u64| *k)
+        .build(list)
+        .unwrap();
+    let mut got = Vec::new();
+    for k in 0..24 {
+        got.push(send(&mut b, k).await);
+    }
+    assert_eq!(got, GOLDEN_RING_PICKS);
+}
+
+const GOLDEN_RING_PICKS: [&str; 24] = [
+    "m1", "m1", "m2", "m3", "m2", "m3", "m3", "m2", "m1", "m5", "m4", "m3", "m5", "m1", "m5", "m4",
+    "m1", "m3", "m3", "m5", "m1", "m5", "m4", "m4",
+];
+
 #[tokio::test]
 async fn custom_picker_sees_ready_endpoints_with_weights() {
     struct Heaviest;

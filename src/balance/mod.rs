@@ -112,6 +112,7 @@ mod ejection;
 mod endpoint;
 pub mod events;
 mod future;
+mod hash;
 mod key;
 mod layer;
 mod load_index;
@@ -125,6 +126,7 @@ pub use ejection::{OutlierDetection, OutlierDetectionBuilder};
 pub use endpoint::{EndpointId, Weighted};
 pub use events::{EndpointEventCallback, EndpointEventStream, NoEndpointEvents};
 pub use future::ResponseFuture;
+pub use hash::stable_hash;
 pub use key::{HashKey, NoKey};
 pub use layer::{BalanceLayer, MakeBalance, MakeBalanceLayer, MakeFuture, WeightedBalanceLayer};
 pub use picker::{

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -47,14 +47,6 @@ fn weight_of<K, S>(_: &K, service: &Weighted<S>) -> u32 {
 fn far_or(now: Instant, d: Duration) -> Instant {
     now.checked_add(d)
         .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400))
-}
-
-fn hash_of<K: Hash>(key: &K) -> u64 {
-    // SipHash with fixed keys: the same key hashes the same in every balancer of one
-    // build, so hash rings agree between instances.
-    let mut h = std::hash::DefaultHasher::new();
-    key.hash(&mut h);
-    h.finish()
 }
 
 /// A load balancer over the endpoints of a [`Discover`] source. See the
@@ -299,7 +291,7 @@ where
                 Poll::Ready(Some(Err(e))) => return Err(e.into()),
                 Poll::Ready(Some(Ok(Change::Insert(key, service)))) => {
                     let weight = (self.weigher)(&key, &service);
-                    let key_hash = hash_of(&key);
+                    let key_hash = super::stable_hash(&key);
                     let now = self.clock.now();
                     self.set.upsert(key, key_hash, service, weight, now);
                 }

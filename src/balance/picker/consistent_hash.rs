@@ -8,8 +8,9 @@ use super::{mix64, Candidates, PickRng, Picker};
 /// a member joining or leaving moves only about `1/n` of the keys.
 ///
 /// Every member owns `replicas × weight` points on the ring (virtual nodes), placed by
-/// hashing its discovery key ([`Endpoint::key_hash`](super::Endpoint::key_hash)), so two
-/// balancers over the same members agree on every key. A key whose owner is not ready
+/// hashing its discovery key with the [`stable_hash`](super::super::stable_hash)
+/// ([`Endpoint::key_hash`](super::Endpoint::key_hash)), so two balancers over the same
+/// members agree on every key, in one process or in processes built apart. A key whose owner is not ready
 /// right now goes to the next ready member on the ring, and comes back when it is ready
 /// again. Requests without a key (no [`HashKey`](super::super::HashKey) configured, or it
 /// returned `None`) go to a random ready endpoint.

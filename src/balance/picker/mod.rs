@@ -338,8 +338,9 @@ impl Endpoint<'_> {
         self.meta.effective_weight
     }
 
-    /// A 64-bit hash of the endpoint's discovery key, stable across balancers in one
-    /// build of the program (for hash rings that must agree between instances).
+    /// The [`stable_hash`](crate::balance::stable_hash) of the endpoint's discovery key:
+    /// the same in every balancer, process and build (for hash rings that must agree
+    /// between instances).
     #[inline]
     pub fn key_hash(&self) -> u64 {
         self.meta.key_hash

@@ -12,8 +12,8 @@
 //! (`Balance::endpoint_events`).
 //!
 //! - at 5 s `m2` is killed: no leave, its runtime and server vanish. Its connection
-//!   drops (the endpoint stops being ready at once), gossip suspects it, then declares
-//!   it `Failed`, and discovery removes it;
+//!   drops (the endpoint stops being ready at once), gossip suspects it (`Suspect`),
+//!   then declares it `Dead`, and discovery removes it;
 //! - at 9 s `m4` starts failing every request: its breaker opens and traffic moves to
 //!   the others; at 14 s it recovers, a half-open probe succeeds, the breaker closes;
 //! - at 18 s the run ends with a summary in which every request is accounted for (the
@@ -216,11 +216,12 @@ impl Outcomes {
     }
 }
 
+/// The client's view of a member, in `MemberState`'s words.
 fn state_name(s: Option<MemberState>) -> &'static str {
     match s {
         Some(MemberState::Alive) => "Alive",
         Some(MemberState::Suspect) => "Suspect",
-        Some(MemberState::Dead) => "Failed",
+        Some(MemberState::Dead) => "Dead",
         Some(MemberState::Left) => "Left",
         None => "unknown",
     }
@@ -372,7 +373,7 @@ async fn run(mut servers: Vec<Server>, seed: SocketAddr) -> Result<(), BoxError>
         );
     }
     println!(
-        "m2: failed and removed at {}s; m4 breaker opened: {}",
+        "m2: declared Dead and removed at {}s; m4 breaker opened: {}",
         m2_removed_at.map_or("never".to_owned(), |s| s.to_string()),
         m4_breaker_opened
     );
@@ -396,7 +397,7 @@ async fn run(mut servers: Vec<Server>, seed: SocketAddr) -> Result<(), BoxError>
         let ok = outcomes.ok_by_member.get(&s.name).copied().unwrap_or(0);
         assert!(ok <= s.served.load(Ordering::Relaxed), "{}", s.name);
     }
-    // m2 was declared failed and removed, and got nothing afterwards.
+    // m2 was declared Dead and removed, and got nothing afterwards.
     assert_eq!(
         client.member("m2").map(|m| m.state()),
         Some(MemberState::Dead)

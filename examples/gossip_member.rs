@@ -13,13 +13,15 @@
 //! if no seed answers and keep joining in the background, also after finding itself
 //! alone: start members in any order, or kill and restart the seed). Set `PALISADE_GOSSIP_KEY`
 //! to 64 hex digits to seal every packet with that key. Uses the loopback timing
-//! preset. Prints every membership event, and the view every 5 seconds; Ctrl-C leaves
+//! preset. Prints every membership event as it happens, and the view every 5 seconds,
+//! in the words of `MemberState`: Alive, Suspect, Dead (a crash detected), Left (a
+//! graceful leave). Ctrl-C or SIGTERM (how process managers stop a service) leaves
 //! gracefully.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use palisade::gossip::proto::Config;
+use palisade::gossip::proto::{Config, Member};
 use palisade::gossip::runtime::{Membership, MembershipConfig, RetryJoin};
 use palisade::gossip::{Event, Keyring};
 
@@ -66,45 +68,88 @@ fn parse_key(hex: &str) -> Result<[u8; 32], Error> {
     Ok(key)
 }
 
+/// One member in words: name, address, state, and what it announces.
+fn describe(m: &Member) -> String {
+    let service = match m.service_addr() {
+        Some(addr) => format!("service at {addr}"),
+        None => "no service address".to_owned(),
+    };
+    let tags = if m.tags().is_empty() {
+        "no tags".to_owned()
+    } else {
+        let kv: Vec<_> = m.tags().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("tags {}", kv.join(","))
+    };
+    format!(
+        "{} at {} is {:?}, {service}, {tags}",
+        m.name(),
+        m.gossip_addr(),
+        m.state()
+    )
+}
+
+/// Resolves on Ctrl-C, or on SIGTERM where there are Unix signals.
+async fn stop_requested() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => println!("Ctrl-C received"),
+                _ = term.recv() => println!("SIGTERM received"),
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                println!("Ctrl-C received");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        println!("Ctrl-C received");
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let config = parse_args()?;
     let member = Membership::start(config).await?;
     println!(
-        "{} listening on {} ({} other members)",
+        "{} listening on {}; {} other live members so far",
         member.local().name(),
         member.gossip_addr(),
         member.live_members()
     );
     let mut events = member.subscribe();
     let mut view = tokio::time::interval(Duration::from_secs(5));
+    let stop = stop_requested();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut stop => break,
             e = events.recv() => match e {
                 Ok(e) => {
                     let what = match &e {
                         Event::Join(_) => "joined",
-                        Event::Leave(_) => "left",
-                        Event::Failed(_) => "FAILED",
-                        Event::Update(_) => "updated",
-                        Event::Reap(_) => "forgotten",
+                        Event::Leave(_) => "left gracefully",
+                        Event::Failed(_) => "stopped answering and was declared Dead",
+                        Event::Update(_) => "changed its service address or tags",
+                        Event::Reap(_) => "was forgotten (Dead or Left long enough)",
                     };
-                    let m = e.member();
-                    println!("{} {what} ({}, service {:?}, tags {:?})", m.name(), m.gossip_addr(), m.service_addr(), m.tags());
+                    println!("event: {} {what}: {}", e.member().name(), describe(e.member()));
                 }
-                Err(e) => println!("(events: {e})"),
+                Err(e) => println!("(some events were missed: {e})"),
             },
             _ = view.tick() => {
                 let s = member.stats();
+                let members = member.members();
+                println!("view: {} other members known, {} of them live", members.len(), member.live_members());
+                for m in &members {
+                    println!("  {}", describe(m));
+                }
                 println!(
-                    "view: {} | sent {} recv {} dropped {} | join rounds {} (background joins {})",
-                    member
-                        .members()
-                        .iter()
-                        .map(|m| format!("{}={:?}", m.name(), m.state()))
-                        .collect::<Vec<_>>()
-                        .join(" "),
+                    "  packets sent {}, received {}, dropped {}; join rounds {}, background joins {}",
                     s.protocol.packets_sent,
                     s.protocol.packets_received,
                     s.dropped(),
@@ -114,9 +159,13 @@ async fn main() -> Result<(), Error> {
             }
         }
     }
-    println!("leaving...");
+    println!("leaving the cluster...");
     let acked = member.leave().await;
     member.shutdown().await;
-    println!("left (acknowledged: {acked})");
+    if acked {
+        println!("left: another member acknowledged the leave (or there was nobody to tell)");
+    } else {
+        println!("left: no other member acknowledged the leave in time (they will see it by gossip, or declare this member Dead)");
+    }
     Ok(())
 }

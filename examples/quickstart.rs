@@ -94,6 +94,27 @@ async fn main() -> Result<(), BoxError> {
         .layer(layer)
         .service(service_fn(move |id: u64| flaky(started, id)));
 
+    println!(
+        "4 callers for {} s; the dependency is healthy (2 % errors) until {:.0} s",
+        RUN_FOR.as_secs(),
+        OUTAGE.start
+    );
+    // Say when the outage starts and ends, at the moment it does.
+    let announcer = tokio::spawn(async move {
+        let at =
+            |secs: f64| tokio::time::sleep_until((started + Duration::from_secs_f64(secs)).into());
+        at(OUTAGE.start).await;
+        println!(
+            "{:>5.1}s  OUTAGE STARTS: 80 % of calls fail and 10 % hang for 2 s (the 250 ms timeout cuts them)",
+            started.elapsed().as_secs_f64()
+        );
+        at(OUTAGE.end).await;
+        println!(
+            "{:>5.1}s  OUTAGE ENDS: the dependency is healthy again; the breaker finds out at its next probe",
+            started.elapsed().as_secs_f64()
+        );
+    });
+
     let tally = Arc::new(Tally::default());
     let next_id = Arc::new(AtomicU64::new(0));
     let callers: Vec<_> = (0..4)
@@ -140,6 +161,7 @@ async fn main() -> Result<(), BoxError> {
     for caller in callers {
         caller.await?;
     }
+    announcer.await?;
 
     let t = &tally;
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);

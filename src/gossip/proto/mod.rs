@@ -74,14 +74,18 @@ use push_pull::next_after;
 use state::Table;
 use suspicion::Suspicion;
 
-/// A membership change, in Serf's vocabulary.
+/// A membership change, in Serf's vocabulary (its `member-join`, `member-leave`,
+/// `member-failed`, `member-update` and `member-reap` events). A member's *state* uses
+/// [`MemberState`]'s words: after `Join` or `Update` it is `Alive`, after `Leave` it is
+/// `Left`, after `Failed` it is `Dead`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A member joined (or came back after failing or leaving).
     Join(Member),
     /// A member left gracefully.
     Leave(Member),
-    /// A member was declared failed.
+    /// A member was declared failed: a suspicion of it timed out without a refutation, and
+    /// its state is now [`MemberState::Dead`].
     Failed(Member),
     /// A live member changed its tags or service address.
     Update(Member),

@@ -44,14 +44,16 @@
 //! ```
 
 mod backoff;
+mod budget;
 mod client;
 mod config;
 mod error;
 mod frame;
+mod frame_reader;
 mod server;
 
 pub use backoff::Backoff;
 pub use client::{Connection, ConnectionStats, ResponseFuture};
-pub use config::ConnectionConfig;
-pub use error::{ConnectionLost, Disconnected, RemoteError};
-pub use server::serve;
+pub use config::{ConnectionConfig, ConnectionConfigBuilder};
+pub use error::{ConnectionLost, Disconnected, RemoteError, RequestTimeout};
+pub use server::{serve, ServeConfig, ServeConfigBuilder, ServeStats, Server, ServerHandle};

@@ -260,6 +260,29 @@ async fn while_the_service_is_not_ready_the_server_stops_reading_and_keeps_answe
 }
 
 #[tokio::test(start_paused = true)]
+async fn at_most_max_concurrent_per_connection_requests_of_a_connection_are_in_flight() {
+    let slow = service_fn(|req: Bytes| async move {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Ok::<_, BoxError>(req)
+    });
+    let server = Server::new(
+        slow,
+        config().max_concurrent_per_connection(2).build().unwrap(),
+    );
+    let mut client = connect(&server, 4096);
+    let wire: Vec<u8> = (0..5).flat_map(|id| request(id, b"x")).collect();
+    client.write_all(&wire).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(server.stats().requests, 2, "read past the limit");
+    let mut answered: Vec<u64> = Vec::new();
+    for _ in 0..5 {
+        answered.push(response(&mut client).await.0);
+    }
+    answered.sort_unstable();
+    assert_eq!(answered, [0, 1, 2, 3, 4]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_peer_that_finishes_sending_gets_every_answer_before_the_close() {
     let server = echo_server(config());
     let mut client = connect(&server, 1 << 16);

@@ -293,7 +293,7 @@ where
                 .map(|d| (d, Refusal::IdleTimeout));
         }
         let Some((deadline, reason)) = deadlines.into_iter().flatten().min_by_key(|d| d.0) else {
-            self.timer = None;
+            // Nothing to time: the timer (if any) is kept for the next deadline, unpolled.
             return Poll::Pending;
         };
         match &mut self.timer {

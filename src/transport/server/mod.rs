@@ -125,12 +125,15 @@ pub struct ServeStats {
 impl ServeStats {
     /// Every connection the server closed on its own: the sum of the refusal counters.
     pub fn refusals(&self) -> u64 {
-        self.connections_refused
-            + self.idle_timeouts
-            + self.frame_timeouts
-            + self.oversized_frames
-            + self.over_memory_budget
-            + self.protocol_violations
+        [
+            self.idle_timeouts,
+            self.frame_timeouts,
+            self.oversized_frames,
+            self.over_memory_budget,
+            self.protocol_violations,
+        ]
+        .into_iter()
+        .fold(self.connections_refused, u64::saturating_add)
     }
 }
 

@@ -32,7 +32,8 @@ impl Backoff {
     pub fn delay(&self, attempt: u32, rng: &mut impl Rng) -> Duration {
         let ceiling = self.ceiling(attempt);
         let half = ceiling / 2;
-        let spread = (ceiling - half).as_nanos() as u64;
+        // Saturates for spans past 584 years (a `Duration::MAX` cap) instead of wrapping.
+        let spread = u64::try_from((ceiling - half).as_nanos()).unwrap_or(u64::MAX);
         half + Duration::from_nanos(rng.random_range(0..=spread))
     }
 }
@@ -60,6 +61,16 @@ mod tests {
             let d = b.delay(attempt, &mut rng);
             let c = b.ceiling(attempt);
             assert!(d >= c / 2 && d <= c, "attempt {attempt}: {d:?} vs {c:?}");
+        }
+    }
+
+    #[test]
+    fn the_longest_durations_neither_panic_nor_wrap() {
+        let b = Backoff::new(Duration::MAX, Duration::MAX);
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+        for attempt in [0, 1, 31, 32, u32::MAX] {
+            assert_eq!(b.ceiling(attempt), Duration::MAX);
+            assert!(b.delay(attempt, &mut rng) >= Duration::MAX / 2);
         }
     }
 }

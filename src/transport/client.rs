@@ -11,24 +11,30 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
+use tokio::io::BufReader;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio::time::Sleep;
+use tokio_util::codec::{FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::PollSender;
 
 use super::backoff::Backoff;
+use super::budget::MemoryBudget;
 use super::config::ConnectionConfig;
-use super::error::{ConnectionLost, Disconnected, RemoteError};
+use super::error::{ConnectionLost, Disconnected, RemoteError, RequestTimeout};
 use super::frame::{Frame, Kind, HEADER_LEN};
+use super::frame_reader::{FrameReader, ReadError};
 use crate::error::BoxError;
 
 /// A connection that lived at least this long resets the reconnect backoff; one that drops
 /// sooner (a peer that accepts and closes) keeps backing off.
 const STABLE_AFTER: Duration = Duration::from_secs(1);
+/// The read buffer of one connection.
+const READ_BUFFER: usize = 4096;
 
 type Reply = oneshot::Sender<Result<Bytes, BoxError>>;
 
@@ -48,6 +54,8 @@ struct Shared {
     answered: AtomicU64,
     lost: AtomicU64,
     refused: AtomicU64,
+    timed_out: AtomicU64,
+    violations: AtomicU64,
 }
 
 impl Shared {
@@ -87,6 +95,12 @@ pub struct ConnectionStats {
     pub lost: u64,
     /// Requests failed with [`Disconnected`] without being sent.
     pub refused: u64,
+    /// Requests failed with [`RequestTimeout`].
+    pub timed_out: u64,
+    /// Connections dropped because the server broke the protocol: a response to an id
+    /// never sent on that connection, a malformed frame, a frame over `max_frame_len`, a
+    /// request frame. Their requests in flight fail with [`ConnectionLost`].
+    pub protocol_violations: u64,
 }
 
 /// A `Service<Bytes, Response = Bytes>` over one persistent TCP connection. See the
@@ -96,6 +110,7 @@ pub struct Connection {
     tx: PollSender<Outgoing>,
     // Whether `poll_ready` reserved a queue slot that `call` has not used yet.
     reserved: bool,
+    request_timeout: Option<Duration>,
 }
 
 impl Clone for Connection {
@@ -105,6 +120,7 @@ impl Clone for Connection {
             shared: self.shared.clone(),
             tx: self.tx.clone(),
             reserved: false,
+            request_timeout: self.request_timeout,
         }
     }
 }
@@ -136,12 +152,16 @@ impl Connection {
             answered: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            timed_out: AtomicU64::new(0),
+            violations: AtomicU64::new(0),
         });
+        let request_timeout = config.request_timeout;
         tokio::spawn(run(shared.clone(), config, rx));
         Self {
             shared,
             tx: PollSender::new(tx),
             reserved: false,
+            request_timeout,
         }
     }
 
@@ -167,6 +187,8 @@ impl Connection {
             responses: s.answered.load(Ordering::Relaxed),
             lost: s.lost.load(Ordering::Relaxed),
             refused: s.refused.load(Ordering::Relaxed),
+            timed_out: s.timed_out.load(Ordering::Relaxed),
+            protocol_violations: s.violations.load(Ordering::Relaxed),
         }
     }
 }
@@ -209,7 +231,15 @@ impl tower_service::Service<Bytes> for Connection {
         let (reply, rx) = oneshot::channel();
         match self.tx.send_item(Outgoing { payload, reply }) {
             Ok(()) => ResponseFuture {
-                state: State::Waiting(rx),
+                state: State::Waiting {
+                    rx,
+                    // `sleep` copes with any duration: past the clock's range it never fires.
+                    deadline: self.request_timeout.map(|after| Deadline {
+                        sleep: Box::pin(tokio::time::sleep(after)),
+                        after,
+                        shared: self.shared.clone(),
+                    }),
+                },
             },
             // The task is gone.
             Err(_) => ResponseFuture {
@@ -225,8 +255,17 @@ pub struct ResponseFuture {
 }
 
 enum State {
-    Waiting(oneshot::Receiver<Result<Bytes, BoxError>>),
+    Waiting {
+        rx: oneshot::Receiver<Result<Bytes, BoxError>>,
+        deadline: Option<Deadline>,
+    },
     Failed(Option<BoxError>),
+}
+
+struct Deadline {
+    sleep: Pin<Box<Sleep>>,
+    after: Duration,
+    shared: Arc<Shared>,
 }
 
 impl fmt::Debug for ResponseFuture {
@@ -240,11 +279,24 @@ impl Future for ResponseFuture {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.state {
-            State::Waiting(rx) => match Pin::new(rx).poll(cx) {
+            State::Waiting { rx, deadline } => match Pin::new(rx).poll(cx) {
                 Poll::Ready(Ok(result)) => Poll::Ready(result),
                 // The task dropped the reply without answering: it is shutting down.
                 Poll::Ready(Err(_)) => Poll::Ready(Err(ConnectionLost.into())),
-                Poll::Pending => Poll::Pending,
+                // The response wins a tie with the deadline.
+                Poll::Pending => {
+                    let Some(d) = deadline else {
+                        return Poll::Pending;
+                    };
+                    if d.sleep.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    d.shared.timed_out.fetch_add(1, Ordering::Relaxed);
+                    let after = d.after;
+                    // Dropping the receiver abandons the request (see the write loop).
+                    self.state = State::Failed(None);
+                    Poll::Ready(Err(RequestTimeout::new(after).into()))
+                }
             },
             State::Failed(err) => {
                 Poll::Ready(Err(err.take().unwrap_or_else(|| Disconnected.into())))
@@ -328,10 +380,16 @@ async fn serve_connection(
         .max_frame_length(config.max_frame_len)
         .new_codec();
     let (read, write) = stream.into_split();
-    let mut reader = FramedRead::new(read, codec.clone());
+    let mut read = BufReader::with_capacity(READ_BUFFER, read);
+    // One connection's responses: its frame is bounded by max_frame_len, and grows as
+    // its bytes arrive, so a server announcing a long frame costs only what it sends.
+    let mut reader = FrameReader::new(config.max_frame_len, Arc::new(MemoryBudget::unlimited()));
     let mut writer = FramedWrite::new(write, codec);
     let pending: Mutex<HashMap<u64, Reply>> = Mutex::new(HashMap::new());
     let draining = AtomicBool::new(false);
+    // Ids are given out in order from 0, so every id below `issued` was sent (or is about
+    // to be: the id is counted before the frame is written).
+    let issued = AtomicU64::new(0);
     let mut next_id = 0u64;
     let mut sweep_at = 64usize;
     shared.set_connected(true);
@@ -351,6 +409,7 @@ async fn serve_connection(
             }
             let id = next_id;
             next_id = next_id.wrapping_add(1);
+            issued.store(next_id, Ordering::Release);
             {
                 let mut p = pending.lock();
                 p.insert(id, o.reply);
@@ -377,18 +436,33 @@ async fn serve_connection(
         WriteEnd::HandlesGone
     };
 
+    let violation = || {
+        shared.violations.fetch_add(1, Ordering::Relaxed);
+    };
     let read_loop = async {
-        while let Some(Ok(body)) = reader.next().await {
+        loop {
+            let body = match std::future::poll_fn(|cx| reader.poll_frame(&mut read, cx)).await {
+                Ok(body) => body,
+                Err(ReadError::Closed | ReadError::Io) => return,
+                Err(ReadError::Oversized | ReadError::OverBudget) => return violation(),
+            };
             let Some(frame) = Frame::decode(body) else {
-                return; // protocol violation: drop the connection
+                return violation();
             };
             let result = match frame.kind {
                 Kind::Response => Ok(frame.payload),
                 Kind::Error => {
                     Err(RemoteError::new(String::from_utf8_lossy(&frame.payload)).into())
                 }
-                Kind::Request => return,
+                Kind::Request => return violation(),
             };
+            // An id never sent is a server answering someone else's request, or making
+            // one up: nothing it says can be trusted.
+            if frame.id >= issued.load(Ordering::Acquire) {
+                return violation();
+            }
+            // A sent id that is not pending was abandoned (timed out, dropped) and swept:
+            // a late answer, discarded.
             let reply = pending.lock().remove(&frame.id);
             if let Some(reply) = reply {
                 shared.answered.fetch_add(1, Ordering::Relaxed);

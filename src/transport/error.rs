@@ -53,3 +53,36 @@ impl fmt::Display for RemoteError {
 }
 
 impl std::error::Error for RemoteError {}
+
+/// The request's deadline ([`ConnectionConfigBuilder::request_timeout`]) passed before its
+/// response arrived; the request was abandoned (a late response is discarded).
+///
+/// [`ConnectionConfigBuilder::request_timeout`]: super::ConnectionConfigBuilder::request_timeout
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestTimeout {
+    after: std::time::Duration,
+}
+
+impl RequestTimeout {
+    /// A deadline of `after` (counted from `call`) that passed.
+    pub fn new(after: std::time::Duration) -> Self {
+        Self { after }
+    }
+
+    /// The deadline that passed, counted from `call`.
+    pub fn after(&self) -> std::time::Duration {
+        self.after
+    }
+}
+
+impl fmt::Display for RequestTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "no response within the request timeout of {:?}",
+            self.after
+        )
+    }
+}
+
+impl std::error::Error for RequestTimeout {}

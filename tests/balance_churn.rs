@@ -7,7 +7,6 @@
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::hash::{Hash, Hasher};
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};
@@ -36,9 +35,7 @@ struct Tally {
 }
 
 fn key_hash(k: &u32) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    k.hash(&mut h);
-    h.finish()
+    palisade::balance::stable_hash(k)
 }
 
 struct ChurnEp {

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::future::{ready, Ready};
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -284,9 +284,7 @@ where
 }
 
 fn key_hash<K: Hash>(k: &K) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    k.hash(&mut h);
-    h.finish()
+    palisade::balance::stable_hash(k)
 }
 
 /// Records the key hash of each endpoint it picks, then delegates.

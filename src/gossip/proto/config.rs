@@ -26,6 +26,14 @@ use crate::gossip::keyring::Keyring;
 
 use super::member::MAX_WIRE_TAGS_BYTES;
 
+/// The shortest period of the protocol's periodic work (`probe_interval`,
+/// `gossip_interval`, and `push_pull_interval` and `reconnect_interval` when on): the
+/// runtime's timer counts milliseconds, so a shorter period would only spin.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(1);
+
+/// The largest `max_packet_size`: the largest UDP payload over IPv4.
+pub const MAX_PACKET_SIZE: usize = 65_507;
+
 /// Protocol configuration. See the [module docs](self) for how values scale.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -196,7 +204,24 @@ impl Config {
                 Ok(())
             }
         };
-        positive(self.probe_interval, "probe_interval")?;
+        let interval = |d: Duration, field: &'static str| {
+            if d < MIN_INTERVAL {
+                Err(ConfigError::new(
+                    field,
+                    format!("must be at least {MIN_INTERVAL:?}"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let interval_or_off = |d: Duration, field: &'static str| {
+            if d.is_zero() {
+                Ok(())
+            } else {
+                interval(d, field)
+            }
+        };
+        interval(self.probe_interval, "probe_interval")?;
         positive(self.probe_timeout, "probe_timeout")?;
         if self.probe_timeout >= self.probe_interval {
             return Err(ConfigError::new(
@@ -220,7 +245,9 @@ impl Config {
             self.awareness_max_multiplier.into(),
             "awareness_max_multiplier",
         )?;
-        positive(self.gossip_interval, "gossip_interval")?;
+        interval(self.gossip_interval, "gossip_interval")?;
+        interval_or_off(self.push_pull_interval, "push_pull_interval")?;
+        interval_or_off(self.reconnect_interval, "reconnect_interval")?;
         at_least_one(self.gossip_nodes as u64, "gossip_nodes")?;
         at_least_one(self.retransmit_mult.into(), "retransmit_mult")?;
         positive(self.reap_timeout, "reap_timeout")?;
@@ -228,6 +255,12 @@ impl Config {
             return Err(ConfigError::new(
                 "max_packet_size",
                 "must be at least 576 bytes (the minimum IPv4 datagram every host accepts)",
+            ));
+        }
+        if self.max_packet_size > MAX_PACKET_SIZE {
+            return Err(ConfigError::new(
+                "max_packet_size",
+                format!("must be at most {MAX_PACKET_SIZE} bytes (the largest UDP payload)"),
             ));
         }
         if self.max_stream_size < self.max_packet_size {
@@ -257,14 +290,13 @@ impl Config {
     /// How many times an update is sent in a cluster of `n` live members.
     pub fn retransmit_limit(&self, n: usize) -> u32 {
         let scale = ((n as f64) + 1.0).log10().ceil().max(1.0) as u32;
-        self.retransmit_mult * scale
+        self.retransmit_mult.saturating_mul(scale)
     }
 
     /// The shortest suspicion timeout in a cluster of `n` members (self included).
     pub fn suspicion_min_timeout(&self, n: usize) -> Duration {
         let scale = (n.max(1) as f64).log10().max(1.0);
-        self.probe_interval
-            .mul_f64(scale * f64::from(self.suspicion_mult))
+        mul_saturating(self.probe_interval, scale * f64::from(self.suspicion_mult))
     }
 
     /// The push-pull interval in a cluster of `n` members.
@@ -274,10 +306,21 @@ impl Config {
         if self.push_pull_interval.is_zero() {
             return Duration::ZERO;
         }
-        self.push_pull_interval
-            .mul_f64(n as f64 / REFERENCE)
+        mul_saturating(self.push_pull_interval, n as f64 / REFERENCE)
             .max(FLOOR.min(self.push_pull_interval))
     }
+}
+
+/// `d * k` for a finite `k >= 0`, saturating at `Duration::MAX` instead of panicking as
+/// `Duration::mul_f64` does, so that a huge configured interval scales to "never".
+fn mul_saturating(d: Duration, k: f64) -> Duration {
+    Duration::try_from_secs_f64(d.as_secs_f64() * k).unwrap_or(Duration::MAX)
+}
+
+/// A duration in nanoseconds of the protocol's clock, saturating at `u64::MAX` (about
+/// 584 years, so "never") instead of wrapping as `as u64` would.
+pub(crate) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -344,5 +387,68 @@ mod tests {
         assert_eq!(c.push_pull_interval_for(16), Duration::from_secs(15));
         assert_eq!(c.push_pull_interval_for(32), Duration::from_secs(30));
         assert_eq!(c.push_pull_interval_for(1024), Duration::from_secs(960));
+    }
+
+    #[test]
+    fn scaling_saturates_instead_of_overflowing() {
+        let c = Config {
+            probe_interval: Duration::MAX,
+            probe_timeout: Duration::from_secs(1),
+            retransmit_mult: u32::MAX,
+            suspicion_mult: u32::MAX,
+            push_pull_interval: Duration::MAX,
+            ..Config::lan()
+        };
+        c.validate().unwrap();
+        // Past 10 members the multiplier is scaled by 2, past 32 the interval by n / 32.
+        assert_eq!(c.retransmit_limit(10), u32::MAX);
+        assert_eq!(c.push_pull_interval_for(33), Duration::MAX);
+        assert_eq!(c.push_pull_interval_for(1_000_000), Duration::MAX);
+        assert_eq!(c.suspicion_min_timeout(1000), Duration::MAX);
+        assert_eq!(nanos(Duration::MAX), u64::MAX);
+        assert_eq!(nanos(Duration::from_nanos(7)), 7);
+    }
+
+    #[test]
+    fn periods_below_a_millisecond_and_oversized_packets_are_rejected() {
+        let field = |c: Config| c.validate().unwrap_err().field();
+        let tiny = Duration::from_micros(999);
+        assert_eq!(
+            field(Config {
+                gossip_interval: tiny,
+                ..Config::lan()
+            }),
+            "gossip_interval"
+        );
+        assert_eq!(
+            field(Config {
+                push_pull_interval: tiny,
+                ..Config::lan()
+            }),
+            "push_pull_interval"
+        );
+        assert_eq!(
+            field(Config {
+                reconnect_interval: tiny,
+                ..Config::lan()
+            }),
+            "reconnect_interval"
+        );
+        assert_eq!(
+            field(Config {
+                max_packet_size: MAX_PACKET_SIZE + 1,
+                max_stream_size: usize::MAX,
+                ..Config::lan()
+            }),
+            "max_packet_size"
+        );
+        // Zero still turns the anti-entropy mechanisms off.
+        Config {
+            push_pull_interval: Duration::ZERO,
+            reconnect_interval: Duration::ZERO,
+            ..Config::lan()
+        }
+        .validate()
+        .unwrap();
     }
 }

@@ -283,7 +283,8 @@ async fn until_isolated(
             if since.elapsed() >= isolation {
                 return true;
             }
-            Some(since + isolation)
+            // An isolation timeout too long to add to an instant never fires.
+            since.checked_add(isolation)
         };
         tokio::select! {
             biased;

@@ -17,6 +17,11 @@ use crate::clock::Clock;
 use crate::error::ConfigError;
 use crate::window::{RollingWindow, WindowConfig};
 
+/// The most probes a half-open circuit may let through at once
+/// ([`half_open_probes`](BreakerConfigBuilder::half_open_probes)): each is a slot the
+/// circuit allocates up front and scans when a probe is admitted.
+pub const MAX_HALF_OPEN_PROBES: u32 = 1024;
+
 /// A checked circuit breaker configuration. Build one with [`BreakerConfig::builder`];
 /// turn it into a layer with [`layer`](Self::layer) (a new circuit each time) or wrap a
 /// service with [`CircuitBreaker::new`](super::CircuitBreaker::new).
@@ -330,7 +335,8 @@ impl<C> BreakerConfigBuilder<C> {
         self
     }
 
-    /// How many probes a half-open circuit lets through at once (default 1). Positive.
+    /// How many probes a half-open circuit lets through at once (default 1). From 1 to
+    /// [`MAX_HALF_OPEN_PROBES`].
     pub fn half_open_probes(mut self, n: u32) -> Self {
         self.half_open_probes = n;
         self
@@ -401,7 +407,7 @@ impl<C> BreakerConfigBuilder<C> {
     /// # Errors
     /// A [`ConfigError`] naming the builder method whose value is invalid: a zero
     /// duration or count, a percentage outside 0 to 100, `exponential_backoff` with
-    /// `max < base`, a multiplier below 1 or a jitter outside 0 to 1,
+    /// `max < base`, more than [`MAX_HALF_OPEN_PROBES`] probes, a multiplier below 1 or a jitter outside 0 to 1,
     /// `slow_call_percentage` without a slow-call threshold, `record_latency(false)` with
     /// a slow-call threshold or percentage, or a `window` the window
     /// itself rejects (the reason then names the window's field).
@@ -436,6 +442,12 @@ impl<C> BreakerConfigBuilder<C> {
         percent("error_percentage", self.error_percentage)?;
         percent("slow_call_percentage", self.slow_call_percentage)?;
         nonzero("half_open_probes", self.half_open_probes.into())?;
+        if self.half_open_probes > MAX_HALF_OPEN_PROBES {
+            return Err(ConfigError::new(
+                "half_open_probes",
+                format!("must be at most {MAX_HALF_OPEN_PROBES}"),
+            ));
+        }
         nonzero("probes_to_close", self.probes_to_close.into())?;
         nonzero("event_buffer", self.event_buffer as u64)?;
         if let Some(n) = self.consecutive_failures {

@@ -34,6 +34,9 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(1);
 /// The largest `max_packet_size`: the largest UDP payload over IPv4.
 pub const MAX_PACKET_SIZE: usize = 65_507;
 
+/// The largest `replay_window`: a million nonces, some tens of megabytes.
+pub const MAX_REPLAY_WINDOW: usize = 1 << 20;
+
 /// Protocol configuration. See the [module docs](self) for how values scale.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -46,58 +49,81 @@ pub struct Config {
     /// and ack per member per second (about 24 bytes/member/s, the same at any cluster
     /// size); healthy members are still not declared failed at 10% loss, because
     /// Lifeguard stretches lone suspicions and refutations travel as fast as before.
+    /// Range: [`MIN_INTERVAL`] (1 ms) to `Duration::MAX` (never probe, so crashes go
+    /// unnoticed), and longer than `probe_timeout`.
     pub probe_interval: Duration,
     /// How long to wait for a direct ack before asking others to probe indirectly.
     /// LAN 250 ms: still about a hundred times a data centre round trip, and leaves half
     /// of the period for the indirect probes (a relay that hears nothing from the target
     /// sends its nack after 80% of that half, so that it arrives within the period).
     /// Must be below `probe_interval`.
+    /// Range: 1 ns to just under `probe_interval`.
     pub probe_timeout: Duration,
     /// How many members are asked to probe indirectly after a missed ack. LAN 3: the
     /// chance that all three paths are lossy at once is small, and the traffic is bounded.
+    /// Range: 0 (no indirect probes) to `usize::MAX` (every other member).
     pub indirect_checks: usize,
     /// Multiplier of the suspicion timeout (see the module docs). LAN 4: a suspected
     /// member gets several periods in which to hear of it and refute.
+    /// Range: 1 to `u32::MAX` (the timeout saturates: a suspect is then never declared
+    /// dead).
     pub suspicion_mult: u32,
     /// Lifeguard: a fresh suspicion waits up to this many times the minimal timeout and
     /// shrinks towards it as independent members confirm. LAN 6 (memberlist's value).
+    /// Range: 1 to `u32::MAX` (saturating).
     pub suspicion_max_timeout_mult: u32,
     /// Lifeguard: a member that misses nacks or has to refute suspicions of itself
     /// stretches its own probe interval and timeout by up to this factor, so a slow
     /// member stops accusing healthy ones. LAN 8.
+    /// Range: 1 to `u32::MAX` (saturating).
     pub awareness_max_multiplier: u32,
     /// How often updates are gossiped to random members (besides piggybacking on
     /// probes). LAN 200 ms: an update crosses a 1,000-member cluster in about a second.
+    /// Range: [`MIN_INTERVAL`] (1 ms) to `Duration::MAX` (updates then travel only on
+    /// probes and push-pulls).
     pub gossip_interval: Duration,
     /// How many random members each gossip round sends to. LAN 3.
+    /// Range: 1 to `usize::MAX` (every member).
     pub gossip_nodes: usize,
     /// Dead members still receive gossip for this long, so that a wrongly declared member
     /// learns of it and refutes. LAN 30 s.
+    /// Range: zero (never) to `Duration::MAX`.
     pub gossip_to_the_dead_time: Duration,
     /// Each update is sent `retransmit_mult * ceil(log10(n + 1))` times. LAN 4: enough
     /// for an epidemic to reach every member with high probability despite loss.
+    /// Range: 1 to `u32::MAX` (the limit saturates: updates are then sent on every
+    /// round until newer ones displace them, and every gossip packet is full).
     pub retransmit_mult: u32,
     /// How often to exchange full state with one random member (anti-entropy), as the
     /// interval for a cluster of 32 members; it scales linearly with the cluster size
     /// (module docs). Zero turns it off. LAN 30 s (memberlist's value).
+    /// Range: zero (off), or [`MIN_INTERVAL`] (1 ms) to `Duration::MAX` (the scaled
+    /// interval saturates).
     pub push_pull_interval: Duration,
     /// How often to consider a full-state exchange with one random *failed* member, so
     /// that a healed partition merges again; zero turns it off. As in Serf, each member
     /// tries with probability `failed / live`, so the cluster as a whole makes about one
     /// attempt per failed member per interval. LAN 30 s (Serf's value).
+    /// Range: zero (off), or [`MIN_INTERVAL`] (1 ms) to `Duration::MAX`.
     pub reconnect_interval: Duration,
     /// Failed and left members are forgotten (a `Reap` event) after this long. LAN 24 h
     /// (Serf's reconnect timeout): they are remembered for reconnection, and a stale alive
     /// update about them cannot resurrect them.
+    /// Range: 1 ns to `Duration::MAX` (never forgotten).
     pub reap_timeout: Duration,
     /// The largest datagram sent or accepted, envelope included. LAN 1,400 bytes: fits an
     /// Ethernet MTU after IP and UDP headers, so packets are never fragmented.
+    /// Range: 576 to [`MAX_PACKET_SIZE`] (65,507).
     pub max_packet_size: usize,
     /// The largest stream message (push-pull) sent or accepted. LAN 8 MiB: full state of
     /// tens of thousands of members with tags.
+    /// Range: `max_packet_size` to `usize::MAX` (the wire's 4-byte length prefix caps
+    /// a message at 4 GiB).
     pub max_stream_size: usize,
     /// The most bytes of tags (keys plus values) a member may carry. LAN 512 (memberlist's
     /// metadata bound): an alive update always fits a packet with room for others.
+    /// Range: 0 to `max_packet_size - 400`, at most
+    /// [`MAX_WIRE_TAGS_BYTES`].
     pub max_tags_bytes: usize,
     /// Lifeguard on (the default) or off: off means no local health awareness, no nacks,
     /// no buddy system and a fixed suspicion timeout (plain SWIM, for comparison).
@@ -115,6 +141,8 @@ pub struct Config {
     pub tcp_fallback_ping: bool,
     /// How many nonces of sealed packets are remembered to drop replays. LAN 4,096: a few
     /// seconds of a busy member's traffic.
+    /// Range: 0 (no replay protection) to [`MAX_REPLAY_WINDOW`]: the nonces are kept in
+    /// memory.
     pub replay_window: usize,
     /// A label every packet carries (authenticated when sealed); members only talk to
     /// members with the same label. Default empty. At most 255 bytes.
@@ -278,6 +306,12 @@ impl Config {
                 format!("must be at most {tags_cap} with this max_packet_size"),
             ));
         }
+        if self.replay_window > MAX_REPLAY_WINDOW {
+            return Err(ConfigError::new(
+                "replay_window",
+                format!("must be at most {MAX_REPLAY_WINDOW}"),
+            ));
+        }
         if self.cluster_label.len() > 255 {
             return Err(ConfigError::new(
                 "cluster_label",
@@ -410,7 +444,7 @@ mod tests {
     }
 
     #[test]
-    fn periods_below_a_millisecond_and_oversized_packets_are_rejected() {
+    fn periods_below_a_millisecond_oversized_packets_and_replay_windows_are_rejected() {
         let field = |c: Config| c.validate().unwrap_err().field();
         let tiny = Duration::from_micros(999);
         assert_eq!(
@@ -441,6 +475,13 @@ mod tests {
                 ..Config::lan()
             }),
             "max_packet_size"
+        );
+        assert_eq!(
+            field(Config {
+                replay_window: MAX_REPLAY_WINDOW + 1,
+                ..Config::lan()
+            }),
+            "replay_window"
         );
         // Zero still turns the anti-entropy mechanisms off.
         Config {

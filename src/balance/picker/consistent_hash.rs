@@ -18,8 +18,8 @@ use super::{mix64, Candidates, PickRng, Picker};
 /// The ring holds at most [`MAX_RING_POINTS`](Self::MAX_RING_POINTS) points (or one per
 /// member, if there are more members): when `replicas × weight` summed over the members
 /// exceeds it, every member's points are scaled down in proportion (each keeps at least
-/// one), so any replica count and any weights work, at a bounded
-/// cost in memory (16 bytes a point) and rebuild time.
+/// one), so any replica count and any weights work, at a bounded cost in memory (16
+/// bytes a point) and rebuild time.
 ///
 /// The ring is rebuilt when membership or discovered weights change. A pick jumps through
 /// a bucket index to its point: O(1) expected, plus the walk past endpoints that are not

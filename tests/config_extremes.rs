@@ -12,6 +12,11 @@
 //! again in a new child. A panic hook reports panics of any thread (a gossip driver task
 //! included) against the running case.
 //!
+//! Run it with `cargo test --test config_extremes -- --nocapture` to see the table of
+//! every case; `PALISADE_CONFIG_FILTER=gossip.member` runs only the knobs whose name
+//! contains that. Children get `ulimit -v` (through `sh`, so Unix only) so that a
+//! runaway allocation fails inside the child instead of swapping the machine.
+//!
 //! Workloads run on tokio's paused clock, except the gossip clusters, which run on
 //! loopback in real time with a fast protocol configuration and bounds far above what
 //! the configuration needs (they wait for an event, never for a fixed time).

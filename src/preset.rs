@@ -96,41 +96,44 @@ pub struct HystrixBuilder<C = ErrIsFailure> {
 impl<C> HystrixBuilder<C> {
     /// How long a call may run before it fails with
     /// [`Elapsed`](crate::error::Elapsed) and its future is dropped (default 1000 ms).
+    /// From 1 ns to `Duration::MAX` (never).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
     /// Calls allowed to run at once; more fail at once with
-    /// [`BulkheadFull`](crate::error::BulkheadFull) (default 10).
+    /// [`BulkheadFull`](crate::error::BulkheadFull) (default 10). From 1 to `usize::MAX`.
     pub fn max_concurrent_requests(mut self, n: usize) -> Self {
         self.max_concurrent_requests = n;
         self
     }
 
     /// Calls the rolling window must hold before the error percentage can trip the
-    /// circuit (default 20).
+    /// circuit (default 20). Any value from 0 to `u32::MAX`.
     pub fn request_volume_threshold(mut self, n: u32) -> Self {
         self.request_volume_threshold = n;
         self
     }
 
     /// Error percentage, from 0 to 100, at or above which the circuit trips (default 50).
-    /// Failures, timeouts and bulkhead rejections are errors.
+    /// Failures, timeouts and bulkhead rejections are errors. NaN is rejected.
     pub fn error_percent_threshold(mut self, percent: f64) -> Self {
         self.error_percent_threshold = percent;
         self
     }
 
     /// How long a tripped circuit rejects calls before it lets a probe through (default
-    /// 5000 ms). A backoff set through [`breaker`](Self::breaker) replaces it.
+    /// 5000 ms). From 1 ns to `Duration::MAX`. A backoff set through
+    /// [`breaker`](Self::breaker) replaces it.
     pub fn sleep_window(mut self, period: Duration) -> Self {
         self.sleep_window = period;
         self
     }
 
     /// The rolling statistics window: `length` split into `buckets` (default 10 s in 10
-    /// buckets). `length` must divide evenly into the buckets.
+    /// buckets). `length` must divide evenly into the buckets; the ranges are the
+    /// [window's](WindowConfig::time).
     pub fn metrics_window(mut self, length: Duration, buckets: u32) -> Self {
         self.metrics_window = WindowConfig::time(length, buckets);
         self

@@ -166,27 +166,29 @@ impl Default for OutlierDetectionBuilder {
 }
 
 impl OutlierDetectionBuilder {
-    /// Failures in a row that eject an endpoint; `0` turns this check off. Default 5.
+    /// Failures in a row that eject an endpoint; `0` turns this check off. Default 5; any
+    /// value up to `u32::MAX`.
     pub fn consecutive_failures(mut self, n: u32) -> Self {
         self.consecutive_failures = n;
         self
     }
 
     /// How often success rates are compared, expired ejections are lifted, and ejection
-    /// counts decay. Default 10 s; must be positive.
+    /// counts decay. Default 10 s; from 1 ns to `Duration::MAX` (never).
     pub fn interval(mut self, d: Duration) -> Self {
         self.interval = d;
         self
     }
 
-    /// The length of a first ejection; the *n*-th lasts *n* times this. Default 30 s;
-    /// must be positive.
+    /// The length of a first ejection; the *n*-th lasts *n* times this (saturating).
+    /// Default 30 s; from 1 ns to `Duration::MAX`.
     pub fn base_ejection_time(mut self, d: Duration) -> Self {
         self.base_ejection_time = d;
         self
     }
 
-    /// The cap on one ejection's length. Default 300 s; at least `base_ejection_time`.
+    /// The cap on one ejection's length. Default 300 s; from `base_ejection_time` to
+    /// `Duration::MAX`.
     pub fn max_ejection_time(mut self, d: Duration) -> Self {
         self.max_ejection_time = d;
         self
@@ -208,21 +210,21 @@ impl OutlierDetectionBuilder {
     }
 
     /// Endpoints with enough calls needed before success rates are compared. Default 5;
-    /// at least 1.
+    /// from 1 to `usize::MAX`.
     pub fn success_rate_minimum_hosts(mut self, n: usize) -> Self {
         self.success_rate_minimum_hosts = n;
         self
     }
 
     /// Calls in an interval for an endpoint to take part in the success-rate check.
-    /// Default 100; at least 1.
+    /// Default 100; from 1 to `u32::MAX`.
     pub fn success_rate_request_volume(mut self, n: u32) -> Self {
         self.success_rate_request_volume = n;
         self
     }
 
     /// How many standard deviations below the mean success rate makes an outlier.
-    /// Default 1.9; positive and finite.
+    /// Default 1.9; positive and finite, from `f64::MIN_POSITIVE` to `f64::MAX`.
     pub fn success_rate_stdev_factor(mut self, f: f64) -> Self {
         self.success_rate_stdev_factor = f;
         self

@@ -496,14 +496,16 @@ impl<P: Picker> Builder<P> {
 
 impl<P: Picker, H, C, E> Builder<P, H, C, E> {
     /// How long a request waits for some endpoint to become ready before it fails with
-    /// [`NoEndpoints`]. Zero fails at once. While waiting, `poll_ready` is `Pending` and
+    /// [`NoEndpoints`] (default 10 s). Zero fails at once; `Duration::MAX` waits as long
+    /// as it takes. While waiting, `poll_ready` is `Pending` and
     /// the balancer re-polls discovery and endpoints as they wake it.
     pub fn no_endpoint_deadline(mut self, d: Duration) -> Self {
         self.no_endpoint_deadline = d;
         self
     }
 
-    /// The time constant of the peak-EWMA latency estimate. Must be positive.
+    /// The time constant of the peak-EWMA latency estimate (default 10 s). From 1 ns to
+    /// `Duration::MAX`.
     pub fn latency_decay(mut self, d: Duration) -> Self {
         self.latency_decay = d;
         self

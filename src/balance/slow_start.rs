@@ -73,19 +73,21 @@ pub struct SlowStartBuilder {
 }
 
 impl SlowStartBuilder {
-    /// How long the ramp lasts. Must be positive.
+    /// How long the ramp lasts (default 30 s). From 1 ns to `Duration::MAX`.
     pub fn window(mut self, d: Duration) -> Self {
         self.window = d;
         self
     }
 
-    /// The ramp's curve: 1 is linear, larger ramps faster at first. Positive, finite.
+    /// The ramp's curve (default 1): 1 is linear, larger ramps faster at first. Positive
+    /// and finite, from `f64::MIN_POSITIVE` to `f64::MAX`.
     pub fn aggression(mut self, a: f64) -> Self {
         self.aggression = a;
         self
     }
 
-    /// The smallest share of its weight a joining endpoint gets, in percent, 1 to 100.
+    /// The smallest share of its weight a joining endpoint gets, in percent (default 10),
+    /// 1 to 100.
     pub fn min_weight_percent(mut self, pct: u32) -> Self {
         self.min_weight_percent = pct;
         self

@@ -17,6 +17,11 @@ use crate::clock::Clock;
 use crate::error::ConfigError;
 use crate::window::{RollingWindow, WindowConfig};
 
+/// The most probes a half-open circuit may let through at once
+/// ([`half_open_probes`](BreakerConfigBuilder::half_open_probes)): each is a slot the
+/// circuit allocates up front and scans when a probe is admitted.
+pub const MAX_HALF_OPEN_PROBES: u32 = 1024;
+
 /// A checked circuit breaker configuration. Build one with [`BreakerConfig::builder`];
 /// turn it into a layer with [`layer`](Self::layer) (a new circuit each time) or wrap a
 /// service with [`CircuitBreaker::new`](super::CircuitBreaker::new).
@@ -209,7 +214,8 @@ impl<C> BreakerConfigBuilder<C> {
 
     /// The number of calls the window must hold before a percentage can trip the
     /// circuit (default 20, Hystrix `RequestVolumeThreshold`). Consecutive failures do
-    /// not need it.
+    /// not need it. Any value: 0 lets a percentage trip from the first call, `u32::MAX`
+    /// keeps the percentages from ever tripping a window smaller than that.
     pub fn minimum_requests(mut self, n: u32) -> Self {
         self.minimum_requests = n;
         self
@@ -217,7 +223,8 @@ impl<C> BreakerConfigBuilder<C> {
 
     /// Trips when errors (failures, timeouts, bulkhead rejections) reach `percent` of the
     /// calls in the window, with at least [`minimum_requests`](Self::minimum_requests)
-    /// calls (default 50, Hystrix `ErrorPercentThreshold`). From 0 to 100.
+    /// calls (default 50, Hystrix `ErrorPercentThreshold`). From 0 to 100 (NaN is
+    /// rejected).
     pub fn error_percentage(mut self, percent: f64) -> Self {
         self.error_percentage = Some(percent);
         self
@@ -232,21 +239,23 @@ impl<C> BreakerConfigBuilder<C> {
 
     /// Trips when slow calls reach `percent` of the calls that ran in the window, with at
     /// least [`minimum_requests`](Self::minimum_requests) calls. Off by default; needs a
-    /// [`slow_call_threshold`](Self::slow_call_threshold). From 0 to 100.
+    /// [`slow_call_threshold`](Self::slow_call_threshold). From 0 to 100 (NaN is
+    /// rejected).
     pub fn slow_call_percentage(mut self, percent: f64) -> Self {
         self.slow_call_percentage = Some(percent);
         self
     }
 
-    /// A call that takes at least `threshold` is slow. Off by default; must be positive.
+    /// A call that takes at least `threshold` is slow. Off by default; from 1 ns to
+    /// `Duration::MAX`.
     /// A slow probe counts as a failed one when a slow-call percentage is configured.
     pub fn slow_call_threshold(mut self, threshold: Duration) -> Self {
         self.slow_call_threshold = Some(threshold);
         self
     }
 
-    /// Trips on the `n`-th failure in a row, whatever the volume. Off by default; must be
-    /// positive.
+    /// Trips on the `n`-th failure in a row, whatever the volume. Off by default; from 1
+    /// to `u32::MAX`.
     pub fn consecutive_failures(mut self, n: u32) -> Self {
         self.consecutive_failures = Some(n);
         self
@@ -277,7 +286,8 @@ impl<C> BreakerConfigBuilder<C> {
     }
 
     /// How long the circuit stays open before it admits a probe (default 5 s, Hystrix
-    /// `SleepWindowInMilliseconds`). Must be positive. Replaced by
+    /// `SleepWindowInMilliseconds`). From 1 ns to `Duration::MAX` (an open period that
+    /// long never ends on its own: only the handle closes the circuit). Replaced by
     /// [`exponential_backoff`](Self::exponential_backoff) or
     /// [`open_duration`](Self::open_duration) when those are set.
     pub fn sleep_window(mut self, period: Duration) -> Self {
@@ -289,7 +299,7 @@ impl<C> BreakerConfigBuilder<C> {
     /// [`backoff_multiplier`](Self::backoff_multiplier) (default 2) for each failed probe
     /// since, capped at `max`, shortened by up to
     /// [`backoff_jitter`](Self::backoff_jitter); a successful close starts again from
-    /// `base`. Both positive, `max >= base`.
+    /// `base`. Both from 1 ns to `Duration::MAX`, `max >= base`. Off by default.
     pub fn exponential_backoff(mut self, base: Duration, max: Duration) -> Self {
         self.backoff = Some((base, max));
         self
@@ -330,13 +340,15 @@ impl<C> BreakerConfigBuilder<C> {
         self
     }
 
-    /// How many probes a half-open circuit lets through at once (default 1). Positive.
+    /// How many probes a half-open circuit lets through at once (default 1). From 1 to
+    /// [`MAX_HALF_OPEN_PROBES`].
     pub fn half_open_probes(mut self, n: u32) -> Self {
         self.half_open_probes = n;
         self
     }
 
-    /// How many probes must succeed to close the circuit (default 1). Positive. It may
+    /// How many probes must succeed to close the circuit (default 1). From 1 to
+    /// `u32::MAX`. It may
     /// exceed [`half_open_probes`](Self::half_open_probes): a probe that succeeds gives
     /// its permit to the next caller.
     pub fn probes_to_close(mut self, n: u32) -> Self {
@@ -346,14 +358,16 @@ impl<C> BreakerConfigBuilder<C> {
 
     /// How long a probe may hold its permit (default 10 s). After that the next caller
     /// takes the permit and the late probe's result is ignored, so a hung probe cannot
-    /// wedge the circuit in half-open. Positive.
+    /// wedge the circuit in half-open. From 1 ns to `Duration::MAX` (a permit is never
+    /// reclaimed).
     pub fn probe_max_wait(mut self, wait: Duration) -> Self {
         self.probe_max_wait = wait;
         self
     }
 
     /// How many events each [`EventStream`](super::EventStream) buffers before it drops
-    /// its oldest (default 64). Positive.
+    /// its oldest (default 64). From 1 to `usize::MAX`: a stream's buffer grows with the
+    /// events it holds, never beyond this.
     pub fn event_buffer(mut self, n: usize) -> Self {
         self.event_buffer = n;
         self
@@ -401,7 +415,7 @@ impl<C> BreakerConfigBuilder<C> {
     /// # Errors
     /// A [`ConfigError`] naming the builder method whose value is invalid: a zero
     /// duration or count, a percentage outside 0 to 100, `exponential_backoff` with
-    /// `max < base`, a multiplier below 1 or a jitter outside 0 to 1,
+    /// `max < base`, more than [`MAX_HALF_OPEN_PROBES`] probes, a multiplier below 1 or a jitter outside 0 to 1,
     /// `slow_call_percentage` without a slow-call threshold, `record_latency(false)` with
     /// a slow-call threshold or percentage, or a `window` the window
     /// itself rejects (the reason then names the window's field).
@@ -436,6 +450,12 @@ impl<C> BreakerConfigBuilder<C> {
         percent("error_percentage", self.error_percentage)?;
         percent("slow_call_percentage", self.slow_call_percentage)?;
         nonzero("half_open_probes", self.half_open_probes.into())?;
+        if self.half_open_probes > MAX_HALF_OPEN_PROBES {
+            return Err(ConfigError::new(
+                "half_open_probes",
+                format!("must be at most {MAX_HALF_OPEN_PROBES}"),
+            ));
+        }
         nonzero("probes_to_close", self.probes_to_close.into())?;
         nonzero("event_buffer", self.event_buffer as u64)?;
         if let Some(n) = self.consecutive_failures {

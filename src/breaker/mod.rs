@@ -136,7 +136,7 @@ mod service;
 mod shared;
 
 pub use circuit::{CircuitState, TransitionReason};
-pub use config::{BreakerConfig, BreakerConfigBuilder};
+pub use config::{BreakerConfig, BreakerConfigBuilder, MAX_HALF_OPEN_PROBES};
 pub use events::{BreakerEvent, EventStream};
 pub use future::ResponseFuture;
 pub use gate::{CircuitGate, CircuitGateLayer};

@@ -116,8 +116,8 @@ pub struct BulkheadConfigBuilder<M = FailFast> {
 }
 
 impl<M: Admission> BulkheadConfigBuilder<M> {
-    /// How many calls may run at once (default [`DEFAULT_MAX_CONCURRENT_CALLS`]). Must be
-    /// greater than zero.
+    /// How many calls may run at once (default [`DEFAULT_MAX_CONCURRENT_CALLS`]). From 1
+    /// to `usize::MAX`.
     pub fn max_concurrent_calls(mut self, n: usize) -> Self {
         self.max_concurrent_calls = n;
         self
@@ -125,7 +125,8 @@ impl<M: Admission> BulkheadConfigBuilder<M> {
 
     /// Queue calls that find the bulkhead full, in arrival order, for up to `max_wait`
     /// before rejecting them. Switches the builder to [`Queued`] mode. Must be greater than
-    /// zero: a zero wait is fail-fast, which is what leaving `max_wait` unset gives.
+    /// zero: a zero wait is fail-fast, which is what leaving `max_wait` unset gives. From
+    /// 1 ns to `Duration::MAX` (wait as long as it takes). Unset by default.
     pub fn max_wait(self, max_wait: Duration) -> BulkheadConfigBuilder<Queued> {
         BulkheadConfigBuilder {
             max_concurrent_calls: self.max_concurrent_calls,

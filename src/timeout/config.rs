@@ -78,7 +78,8 @@ pub struct TimeoutConfigBuilder<O = NoOverride> {
 }
 
 impl<O> TimeoutConfigBuilder<O> {
-    /// The default timeout (default [`DEFAULT_TIMEOUT`]). Must be greater than zero.
+    /// The default timeout (default [`DEFAULT_TIMEOUT`]). From 1 ns to `Duration::MAX`
+    /// (never times out).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -86,7 +87,8 @@ impl<O> TimeoutConfigBuilder<O> {
 
     /// A per-request override: `f(&req)` returning `Some(d)` gives that request the
     /// timeout `d` instead of the default; `None` keeps the default. An override of zero
-    /// expires the call the first time its inner future is found pending.
+    /// expires the call the first time its inner future is found pending;
+    /// `Duration::MAX` never expires it.
     pub fn per_request<F>(self, f: F) -> TimeoutConfigBuilder<F> {
         TimeoutConfigBuilder {
             timeout: self.timeout,

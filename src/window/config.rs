@@ -58,8 +58,8 @@ impl WindowConfig {
     /// The window drops its oldest bucket every `length / buckets`, so counts cover
     /// between `length - length / buckets` and `length` of time.
     ///
-    /// `length` must be positive and divisible by `buckets` into whole nanoseconds;
-    /// `buckets` must be between 1 and [`MAX_BUCKETS`].
+    /// `length` must be from 1 ns to `u64::MAX` ns (about 584 years) and divisible by
+    /// `buckets` into whole nanoseconds; `buckets` must be between 1 and [`MAX_BUCKETS`].
     pub fn time(length: Duration, buckets: u32) -> Self {
         Self {
             kind: WindowKind::Time { length, buckets },
@@ -80,7 +80,7 @@ impl WindowConfig {
     }
 
     /// Counts successes, failures and timeouts whose latency is at least `threshold`
-    /// as slow calls. Off by default; must be positive.
+    /// as slow calls. Off by default; from 1 ns to `Duration::MAX`.
     pub fn slow_call_threshold(mut self, threshold: Duration) -> Self {
         self.slow_call_threshold = Some(threshold);
         self

@@ -15,6 +15,12 @@ use super::{mix64, Candidates, PickRng, Picker};
 /// again. Requests without a key (no [`HashKey`](super::super::HashKey) configured, or it
 /// returned `None`) go to a random ready endpoint.
 ///
+/// The ring holds at most [`MAX_RING_POINTS`](Self::MAX_RING_POINTS) points (or one per
+/// member, if there are more members): when `replicas × weight` summed over the members
+/// exceeds it, every member's points are scaled down in proportion (each keeps at least
+/// one), so any replica count and any weights work, at a bounded cost in memory (16
+/// bytes a point) and rebuild time.
+///
 /// The ring is rebuilt when membership or discovered weights change. A pick jumps through
 /// a bucket index to its point: O(1) expected, plus the walk past endpoints that are not
 /// ready.
@@ -33,13 +39,18 @@ pub struct ConsistentHash {
 }
 
 impl ConsistentHash {
+    /// The most points (virtual nodes) a ring holds, whatever the replica count and
+    /// weights.
+    pub const MAX_RING_POINTS: u64 = 1 << 20;
+
     /// 160 virtual nodes per unit of weight (as ketama does).
     pub fn new() -> Self {
         Self::with_replicas(160)
     }
 
-    /// `replicas` virtual nodes per unit of weight (at least 1): more spread the keys
-    /// more evenly at the cost of a larger ring.
+    /// `replicas` virtual nodes per unit of weight: more spread the keys more evenly at
+    /// the cost of a larger ring. From 1 to `u32::MAX` (0 counts as 1); the ring is
+    /// capped at [`MAX_RING_POINTS`](Self::MAX_RING_POINTS) points in all.
     pub fn with_replicas(replicas: u32) -> Self {
         Self {
             replicas: replicas.max(1),
@@ -55,11 +66,19 @@ impl ConsistentHash {
     fn rebuild(&mut self, candidates: &Candidates<'_>) {
         self.ring.clear();
         self.weights.clear();
+        // u128: replicas × weight summed over many members overflows u64.
+        let wanted = |weight: u32| u128::from(self.replicas) * u128::from(weight);
+        let total: u128 = candidates.members().map(|e| wanted(e.weight())).sum();
+        let cap = u128::from(Self::MAX_RING_POINTS);
         for e in candidates.members() {
-            let points = self.replicas.saturating_mul(e.weight());
+            let points = if total > cap {
+                (wanted(e.weight()) * cap / total).max(1) as u64
+            } else {
+                wanted(e.weight()) as u64
+            };
             let base = mix64(e.key_hash());
             for r in 0..points {
-                self.ring.push((mix64(base ^ mix64(r as u64)), e.id()));
+                self.ring.push((mix64(base ^ mix64(r)), e.id()));
             }
             self.weights.push((e.id(), e.weight()));
         }

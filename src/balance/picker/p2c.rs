@@ -53,7 +53,8 @@ impl PowerOfTwoChoices {
         self
     }
 
-    /// Compares peak-EWMA cost, assuming `default_rtt` before the first response.
+    /// Compares peak-EWMA cost, assuming `default_rtt` before the first response. Any
+    /// duration (zero to `Duration::MAX`).
     pub fn peak_ewma(self, default_rtt: Duration) -> Self {
         self.with_cost(Cost::PeakEwma { default_rtt })
     }

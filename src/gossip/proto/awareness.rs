@@ -8,6 +8,7 @@
 //! interval and timeout are multiplied by `score + 1`, so an unhealthy member probes
 //! less often and waits longer before accusing anyone.
 
+use super::config::nanos;
 use std::time::Duration;
 
 /// The health score, between 0 (healthy) and `max` inclusive.
@@ -39,7 +40,7 @@ impl Awareness {
 
     /// A timeout stretched by the score, in nanoseconds.
     pub(crate) fn scale(&self, d: Duration) -> u64 {
-        (d.as_nanos() as u64).saturating_mul(u64::from(self.score) + 1)
+        (nanos(d)).saturating_mul(u64::from(self.score) + 1)
     }
 }
 

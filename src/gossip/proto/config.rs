@@ -26,6 +26,17 @@ use crate::gossip::keyring::Keyring;
 
 use super::member::MAX_WIRE_TAGS_BYTES;
 
+/// The shortest period of the protocol's periodic work (`probe_interval`,
+/// `gossip_interval`, and `push_pull_interval` and `reconnect_interval` when on): the
+/// runtime's timer counts milliseconds, so a shorter period would only spin.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(1);
+
+/// The largest `max_packet_size`: the largest UDP payload over IPv4.
+pub const MAX_PACKET_SIZE: usize = 65_507;
+
+/// The largest `replay_window`: a million nonces, some tens of megabytes.
+pub const MAX_REPLAY_WINDOW: usize = 1 << 20;
+
 /// Protocol configuration. See the [module docs](self) for how values scale.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -38,58 +49,81 @@ pub struct Config {
     /// and ack per member per second (about 24 bytes/member/s, the same at any cluster
     /// size); healthy members are still not declared failed at 10% loss, because
     /// Lifeguard stretches lone suspicions and refutations travel as fast as before.
+    /// Range: [`MIN_INTERVAL`] (1 ms) to `Duration::MAX` (never probe, so crashes go
+    /// unnoticed), and longer than `probe_timeout`.
     pub probe_interval: Duration,
     /// How long to wait for a direct ack before asking others to probe indirectly.
     /// LAN 250 ms: still about a hundred times a data centre round trip, and leaves half
     /// of the period for the indirect probes (a relay that hears nothing from the target
     /// sends its nack after 80% of that half, so that it arrives within the period).
     /// Must be below `probe_interval`.
+    /// Range: 1 ns to just under `probe_interval`.
     pub probe_timeout: Duration,
     /// How many members are asked to probe indirectly after a missed ack. LAN 3: the
     /// chance that all three paths are lossy at once is small, and the traffic is bounded.
+    /// Range: 0 (no indirect probes) to `usize::MAX` (every other member).
     pub indirect_checks: usize,
     /// Multiplier of the suspicion timeout (see the module docs). LAN 4: a suspected
     /// member gets several periods in which to hear of it and refute.
+    /// Range: 1 to `u32::MAX` (the timeout saturates: a suspect is then never declared
+    /// dead).
     pub suspicion_mult: u32,
     /// Lifeguard: a fresh suspicion waits up to this many times the minimal timeout and
     /// shrinks towards it as independent members confirm. LAN 6 (memberlist's value).
+    /// Range: 1 to `u32::MAX` (saturating).
     pub suspicion_max_timeout_mult: u32,
     /// Lifeguard: a member that misses nacks or has to refute suspicions of itself
     /// stretches its own probe interval and timeout by up to this factor, so a slow
     /// member stops accusing healthy ones. LAN 8.
+    /// Range: 1 to `u32::MAX` (saturating).
     pub awareness_max_multiplier: u32,
     /// How often updates are gossiped to random members (besides piggybacking on
     /// probes). LAN 200 ms: an update crosses a 1,000-member cluster in about a second.
+    /// Range: [`MIN_INTERVAL`] (1 ms) to `Duration::MAX` (updates then travel only on
+    /// probes and push-pulls).
     pub gossip_interval: Duration,
     /// How many random members each gossip round sends to. LAN 3.
+    /// Range: 1 to `usize::MAX` (every member).
     pub gossip_nodes: usize,
     /// Dead members still receive gossip for this long, so that a wrongly declared member
     /// learns of it and refutes. LAN 30 s.
+    /// Range: zero (never) to `Duration::MAX`.
     pub gossip_to_the_dead_time: Duration,
     /// Each update is sent `retransmit_mult * ceil(log10(n + 1))` times. LAN 4: enough
     /// for an epidemic to reach every member with high probability despite loss.
+    /// Range: 1 to `u32::MAX` (the limit saturates: updates are then sent on every
+    /// round until newer ones displace them, and every gossip packet is full).
     pub retransmit_mult: u32,
     /// How often to exchange full state with one random member (anti-entropy), as the
     /// interval for a cluster of 32 members; it scales linearly with the cluster size
     /// (module docs). Zero turns it off. LAN 30 s (memberlist's value).
+    /// Range: zero (off), or [`MIN_INTERVAL`] (1 ms) to `Duration::MAX` (the scaled
+    /// interval saturates).
     pub push_pull_interval: Duration,
     /// How often to consider a full-state exchange with one random *failed* member, so
     /// that a healed partition merges again; zero turns it off. As in Serf, each member
     /// tries with probability `failed / live`, so the cluster as a whole makes about one
     /// attempt per failed member per interval. LAN 30 s (Serf's value).
+    /// Range: zero (off), or [`MIN_INTERVAL`] (1 ms) to `Duration::MAX`.
     pub reconnect_interval: Duration,
     /// Failed and left members are forgotten (a `Reap` event) after this long. LAN 24 h
     /// (Serf's reconnect timeout): they are remembered for reconnection, and a stale alive
     /// update about them cannot resurrect them.
+    /// Range: 1 ns to `Duration::MAX` (never forgotten).
     pub reap_timeout: Duration,
     /// The largest datagram sent or accepted, envelope included. LAN 1,400 bytes: fits an
     /// Ethernet MTU after IP and UDP headers, so packets are never fragmented.
+    /// Range: 576 to [`MAX_PACKET_SIZE`] (65,507).
     pub max_packet_size: usize,
     /// The largest stream message (push-pull) sent or accepted. LAN 8 MiB: full state of
     /// tens of thousands of members with tags.
+    /// Range: `max_packet_size` to `usize::MAX` (the wire's 4-byte length prefix caps
+    /// a message at 4 GiB).
     pub max_stream_size: usize,
     /// The most bytes of tags (keys plus values) a member may carry. LAN 512 (memberlist's
     /// metadata bound): an alive update always fits a packet with room for others.
+    /// Range: 0 to `max_packet_size - 400`, at most
+    /// [`MAX_WIRE_TAGS_BYTES`].
     pub max_tags_bytes: usize,
     /// Lifeguard on (the default) or off: off means no local health awareness, no nacks,
     /// no buddy system and a fixed suspicion timeout (plain SWIM, for comparison).
@@ -107,6 +141,8 @@ pub struct Config {
     pub tcp_fallback_ping: bool,
     /// How many nonces of sealed packets are remembered to drop replays. LAN 4,096: a few
     /// seconds of a busy member's traffic.
+    /// Range: 0 (no replay protection) to [`MAX_REPLAY_WINDOW`]: the nonces are kept in
+    /// memory.
     pub replay_window: usize,
     /// A label every packet carries (authenticated when sealed); members only talk to
     /// members with the same label. Default empty. At most 255 bytes.
@@ -196,7 +232,24 @@ impl Config {
                 Ok(())
             }
         };
-        positive(self.probe_interval, "probe_interval")?;
+        let interval = |d: Duration, field: &'static str| {
+            if d < MIN_INTERVAL {
+                Err(ConfigError::new(
+                    field,
+                    format!("must be at least {MIN_INTERVAL:?}"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let interval_or_off = |d: Duration, field: &'static str| {
+            if d.is_zero() {
+                Ok(())
+            } else {
+                interval(d, field)
+            }
+        };
+        interval(self.probe_interval, "probe_interval")?;
         positive(self.probe_timeout, "probe_timeout")?;
         if self.probe_timeout >= self.probe_interval {
             return Err(ConfigError::new(
@@ -220,7 +273,9 @@ impl Config {
             self.awareness_max_multiplier.into(),
             "awareness_max_multiplier",
         )?;
-        positive(self.gossip_interval, "gossip_interval")?;
+        interval(self.gossip_interval, "gossip_interval")?;
+        interval_or_off(self.push_pull_interval, "push_pull_interval")?;
+        interval_or_off(self.reconnect_interval, "reconnect_interval")?;
         at_least_one(self.gossip_nodes as u64, "gossip_nodes")?;
         at_least_one(self.retransmit_mult.into(), "retransmit_mult")?;
         positive(self.reap_timeout, "reap_timeout")?;
@@ -228,6 +283,12 @@ impl Config {
             return Err(ConfigError::new(
                 "max_packet_size",
                 "must be at least 576 bytes (the minimum IPv4 datagram every host accepts)",
+            ));
+        }
+        if self.max_packet_size > MAX_PACKET_SIZE {
+            return Err(ConfigError::new(
+                "max_packet_size",
+                format!("must be at most {MAX_PACKET_SIZE} bytes (the largest UDP payload)"),
             ));
         }
         if self.max_stream_size < self.max_packet_size {
@@ -245,6 +306,12 @@ impl Config {
                 format!("must be at most {tags_cap} with this max_packet_size"),
             ));
         }
+        if self.replay_window > MAX_REPLAY_WINDOW {
+            return Err(ConfigError::new(
+                "replay_window",
+                format!("must be at most {MAX_REPLAY_WINDOW}"),
+            ));
+        }
         if self.cluster_label.len() > 255 {
             return Err(ConfigError::new(
                 "cluster_label",
@@ -257,14 +324,13 @@ impl Config {
     /// How many times an update is sent in a cluster of `n` live members.
     pub fn retransmit_limit(&self, n: usize) -> u32 {
         let scale = ((n as f64) + 1.0).log10().ceil().max(1.0) as u32;
-        self.retransmit_mult * scale
+        self.retransmit_mult.saturating_mul(scale)
     }
 
     /// The shortest suspicion timeout in a cluster of `n` members (self included).
     pub fn suspicion_min_timeout(&self, n: usize) -> Duration {
         let scale = (n.max(1) as f64).log10().max(1.0);
-        self.probe_interval
-            .mul_f64(scale * f64::from(self.suspicion_mult))
+        mul_saturating(self.probe_interval, scale * f64::from(self.suspicion_mult))
     }
 
     /// The push-pull interval in a cluster of `n` members.
@@ -274,10 +340,21 @@ impl Config {
         if self.push_pull_interval.is_zero() {
             return Duration::ZERO;
         }
-        self.push_pull_interval
-            .mul_f64(n as f64 / REFERENCE)
+        mul_saturating(self.push_pull_interval, n as f64 / REFERENCE)
             .max(FLOOR.min(self.push_pull_interval))
     }
+}
+
+/// `d * k` for a finite `k >= 0`, saturating at `Duration::MAX` instead of panicking as
+/// `Duration::mul_f64` does, so that a huge configured interval scales to "never".
+fn mul_saturating(d: Duration, k: f64) -> Duration {
+    Duration::try_from_secs_f64(d.as_secs_f64() * k).unwrap_or(Duration::MAX)
+}
+
+/// A duration in nanoseconds of the protocol's clock, saturating at `u64::MAX` (about
+/// 584 years, so "never") instead of wrapping as `as u64` would.
+pub(crate) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -344,5 +421,75 @@ mod tests {
         assert_eq!(c.push_pull_interval_for(16), Duration::from_secs(15));
         assert_eq!(c.push_pull_interval_for(32), Duration::from_secs(30));
         assert_eq!(c.push_pull_interval_for(1024), Duration::from_secs(960));
+    }
+
+    #[test]
+    fn scaling_saturates_instead_of_overflowing() {
+        let c = Config {
+            probe_interval: Duration::MAX,
+            probe_timeout: Duration::from_secs(1),
+            retransmit_mult: u32::MAX,
+            suspicion_mult: u32::MAX,
+            push_pull_interval: Duration::MAX,
+            ..Config::lan()
+        };
+        c.validate().unwrap();
+        // Past 10 members the multiplier is scaled by 2, past 32 the interval by n / 32.
+        assert_eq!(c.retransmit_limit(10), u32::MAX);
+        assert_eq!(c.push_pull_interval_for(33), Duration::MAX);
+        assert_eq!(c.push_pull_interval_for(1_000_000), Duration::MAX);
+        assert_eq!(c.suspicion_min_timeout(1000), Duration::MAX);
+        assert_eq!(nanos(Duration::MAX), u64::MAX);
+        assert_eq!(nanos(Duration::from_nanos(7)), 7);
+    }
+
+    #[test]
+    fn periods_below_a_millisecond_oversized_packets_and_replay_windows_are_rejected() {
+        let field = |c: Config| c.validate().unwrap_err().field();
+        let tiny = Duration::from_micros(999);
+        assert_eq!(
+            field(Config {
+                gossip_interval: tiny,
+                ..Config::lan()
+            }),
+            "gossip_interval"
+        );
+        assert_eq!(
+            field(Config {
+                push_pull_interval: tiny,
+                ..Config::lan()
+            }),
+            "push_pull_interval"
+        );
+        assert_eq!(
+            field(Config {
+                reconnect_interval: tiny,
+                ..Config::lan()
+            }),
+            "reconnect_interval"
+        );
+        assert_eq!(
+            field(Config {
+                max_packet_size: MAX_PACKET_SIZE + 1,
+                max_stream_size: usize::MAX,
+                ..Config::lan()
+            }),
+            "max_packet_size"
+        );
+        assert_eq!(
+            field(Config {
+                replay_window: MAX_REPLAY_WINDOW + 1,
+                ..Config::lan()
+            }),
+            "replay_window"
+        );
+        // Zero still turns the anti-entropy mechanisms off.
+        Config {
+            push_pull_interval: Duration::ZERO,
+            reconnect_interval: Duration::ZERO,
+            ..Config::lan()
+        }
+        .validate()
+        .unwrap();
     }
 }

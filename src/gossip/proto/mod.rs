@@ -52,6 +52,7 @@ pub mod push_pull;
 pub mod state;
 pub mod suspicion;
 
+use config::nanos;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 
@@ -220,7 +221,7 @@ impl Swim {
         );
         // Start the periodic work at random offsets so members do not tick in lockstep.
         let jitter = |rng: &mut SmallRng, d: std::time::Duration| {
-            let d = d.as_nanos() as u64;
+            let d = nanos(d);
             if d == 0 {
                 u64::MAX
             } else {
@@ -231,7 +232,7 @@ impl Swim {
         let next_gossip_at = jitter(&mut rng, config.gossip_interval);
         let next_push_pull_at = jitter(&mut rng, config.push_pull_interval);
         let next_reconnect_at = jitter(&mut rng, config.reconnect_interval);
-        let next_reap_at = now.saturating_add(config.probe_interval.as_nanos() as u64);
+        let next_reap_at = now.saturating_add(nanos(config.probe_interval));
         Ok(Self {
             awareness: Awareness::new(if config.lifeguard {
                 config.awareness_max_multiplier
@@ -476,7 +477,7 @@ impl Swim {
             self.probe_tick(now);
         }
         if now >= self.next_gossip_at {
-            self.next_gossip_at = now.saturating_add(self.config.gossip_interval.as_nanos() as u64);
+            self.next_gossip_at = now.saturating_add(nanos(self.config.gossip_interval));
             self.gossip_round(now);
         }
         if now >= self.next_push_pull_at {
@@ -486,7 +487,7 @@ impl Swim {
             self.reconnect_tick(now);
         }
         if now >= self.next_reap_at {
-            self.next_reap_at = next_after(now, self.config.probe_interval.as_nanos() as u64);
+            self.next_reap_at = next_after(now, nanos(self.config.probe_interval));
             self.reap(now);
         }
         if self.suspicions.values().any(|s| s.deadline() <= now) {
@@ -527,7 +528,7 @@ impl Swim {
         if self.broadcasts.len() == 0 {
             return;
         }
-        let dead_for = self.config.gossip_to_the_dead_time.as_nanos() as u64;
+        let dead_for = nanos(self.config.gossip_to_the_dead_time);
         let targets = random_members(&self.table, &mut self.rng, self.config.gossip_nodes, |m| {
             m.state.is_live()
                 || (m.state == MemberState::Dead && now.saturating_sub(m.state_since) < dead_for)

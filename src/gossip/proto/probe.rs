@@ -34,6 +34,7 @@
 //! direct ping is answered. A member of an older build skips the unknown frame and does
 //! not answer; the round then ends as it would without the fallback.
 
+use super::config::nanos;
 use std::net::SocketAddr;
 
 use rand::rngs::SmallRng;
@@ -58,8 +59,8 @@ const MAX_RELAYS: usize = 1024;
 /// failed probe look like the requester's own fault. The relay assumes the requester
 /// runs the same configuration and is healthy, as the protocol does everywhere.
 pub(crate) fn nack_after(config: &super::Config) -> u64 {
-    let timeout = config.probe_timeout.as_nanos() as u64;
-    let rest = (config.probe_interval.as_nanos() as u64).saturating_sub(timeout);
+    let timeout = nanos(config.probe_timeout);
+    let rest = (nanos(config.probe_interval)).saturating_sub(timeout);
     timeout.min(rest) / 5 * 4
 }
 
@@ -138,7 +139,8 @@ pub(crate) fn random_members(
     mut filter: impl FnMut(&Member) -> bool,
 ) -> Vec<usize> {
     let n = table.len();
-    let mut out = Vec::with_capacity(k);
+    // `k` comes from the configuration (up to `usize::MAX`); at most `n` can be picked.
+    let mut out = Vec::with_capacity(k.min(n));
     if n == 0 || k == 0 {
         return out;
     }

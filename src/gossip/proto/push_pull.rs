@@ -17,6 +17,7 @@
 //! member (with probability failed / live, as in Serf), which is how two halves of a
 //! healed partition find each other again.
 
+use super::config::nanos;
 use std::net::SocketAddr;
 
 use rand::Rng;
@@ -114,7 +115,7 @@ impl Swim {
     /// Periodic push-pull with one random live member.
     pub(crate) fn push_pull_tick(&mut self, now: u64) {
         let every = self.config.push_pull_interval_for(self.table.live() + 1);
-        self.next_push_pull_at = next_after(now, every.as_nanos() as u64);
+        self.next_push_pull_at = next_after(now, nanos(every));
         if self.leaving {
             return;
         }
@@ -129,7 +130,7 @@ impl Swim {
 
     /// Periodic push-pull with one random failed member (not one that left).
     pub(crate) fn reconnect_tick(&mut self, now: u64) {
-        self.next_reconnect_at = next_after(now, self.config.reconnect_interval.as_nanos() as u64);
+        self.next_reconnect_at = next_after(now, nanos(self.config.reconnect_interval));
         if self.leaving {
             return;
         }

@@ -27,6 +27,7 @@
 //! every copy of it, let its suspicion time out and declared a healthy member failed
 //! about once in five runs; the direct reply removed those.
 
+use super::config::nanos;
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -256,7 +257,7 @@ impl Swim {
         }
         let name = s.name.clone();
         let n = self.table.live() + 1;
-        let min = self.config.suspicion_min_timeout(n).as_nanos() as u64;
+        let min = nanos(self.config.suspicion_min_timeout(n));
         let (k, max) = if self.config.lifeguard {
             // Expect confirmations from the members able to make them, at most
             // suspicion_mult - 2 (memberlist's choice).
@@ -400,7 +401,7 @@ impl Swim {
         if self.table.live() == self.table.len() {
             return; // nobody failed or left: skip the scan
         }
-        let after = self.config.reap_timeout.as_nanos() as u64;
+        let after = nanos(self.config.reap_timeout);
         let expired: Vec<String> = self
             .table
             .iter()

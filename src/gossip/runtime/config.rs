@@ -4,9 +4,21 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
 use super::RetryJoin;
 use crate::error::ConfigError;
-use crate::gossip::proto::Config;
+use crate::gossip::proto::{Config, Identity};
+
+/// The most events a subscriber may fall behind by
+/// ([`event_capacity`](MembershipConfig::event_capacity)): the event channel allocates
+/// that many slots up front, so the bound keeps it to a few megabytes.
+pub const MAX_EVENT_CAPACITY: usize = 1 << 16;
+
+/// A deadline far enough to mean "never" (30 years) for a timeout too long to add to
+/// an `Instant`.
+const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 86_400);
 
 /// The configuration of one member's runtime: its identity, where it listens, whom it
 /// joins through, and the protocol [`Config`] it runs.
@@ -41,8 +53,9 @@ pub struct MembershipConfig {
 }
 
 impl MembershipConfig {
-    /// A member named `name` listening (UDP and TCP, same port) on `bind`. Port 0 picks a
-    /// free port at start. Defaults: no seeds (a cluster of one until someone joins it),
+    /// A member named `name` (not empty, at most
+    /// [`MAX_NAME_LEN`](crate::gossip::proto::MAX_NAME_LEN) bytes) listening (UDP and TCP,
+    /// same port) on `bind`. Port 0 picks a free port at start. Defaults: no seeds (a cluster of one until someone joins it),
     /// the LAN protocol preset, 5 join attempts with backoff from 200 ms to 2 s, 2 s
     /// stream timeout, 64 concurrent inbound streams, 3 s leave timeout, 1,024 buffered
     /// events per subscriber.
@@ -101,7 +114,8 @@ impl MembershipConfig {
 
     /// How many rounds of join attempts (each to every seed at once) before
     /// [`Membership::start`](super::Membership::start) gives up, or with
-    /// [`retry_join`](Self::retry_join) returns and goes on in the background. At least 1.
+    /// [`retry_join`](Self::retry_join) returns and goes on in the background. Default 5;
+    /// from 1 to `u32::MAX`.
     pub fn join_attempts(mut self, attempts: u32) -> Self {
         self.join_attempts = attempts;
         self
@@ -109,35 +123,40 @@ impl MembershipConfig {
 
     /// Backoff between join rounds: jittered, doubling from `initial` up to `max`. The
     /// background rounds of [`retry_join`](Self::retry_join) start from the same
-    /// `initial` and are capped by [`RetryJoin::max_interval`] instead.
+    /// `initial` and are capped by [`RetryJoin::max_interval`] instead. Default 200 ms to
+    /// 2 s; `initial` from 1 ns to `Duration::MAX`, `max` any (raised to `initial` if
+    /// smaller; the waits saturate, so `Duration::MAX` waits forever).
     pub fn join_backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.join_backoff = (initial, max);
         self
     }
 
     /// The bound on one stream exchange (connect, send, receive the answer), in each
-    /// direction. Not zero.
+    /// direction. Default 2 s; from 1 ns to `Duration::MAX` (no bound).
     pub fn stream_timeout(mut self, timeout: Duration) -> Self {
         self.stream_timeout = timeout;
         self
     }
 
     /// The most inbound stream connections handled at once; more are closed at accept.
-    /// At least 1.
+    /// Default 64; from 1 to `usize::MAX`, values above tokio's semaphore limit
+    /// (`usize::MAX >> 3`) meaning no limit.
     pub fn max_inbound_streams(mut self, n: usize) -> Self {
         self.max_inbound_streams = n;
         self
     }
 
     /// How long a graceful [`leave`](super::Membership::leave) may take before the
-    /// member stops anyway.
+    /// member stops anyway. Default 3 s; from zero (give up at once, the leave is still
+    /// gossiped while the member runs) to `Duration::MAX` (wait for the acknowledgement).
     pub fn leave_timeout(mut self, timeout: Duration) -> Self {
         self.leave_timeout = timeout;
         self
     }
 
     /// How many events each [`subscribe`](super::Membership::subscribe)r may fall behind
-    /// before it loses the oldest. At least 1.
+    /// before it loses the oldest. Default 1,024; from 1 to [`MAX_EVENT_CAPACITY`] (the
+    /// buffer is allocated up front).
     pub fn event_capacity(mut self, n: usize) -> Self {
         self.event_capacity = n;
         self
@@ -184,9 +203,13 @@ impl MembershipConfig {
         &self.name
     }
 
-    /// Checks every field; the error names the setter of the first bad one.
+    /// Checks every field; the error names the setter of the first bad one (`name` and
+    /// `tags` for the member's identity, the protocol's field for the protocol).
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.protocol.validate()?;
+        Identity::new(self.name.clone(), self.bind)
+            .with_tags(self.tags.clone())
+            .validate(self.protocol.max_tags_bytes)?;
         if self.bind.ip().is_unspecified() && self.advertise.is_none() {
             return Err(ConfigError::new(
                 "advertise_addr",
@@ -219,6 +242,12 @@ impl MembershipConfig {
         if self.event_capacity == 0 {
             return Err(ConfigError::new("event_capacity", "must be at least 1"));
         }
+        if self.event_capacity > MAX_EVENT_CAPACITY {
+            return Err(ConfigError::new(
+                "event_capacity",
+                format!("must be at most {MAX_EVENT_CAPACITY}"),
+            ));
+        }
         if let Some(policy) = &self.retry_join {
             if self.seeds.is_empty() {
                 return Err(ConfigError::new(
@@ -229,5 +258,68 @@ impl MembershipConfig {
             policy.validate()?;
         }
         Ok(())
+    }
+
+    /// The permits of the inbound-stream limit: tokio's semaphore takes at most
+    /// `Semaphore::MAX_PERMITS`, which is as good as no limit.
+    pub(crate) fn inbound_stream_permits(&self) -> usize {
+        self.max_inbound_streams.min(Semaphore::MAX_PERMITS)
+    }
+
+    /// The capacity of the driver's queue of inbound stream messages: one per inbound
+    /// stream and some for the outbound answers, within the channel's maximum.
+    pub(crate) fn stream_queue_capacity(&self) -> usize {
+        self.max_inbound_streams
+            .saturating_add(64)
+            .min(Semaphore::MAX_PERMITS)
+    }
+
+    /// When a leave started at `now` gives up: a leave timeout too long to add means
+    /// never (in practice).
+    pub(crate) fn leave_deadline(&self, now: Instant) -> Instant {
+        now.checked_add(self.leave_timeout)
+            .unwrap_or_else(|| now + FAR_FUTURE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(name: &str) -> MembershipConfig {
+        MembershipConfig::new(name, "127.0.0.1:0".parse().unwrap())
+    }
+
+    #[test]
+    fn validate_rejects_the_names_and_tags_that_start_would() {
+        assert_eq!(config("").validate().unwrap_err().field(), "name");
+        let long = "x".repeat(crate::gossip::proto::MAX_NAME_LEN + 1);
+        assert_eq!(config(&long).validate().unwrap_err().field(), "name");
+        let tags = config("a").tag("k", "v".repeat(600));
+        assert_eq!(tags.validate().unwrap_err().field(), "tags");
+        config("a").validate().unwrap();
+    }
+
+    #[test]
+    fn event_capacity_is_bounded_by_what_the_channel_allocates() {
+        let c = config("a").event_capacity(MAX_EVENT_CAPACITY);
+        c.validate().unwrap();
+        let c = config("a").event_capacity(MAX_EVENT_CAPACITY + 1);
+        assert_eq!(c.validate().unwrap_err().field(), "event_capacity");
+    }
+
+    #[test]
+    fn derived_bounds_saturate() {
+        let c = config("a")
+            .max_inbound_streams(usize::MAX)
+            .leave_timeout(Duration::MAX);
+        c.validate().unwrap();
+        assert_eq!(c.inbound_stream_permits(), Semaphore::MAX_PERMITS);
+        assert_eq!(c.stream_queue_capacity(), Semaphore::MAX_PERMITS);
+        let now = Instant::now();
+        assert!(c.leave_deadline(now) >= now + FAR_FUTURE);
+        let c = config("a").leave_timeout(Duration::from_secs(3));
+        assert_eq!(c.leave_deadline(now), now + Duration::from_secs(3));
+        assert_eq!(c.stream_queue_capacity(), 64 + 64);
     }
 }

@@ -100,7 +100,7 @@ pub(crate) async fn run(
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
 ) {
-    let (tx, mut rx) = mpsc::channel::<StreamMsg>(shared.config.max_inbound_streams + 64);
+    let (tx, mut rx) = mpsc::channel::<StreamMsg>(shared.config.stream_queue_capacity());
     let accept = AbortOnDrop(tokio::spawn(accept_loop(
         listener,
         tx.clone(),
@@ -284,7 +284,7 @@ async fn exchange(to: SocketAddr, bytes: &[u8], max: usize) -> Option<Vec<u8>> {
 }
 
 async fn accept_loop(listener: TcpListener, tx: mpsc::Sender<StreamMsg>, shared: Arc<Shared>) {
-    let limit = Arc::new(Semaphore::new(shared.config.max_inbound_streams));
+    let limit = Arc::new(Semaphore::new(shared.config.inbound_stream_permits()));
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {

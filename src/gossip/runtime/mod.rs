@@ -111,7 +111,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{broadcast, oneshot, watch, Notify};
 use tokio::time::Instant;
 
-pub use config::MembershipConfig;
+pub use config::{MembershipConfig, MAX_EVENT_CAPACITY};
 pub use error::{JoinError, StartError, Stopped};
 pub use retry_join::RetryJoin;
 
@@ -317,7 +317,7 @@ impl Membership {
     /// cut it short. The member keeps running (answering probes as left) until
     /// [`shutdown`](Self::shutdown) or [`kill`](Self::kill). Calling it again is harmless.
     pub async fn leave(&self) -> bool {
-        let deadline = Instant::now() + self.shared.config.leave_timeout;
+        let deadline = self.shared.config.leave_deadline(Instant::now());
         let peers: Vec<SocketAddr> = {
             let core = self.shared.core.lock();
             let mut live: Vec<SocketAddr> = core
@@ -615,7 +615,10 @@ pub(crate) async fn join_round(shared: &Shared, targets: &[SocketAddr]) -> Resul
     let waiting = exchange_with(shared, targets, |swim, now| swim.join(targets, now))?;
     // Each exchange is bounded by the stream timeout; the margin covers scheduling, and
     // the bound covers an exchange the core did not start (an oversized state).
-    let bound = shared.config.stream_timeout + Duration::from_millis(500);
+    let bound = shared
+        .config
+        .stream_timeout
+        .saturating_add(Duration::from_millis(500));
     Ok(tokio::time::timeout(bound, count_answers(waiting))
         .await
         .unwrap_or(0))

@@ -86,8 +86,8 @@ impl RetryJoin {
     }
 
     /// The longest wait between two background rounds (the backoff's cap; raised to the
-    /// initial [`join_backoff`](super::MembershipConfig::join_backoff) if smaller). Not
-    /// zero. Default 30 s: a member alone for long costs one connection per seed per
+    /// initial [`join_backoff`](super::MembershipConfig::join_backoff) if smaller). From
+    /// 1 ns to `Duration::MAX`. Default 30 s: a member alone for long costs one connection per seed per
     /// interval.
     pub fn max_interval(mut self, interval: Duration) -> Self {
         self.max_interval = interval;
@@ -96,14 +96,14 @@ impl RetryJoin {
 
     /// Give up after this many background rounds without an answer, counted from the
     /// start of each episode of retrying (after the foreground rounds at start, or after
-    /// the member found itself alone). At least 1. Default: no bound.
+    /// the member found itself alone). From 1 to `u32::MAX`. Default: no bound.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = Some(attempts);
         self
     }
 
     /// How long the member must have seen no other alive or suspect member before it
-    /// retries the seeds. Not zero. Default: 5 probe intervals of the protocol
+    /// retries the seeds. From 1 ns to `Duration::MAX` (never rejoin). Default: 5 probe intervals of the protocol
     /// configuration (2.5 s on LAN), long enough not to react to a view that is only
     /// momentarily empty.
     pub fn isolation_timeout(mut self, timeout: Duration) -> Self {
@@ -283,7 +283,8 @@ async fn until_isolated(
             if since.elapsed() >= isolation {
                 return true;
             }
-            Some(since + isolation)
+            // An isolation timeout too long to add to an instant never fires.
+            since.checked_add(isolation)
         };
         tokio::select! {
             biased;

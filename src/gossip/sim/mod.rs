@@ -46,6 +46,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::error::ConfigError;
+use crate::gossip::proto::config::nanos;
 use crate::gossip::proto::{Config, Event, Identity, Swim, Transport};
 
 /// A member of a simulation (an index).
@@ -55,11 +56,14 @@ pub struct MemberId(pub usize);
 /// How the simulated network treats packets.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Network {
-    /// Probability that a datagram is lost (0.0 to 1.0).
+    /// Probability that a datagram is lost, from 0.0 to 1.0 (above 1 counts as 1; NaN
+    /// and negatives as 0).
     pub loss: f64,
-    /// Shortest one-way delay.
+    /// Shortest one-way delay. Any duration; delays saturate at the end of virtual time
+    /// (`u64::MAX` ns), so `Duration::MAX` means never delivered.
     pub min_delay: Duration,
     /// Longest one-way delay; delays are uniform between the two, so packets reorder.
+    /// Not below `min_delay` (a smaller one means exactly `min_delay`).
     pub max_delay: Duration,
 }
 
@@ -320,7 +324,7 @@ impl Simulation {
     /// uniformly between `min` and `max` (swapped if given in the wrong order), so that
     /// its inputs also reorder. `Duration::ZERO` for both makes it timely again.
     pub fn set_slow_between(&mut self, id: MemberId, min: Duration, max: Duration) {
-        let (a, b) = (min.as_nanos() as u64, max.as_nanos() as u64);
+        let (a, b) = (nanos(min), nanos(max));
         self.members[id.0].slow = (a.min(b), a.max(b));
     }
 
@@ -362,7 +366,7 @@ impl Simulation {
 
     /// Runs until the virtual clock reaches `now + d`.
     pub fn run_for(&mut self, d: Duration) {
-        let until = self.now.saturating_add(d.as_nanos() as u64);
+        let until = self.now.saturating_add(nanos(d));
         self.run_until(until);
     }
 
@@ -385,7 +389,7 @@ impl Simulation {
         mut done: impl FnMut(&Simulation) -> bool,
     ) -> Option<Duration> {
         let start = self.now;
-        let end = start.saturating_add(limit.as_nanos() as u64);
+        let end = start.saturating_add(nanos(limit));
         loop {
             if done(self) {
                 return Some(Duration::from_nanos(self.now - start));
@@ -486,10 +490,7 @@ impl Simulation {
                 self.stats.lost += 1;
                 continue;
             }
-            let (lo, hi) = (
-                self.network.min_delay.as_nanos() as u64,
-                self.network.max_delay.as_nanos() as u64,
-            );
+            let (lo, hi) = (nanos(self.network.min_delay), nanos(self.network.max_delay));
             let delay = if hi > lo {
                 self.rng.random_range(lo..=hi)
             } else {
@@ -499,7 +500,7 @@ impl Simulation {
                 (lo, hi) if hi > lo => self.rng.random_range(lo..=hi),
                 (lo, _) => lo,
             };
-            let at = self.now + delay + slow;
+            let at = self.now.saturating_add(delay).saturating_add(slow);
             self.push(
                 at,
                 Job::Deliver {

@@ -69,6 +69,7 @@
 //!   [`BulkheadFull`](crate::error::BulkheadFull) as a bulkhead rejection: both are
 //!   errors. [`Outcome::Ignored`](crate::classify::Outcome::Ignored) counts nothing.
 //! - Dropping the response future counts nothing and releases its probe permit.
+//! - A panic in the inner future counts as a failure: see [panics](self#panics).
 //! - Results are tied to the state they were admitted under: a result that arrives after
 //!   the circuit changed state cannot change it again (so a slow success cannot close a
 //!   circuit that opened after it started), and one that arrives after the statistics
@@ -78,6 +79,20 @@
 //! - The future is `Send` when the inner future and the classifier are, and `'static`
 //!   when they are.
 //!
+//! # Panics
+//! A call whose inner future panics in `poll` is a failure: it is counted as an
+//! [`Event::Failure`](crate::window::Event::Failure) in the window (the classifier has no
+//! result to look at), extends the run of consecutive failures and is checked against
+//! the trip rule like any failure; a panicking half-open probe is a failed probe, so the
+//! circuit opens again and the permit is not held. This is recorded while the panic
+//! unwinds through the response future's `poll`, before it reaches the caller (tokio's
+//! task, a `catch_unwind`), and the panic then goes on unchanged. A panic raised by code
+//! that recording runs (an event callback) is caught and dropped there, since a second
+//! panic during unwinding would abort the process. The same holds for the
+//! [`CircuitGate`] and the balancer's [endpoint
+//! breakers](crate::balance::Builder::endpoint_breaker). A panicking classifier, by
+//! contrast, counts nothing (the call's outcome is unknown) and gives a probe permit back.
+//!
 //! # When the trip rule is checked
 //! The rule: a closed circuit whose window holds at least `minimum_requests` calls with
 //! the error (or slow-call) percentage at its threshold, or whose last
@@ -85,7 +100,7 @@
 //! whatever the order of outcomes: ten failures then ten successes open a circuit with a
 //! volume of 20 at 50 % on the twentieth call, as ten successes then ten failures do.
 //! The conditions are checked, on the window as of the call's completion:
-//! - after every failure, timeout and bulkhead rejection;
+//! - after every failure, timeout, bulkhead rejection and [panic](self#panics);
 //! - after every slow success, when a slow-call percentage is set;
 //! - after a success, only when it is one that can make a condition hold, which is
 //!   when, at the previous check (that did not trip),

@@ -10,7 +10,9 @@
 //! timeout is an [`Event::Timeout`](crate::window::Event::Timeout) and a full bulkhead an
 //! [`Event::Rejected`](crate::window::Event::Rejected), and both are errors in the error
 //! percentage, as in Hystrix. The breaker's own rejections (short circuits) are counted
-//! but are not errors.
+//! but are not errors. A call whose service panics is an error too, as a command that
+//! throws is in Hystrix: the bulkhead gives its permit back and the breaker counts a
+//! failure while the panic unwinds (see [breaker panics](crate::breaker#panics)).
 //!
 //! | knob | default | Hystrix property |
 //! |---|---|---|

@@ -22,7 +22,9 @@ pin_project! {
     /// uses latency) and the classified outcome (when outlier detection is on, and in the
     /// endpoint's circuit when [endpoint breakers](super::Builder::endpoint_breaker) are
     /// on). Dropping it before completion counts nothing and gives back a half-open
-    /// probe permit the request held.
+    /// probe permit the request held. A request whose inner future panics counts as a
+    /// failure (in the outlier-detection counts and the endpoint's circuit) and leaves
+    /// the in-flight count while the panic unwinds.
     pub struct ResponseFuture<F, C> {
         #[pin]
         state: State<F>,
@@ -117,7 +119,13 @@ where
             StateProj::Rejected { open } => return Poll::Ready(Err((*open).into())),
             StateProj::Called { future } => future,
         };
-        let result = ready!(future.poll(cx));
+        let guard = PanicIsFailure {
+            tracking: &mut *this.tracking,
+        };
+        let poll = future.poll(cx);
+        // Returned normally: the guard's drop runs only on unwind.
+        std::mem::forget(guard);
+        let result = ready!(poll);
         let Some(mut tracking) = this.tracking.take() else {
             return Poll::Ready(result.map_err(Into::into));
         };
@@ -136,6 +144,25 @@ where
             gate.finish(outcome.unwrap_or(Outcome::Ignored), &result);
         }
         Poll::Ready(result)
+    }
+}
+
+/// Dropped only while a panic in the inner future's `poll` unwinds: the request failed.
+struct PanicIsFailure<'a, C> {
+    tracking: &'a mut Option<Tracking<C>>,
+}
+
+impl<C> Drop for PanicIsFailure<'_, C> {
+    fn drop(&mut self) {
+        let Some(mut tracking) = self.tracking.take() else {
+            return;
+        };
+        if tracking.record_outcome && tracking.classify.is_some() {
+            tracking.stats.record_outcome(Outcome::Failure);
+        }
+        if let Some(gate) = tracking.gate.take() {
+            gate.panicked();
+        }
     }
 }
 

@@ -18,7 +18,8 @@ pin_project! {
     /// The future of [`CircuitBreaker`](super::CircuitBreaker)'s `call`.
     ///
     /// Dropping it before it completes counts nothing and gives back a half-open probe
-    /// permit it holds.
+    /// permit it holds. If the inner future panics, the call counts as a failure (a
+    /// failed probe, when it is one) while the panic unwinds through `poll`.
     pub struct ResponseFuture<F, C> {
         #[pin]
         kind: Kind<F>,
@@ -91,7 +92,7 @@ where
             KindProj::Called { future } => future,
             KindProj::Rejected { open } => return Poll::Ready(Err((*open).into())),
         };
-        let result = ready!(future.poll(cx));
+        let result = ready!(poll_counting_panic(future, this.call, cx));
         let Some(record) = this.call.as_ref() else {
             // Polled after it completed (the inner future allowed it): count nothing twice.
             return Poll::Ready(result.map_err(Into::into));
@@ -110,6 +111,52 @@ where
         }
         Poll::Ready(result)
     }
+}
+
+/// Polls the inner future; if it panics, counts the call (still in `call`) as a failure
+/// while the panic unwinds.
+#[inline]
+fn poll_counting_panic<F: Future, C>(
+    future: Pin<&mut F>,
+    call: &mut Option<CallRecord<C>>,
+    cx: &mut Context<'_>,
+) -> Poll<F::Output> {
+    let guard = PanicIsFailure { call };
+    let poll = future.poll(cx);
+    // Returned normally: nothing to count here (the guard's drop runs only on unwind).
+    std::mem::forget(guard);
+    poll
+}
+
+/// Dropped only while a panic in the inner future's `poll` unwinds.
+struct PanicIsFailure<'a, C> {
+    call: &'a mut Option<CallRecord<C>>,
+}
+
+impl<C> Drop for PanicIsFailure<'_, C> {
+    fn drop(&mut self) {
+        if let Some(CallRecord {
+            circuit, admission, ..
+        }) = self.call.take()
+        {
+            count_panic(circuit, admission);
+        }
+    }
+}
+
+/// Counts a call whose inner future panicked as a failure (a failed probe, if it is
+/// one, which gives its permit back and reopens the circuit).
+///
+/// Runs while the panic unwinds, so a second panic would abort the process: one from
+/// code run by the recording (an event callback, a tracing subscriber) is caught and
+/// dropped, and the first panic goes on. The circuit is found by id, as at any
+/// completion, so a circuit retired meanwhile is not touched.
+#[cold]
+pub(super) fn count_panic(circuit: CircuitId, admission: Admission) {
+    let record = std::panic::AssertUnwindSafe(move || {
+        directory::with_circuit(circuit, |c| c.complete(admission, Some(Event::Failure)));
+    });
+    let _ = std::panic::catch_unwind(record);
 }
 
 /// What the window counts for a classified result (`None`: nothing).

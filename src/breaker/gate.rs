@@ -35,7 +35,7 @@ use tower_service::Service;
 
 use super::config::BreakerConfig;
 use super::directory::{self, CircuitId, OwnedCircuit};
-use super::future::{window_event, ResponseFuture};
+use super::future::{count_panic, window_event, ResponseFuture};
 use super::handle::BreakerHandle;
 use super::shared::{Admission, GateCheck, SharedCircuit};
 use crate::classify::{ErrIsFailure, Outcome};
@@ -181,6 +181,14 @@ impl GateCall {
         self.admission.take_probe();
         let event = window_event(outcome, result);
         directory::with_circuit(self.circuit, |c| c.complete(admission, event));
+    }
+
+    /// Records a call whose inner future panicked as a failure (a failed probe, if it
+    /// is one), exactly as the breaker does. Safe to call while the panic unwinds.
+    pub(crate) fn panicked(mut self) {
+        let admission = self.admission;
+        self.admission.take_probe();
+        count_panic(self.circuit, admission);
     }
 }
 

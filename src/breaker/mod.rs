@@ -36,7 +36,8 @@
 //!   [minimum volume](BreakerConfigBuilder::minimum_requests),
 //!   [slow-call percentage](BreakerConfigBuilder::slow_call_percentage),
 //!   [consecutive failures](BreakerConfigBuilder::consecutive_failures); any of them
-//!   trips) are checked whenever a failure or a slow call is recorded.
+//!   trips) hold whenever the window shows them: see
+//!   [when the trip rule is checked](self#when-the-trip-rule-is-checked).
 //! - **Open**: every call is rejected for the open period (the
 //!   [sleep window](BreakerConfigBuilder::sleep_window), or an
 //!   [exponential backoff](BreakerConfigBuilder::exponential_backoff) over repeated
@@ -68,6 +69,7 @@
 //!   [`BulkheadFull`](crate::error::BulkheadFull) as a bulkhead rejection: both are
 //!   errors. [`Outcome::Ignored`](crate::classify::Outcome::Ignored) counts nothing.
 //! - Dropping the response future counts nothing and releases its probe permit.
+//! - A panic in the inner future counts as a failure: see [panics](self#panics).
 //! - Results are tied to the state they were admitted under: a result that arrives after
 //!   the circuit changed state cannot change it again (so a slow success cannot close a
 //!   circuit that opened after it started), and one that arrives after the statistics
@@ -76,6 +78,49 @@
 //!   one circuit; [`BreakerConfig::layer`] makes a new circuit each time.
 //! - The future is `Send` when the inner future and the classifier are, and `'static`
 //!   when they are.
+//!
+//! # Panics
+//! A call whose inner future panics in `poll` is a failure: it is counted as an
+//! [`Event::Failure`](crate::window::Event::Failure) in the window (the classifier has no
+//! result to look at), extends the run of consecutive failures and is checked against
+//! the trip rule like any failure; a panicking half-open probe is a failed probe, so the
+//! circuit opens again and the permit is not held. This is recorded while the panic
+//! unwinds through the response future's `poll`, before it reaches the caller (tokio's
+//! task, a `catch_unwind`), and the panic then goes on unchanged. A panic raised by code
+//! that recording runs (an event callback) is caught and dropped there, since a second
+//! panic during unwinding would abort the process. The same holds for the
+//! [`CircuitGate`] and the balancer's [endpoint
+//! breakers](crate::balance::Builder::endpoint_breaker). A panicking classifier, by
+//! contrast, counts nothing (the call's outcome is unknown) and gives a probe permit back.
+//!
+//! # When the trip rule is checked
+//! The rule: a closed circuit whose window holds at least `minimum_requests` calls with
+//! the error (or slow-call) percentage at its threshold, or whose last
+//! `consecutive_failures` calls failed, is open. It holds after every completed call,
+//! whatever the order of outcomes: ten failures then ten successes open a circuit with a
+//! volume of 20 at 50 % on the twentieth call, as ten successes then ten failures do.
+//! The conditions are checked, on the window as of the call's completion:
+//! - after every failure, timeout, bulkhead rejection and [panic](self#panics);
+//! - after every slow success, when a slow-call percentage is set;
+//! - after a success, only when it is one that can make a condition hold, which is
+//!   when, at the previous check (that did not trip),
+//!   - the window was below `minimum_requests` and the errors (or slow calls) in it
+//!     would reach their percentage at that volume: every success checks until the
+//!     volume is reached, since the one that reaches it may trip;
+//!   - or the window held errors (or slow calls) and a bucket of the time window has
+//!     rolled over since: calls that left the window may leave a higher share behind,
+//!     so the first success filed in a later bucket checks;
+//!   - or a failure has been recorded since (the first success after failures checks).
+//!
+//! Any other success lowers both percentages and ends a run of failures, so it cannot
+//! make a condition hold and is not checked: a circuit that sees no error never reads
+//! its window on the call path. The checks are exact for calls completed one at a time
+//! (a success filed at a [recent reading](BreakerConfigBuilder::record_latency) of the
+//! clock sees a roll when that reading passes the bucket's end). Calls completing at
+//! the same instant on several threads may each be judged without the others' outcomes,
+//! so a window that shows the rule only for that instant can be missed; the next check
+//! (at the latest on the next failure, or the first success of the next bucket) judges
+//! the window with all of them.
 //!
 //! # Readiness form: [`CircuitGate`]
 //! In front of one endpoint of a load balancer, rejecting from `call` is the wrong
@@ -105,7 +150,8 @@
 //! [`record_latency`](BreakerConfigBuilder::record_latency)) costs one atomic load to
 //! admit; one more load, one load of the clock's recent reading (see
 //! [`clock`](crate::clock)), one record into the window (an atomic swap that takes the
-//! thread's cell, then plain stores) and one read of the consecutive-failure counter to
+//! thread's cell, then plain stores) and two loads from one cache line (the run of
+//! failures, and the clock reading from which successes check the trip rule) to
 //! complete. A timed call reads the clock itself at admission and at completion instead
 //! (about 9 ns each here). The response future holds no reference count on the circuit:
 //! it names it by id and finds it at completion in a per-thread directory (see

@@ -6,10 +6,12 @@
 //! latency is not recorded); completion is a second load, compared once with the
 //! admission's word, a clock read, one [`RollingWindow::record`] (a try-lock swap on the
 //! thread's cell) and a load of the consecutive-failure counter (written only when it
-//! changes). Stale results, probes, failures and slow calls leave the closed success
-//! path through cold functions. The trip conditions are evaluated, from a [`Counts`]
-//! sample, only when a failure or a slow call is recorded, and the mutex around the
-//! [`Circuit`] is taken only to transition.
+//! changes) and of the clock reading from which successes check the trip rule, on the
+//! same line. Stale results, probes, failures and slow calls leave the closed success
+//! path through cold functions. The trip conditions are evaluated, from a window
+//! sample, on every failure and slow call and on the successes
+//! [`TripPolicy::success_check`] names (the rule is in the [breaker docs](super)), and
+//! the mutex around the [`Circuit`] is taken only to transition.
 //!
 //! The open → half-open step is lazy: the first call after the open period ends makes
 //! it. Half-open admission is a compare-and-swap on a probe slot
@@ -27,7 +29,7 @@ use super::circuit::{duration_nanos, Circuit, CircuitState, Transition, Word};
 use super::config::BreakerConfig;
 use super::events::{BreakerEvent, EventHub, EventStream};
 use super::handle::BreakerMetrics;
-use super::policy::{TripPolicy, TripSample};
+use super::policy::{SuccessCheck, TripPolicy, TripSample};
 use super::probe::{HalfOpenProbes, ProbePermit};
 use crate::clock::{Clock, RecentLease};
 use crate::error::BreakerOpen;
@@ -75,9 +77,12 @@ impl Admission {
 pub(crate) struct SharedCircuit {
     /// Read on every call; written only by transitions.
     word: CachePadded<AtomicU64>,
-    /// Written on every failure (and on the first success after one); kept off the
-    /// word's line so that failures do not slow admissions down.
-    consecutive_failures: CachePadded<AtomicU32>,
+    /// Written on failures and by the checks that follow them; kept off the word's line
+    /// so that failures do not slow admissions down.
+    run: CachePadded<FailureRun>,
+    /// Serialises the checks made on successes, so that the last one to say which
+    /// successes check next is the last one that read the window.
+    success_checks: Mutex<()>,
     /// When open: the clock reading at which the open period ends.
     open_until: AtomicU64,
     clock: Clock,
@@ -86,6 +91,9 @@ pub(crate) struct SharedCircuit {
     policy: TripPolicy,
     /// Slow-call threshold in nanoseconds; `u64::MAX` when there is none.
     slow_nanos: u64,
+    /// The latency at or above which a success checks the trip rule: the slow-call
+    /// threshold when a slow-call percentage watches it, else `u64::MAX`.
+    slow_check_nanos: u64,
     /// Whether calls are timed; when not, the clock is read only at completion and
     /// every latency is recorded as zero (the builder rejects slow-call settings then).
     record_latency: bool,
@@ -105,6 +113,21 @@ pub(crate) struct SharedCircuit {
     /// off the closed call path.
     gate_waker: AtomicWaker,
 }
+
+/// What a closed success reads besides the window, on one line written only by failures
+/// and by the checks that follow them: a run of successes only reads it.
+#[derive(Debug)]
+struct FailureRun {
+    /// Failures in a row. A non-zero count also tells the next success to check the
+    /// trip rule: the failures changed what successes can do.
+    consecutive: AtomicU32,
+    /// Successes filed at or after this clock reading check the trip rule: 0 for every
+    /// success, `u64::MAX` for none (see [`TripPolicy::success_check`]).
+    check_successes_from: AtomicU64,
+}
+
+/// [`FailureRun::check_successes_from`] for no success.
+const NO_SUCCESS: u64 = u64::MAX;
 
 /// What a readiness gate learns from [`SharedCircuit::check_gate`].
 #[derive(Debug)]
@@ -141,7 +164,11 @@ impl SharedCircuit {
         let word = circuit.word();
         SharedCircuit {
             word: CachePadded(AtomicU64::new(word.0)),
-            consecutive_failures: CachePadded(AtomicU32::new(0)),
+            run: CachePadded(FailureRun {
+                consecutive: AtomicU32::new(0),
+                check_successes_from: AtomicU64::new(NO_SUCCESS),
+            }),
+            success_checks: Mutex::new(()),
             open_until: AtomicU64::new(0),
             clock: config.clock.clone(),
             window: config.build_window(),
@@ -151,6 +178,10 @@ impl SharedCircuit {
             ),
             policy: config.policy,
             slow_nanos: config.slow_call_threshold.map_or(u64::MAX, duration_nanos),
+            slow_check_nanos: match config.slow_call_threshold {
+                Some(threshold) if config.policy.watches_slow_calls() => duration_nanos(threshold),
+                _ => u64::MAX,
+            },
             record_latency: config.record_latency,
             record_short_circuits: matches!(config.window.kind(), WindowKind::Time { .. }),
             recent: Mutex::new(if config.record_latency {
@@ -334,12 +365,14 @@ impl SharedCircuit {
         if event != Event::Success {
             return self.count_failure(admission.word);
         }
-        // Load before store: a run of successes does not write the line.
-        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
-            self.consecutive_failures.store(0, Ordering::Relaxed);
-        }
-        if latency >= self.slow_nanos {
-            self.count_slow_success(admission.word, end);
+        // Loads only, from one line: a run of successes that cannot trip the circuit
+        // writes nothing and reads no window.
+        let run = &self.run;
+        if run.consecutive.load(Ordering::Relaxed) != 0
+            || end >= run.check_successes_from.load(Ordering::Relaxed)
+            || latency >= self.slow_check_nanos
+        {
+            self.check_success(admission.word);
         }
     }
 
@@ -350,19 +383,54 @@ impl SharedCircuit {
     /// trip starts the open period now.
     #[cold]
     fn count_failure(&self, word: Word) {
-        let consecutive = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        // Release: the success that ends this run reads the window after it, and sees
+        // this failure there.
+        let consecutive = self.run.consecutive.fetch_add(1, Ordering::Release) + 1;
         if word.is(CircuitState::Closed) {
             self.evaluate(word, self.clock.now(), consecutive);
         }
     }
 
-    /// A slow success was recorded under the current `word`: closed, asks the trip
-    /// policy if it watches slow calls.
+    /// A success was recorded under the current `word`, and it is one that may make the
+    /// trip rule hold (slow, or named by the last check), or the first after failures:
+    /// ends the run of failures and, closed, asks the trip policy, then says which
+    /// successes must ask next.
     #[cold]
-    fn count_slow_success(&self, word: Word, end: u64) {
-        if self.policy.watches_slow_calls() && word.is(CircuitState::Closed) {
-            self.evaluate(word, end, 0);
+    fn check_success(&self, word: Word) {
+        let run = &self.run;
+        if run.consecutive.load(Ordering::Relaxed) != 0 {
+            // Acquire: the failures of the run are in the window read below.
+            run.consecutive.swap(0, Ordering::Acquire);
         }
+        if !self.policy.reads_window() {
+            // Consecutive failures only: a success just ends the run.
+            return;
+        }
+        if !word.is(CircuitState::Closed) {
+            // Metrics-only never trips. A close (from half-open or by a reset) starts
+            // with an empty window, for which no success needs a check either.
+            if run.check_successes_from.load(Ordering::Relaxed) != NO_SUCCESS {
+                run.check_successes_from
+                    .store(NO_SUCCESS, Ordering::Relaxed);
+            }
+            return;
+        }
+        let serial = self.success_checks.lock();
+        let now = self.clock.now();
+        let sample = self.sample(now, 0);
+        if let Some(reason) = self.policy.verdict(&sample) {
+            // Not under `serial`: the transition runs event callbacks, which may complete
+            // calls of this circuit.
+            drop(serial);
+            self.transition(|c| c.trip(word.generation(), now, reason));
+            return;
+        }
+        let from = match self.policy.success_check(&sample) {
+            SuccessCheck::Every => 0,
+            SuccessCheck::AfterRoll => self.window.next_roll(now),
+            SuccessCheck::Never => NO_SUCCESS,
+        };
+        run.check_successes_from.store(from, Ordering::Relaxed);
     }
 
     /// [`complete`](Self::complete) for a call the classifier ignored: counts nothing,
@@ -432,22 +500,36 @@ impl SharedCircuit {
 
     #[cold]
     fn evaluate(&self, word: Word, now: u64, consecutive_failures: u32) {
+        // The run of failures alone may decide; only read the window when a percentage
+        // has to be checked.
+        let sample = if self.policy.run_trips(consecutive_failures) {
+            TripSample {
+                consecutive_failures,
+                ..TripSample::default()
+            }
+        } else {
+            self.sample(now, consecutive_failures)
+        };
+        if let Some(reason) = self.policy.verdict(&sample) {
+            self.transition(|c| c.trip(word.generation(), now, reason));
+        }
+    }
+
+    /// What the trip policy reads: the window at `now` (when a percentage is
+    /// configured) and the run of failures.
+    fn sample(&self, now: u64, consecutive_failures: u32) -> TripSample {
         let mut sample = TripSample {
             consecutive_failures,
             ..TripSample::default()
         };
-        // The run of failures alone may decide; only read the window when a percentage
-        // has to be checked.
-        if self.policy.reads_window() && !self.policy.run_trips(consecutive_failures) {
+        if self.policy.reads_window() {
             let counts = self.window.counts(now);
             sample.total = counts.total();
             sample.errors = counts.errors();
             sample.completed = counts.completed();
             sample.slow = counts.slow_calls;
         }
-        if let Some(reason) = self.policy.verdict(&sample) {
-            self.transition(|c| c.trip(word.generation(), now, reason));
-        }
+        sample
     }
 
     /// Runs one step of the state machine under the lock and applies its transition, if
@@ -465,7 +547,7 @@ impl SharedCircuit {
             self.window.reset();
         }
         if t.clears_stats || t.to == CircuitState::Open {
-            self.consecutive_failures.store(0, Ordering::Relaxed);
+            self.run.consecutive.store(0, Ordering::Relaxed);
         }
         self.word.store(t.word.0, Ordering::Release);
         self.events.queue(BreakerEvent::StateChanged {
@@ -596,7 +678,7 @@ impl SharedCircuit {
         BreakerMetrics {
             state,
             window: self.window.snapshot(now),
-            consecutive_failures: self.consecutive_failures.load(Ordering::Relaxed),
+            consecutive_failures: self.run.consecutive.load(Ordering::Relaxed),
             trips,
             total_trips,
             retry_after: open_until.map(|until| Duration::from_nanos(until.saturating_sub(now))),

@@ -232,6 +232,17 @@ impl RollingWindow {
         }
     }
 
+    /// The first clock reading after `now` at which the window, read without new
+    /// records, may have let older events go: the start of the next bucket of a time
+    /// window; `u64::MAX` for a count window, which lets an event go only when a new
+    /// one takes its place.
+    pub(crate) fn next_roll(&self, now: u64) -> u64 {
+        match &self.inner {
+            Inner::Time(w) => w.next_roll(now),
+            Inner::Count(_) => u64::MAX,
+        }
+    }
+
     /// The configuration this window was built from.
     pub fn config(&self) -> &WindowConfig {
         &self.config

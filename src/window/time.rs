@@ -307,6 +307,12 @@ impl TimeWindow {
         self.overflow[bucket].add(event, slow, latency_nanos);
     }
 
+    /// The start of the epoch after `now`'s (saturating).
+    pub(crate) fn next_roll(&self, now: u64) -> u64 {
+        let next = self.width.div(now).saturating_add(1);
+        next.saturating_mul(self.width.get())
+    }
+
     /// The first and last tag (epoch plus one) of the window read at `now`: the
     /// `buckets` epochs ending at the later of `now`'s epoch and the newest recorded.
     fn window_tags(&self, now: u64) -> (u64, u64) {
@@ -431,6 +437,15 @@ mod tests {
         // With one-nanosecond buckets the last epoch's tag saturates rather than wraps.
         let w = TimeWindow::new(1, 3, 1, 0);
         assert_eq!(w.locate(u64::MAX), (u64::MAX, (u64::MAX % 3) as usize));
+    }
+
+    #[test]
+    fn next_roll_is_the_start_of_the_next_bucket() {
+        let w = TimeWindow::new(1_000, 4, 1, 0);
+        assert_eq!(w.next_roll(0), 1_000);
+        assert_eq!(w.next_roll(999), 1_000);
+        assert_eq!(w.next_roll(1_000), 2_000);
+        assert_eq!(w.next_roll(u64::MAX), u64::MAX, "saturates");
     }
 
     #[test]

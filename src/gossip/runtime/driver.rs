@@ -185,6 +185,7 @@ pub(crate) async fn run(
     }
     drop(accept);
     outbound.abort_all();
+    send_last_datagrams(&shared, &udp).await;
     let mut core = shared.core.lock();
     core.stopped = true;
     // Dropping the waiters tells join / leave callers that nothing will answer.
@@ -271,6 +272,29 @@ async fn flush(
                 // No subscriber is fine: events are also readable as the view.
                 let _ = sender.send(e);
             }
+        }
+    }
+}
+
+/// A member that left and is now stopping sends the datagrams still queued (its leave
+/// to every member, above all): on a busy machine the driver may get to run only after
+/// the leave timeout cut the leave short, and those datagrams are what tells the others
+/// it left rather than failed. A member killed without leaving sends nothing, like a
+/// crash. Streams are not started: nothing would read their answers.
+async fn send_last_datagrams(shared: &Shared, udp: &UdpSocket) {
+    let datagrams: Vec<Transmit> = {
+        let mut core = shared.core.lock();
+        if !core.swim.is_leaving() {
+            return;
+        }
+        core.swim
+            .drain_transmits()
+            .filter(|t| t.transport == Transport::Datagram)
+            .collect()
+    };
+    for t in datagrams {
+        if udp.send_to(&t.bytes, t.to).await.is_err() {
+            shared.counters.send_errors.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

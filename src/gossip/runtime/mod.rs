@@ -54,10 +54,11 @@
 //! ([`stats`](Membership::stats)), feeds a balancer
 //! ([`discover`](Membership::discover)), and ends the member:
 //! - [`leave`](Membership::leave) then [`shutdown`](Membership::shutdown): graceful. The
-//!   leave is gossiped and also sent over TCP to up to three live members; it completes
-//!   when one of them acknowledged it (answered the exchange) and the gossip queue is
-//!   empty, or when the [leave timeout](MembershipConfig::leave_timeout) passes.
-//!   Others see [`Event::Leave`].
+//!   leave is sent in a datagram to every live member (see [`Swim::leave`] for why),
+//!   gossiped, and also sent over TCP to up to three live members; it completes when one
+//!   of them acknowledged it (answered the exchange) and the leave has been gossiped its
+//!   full retransmit count, or when the [leave timeout](MembershipConfig::leave_timeout)
+//!   passes. Others see [`Event::Leave`].
 //! - [`kill`](Membership::kill), or dropping the last clone of the handle: abrupt, like
 //!   a crash. The sockets close at once; others see the member `Failed` after their
 //!   suspicion timeout.
@@ -313,7 +314,8 @@ impl Membership {
     /// Leaves the cluster gracefully, bounded by the
     /// [leave timeout](MembershipConfig::leave_timeout): the others will see
     /// [`Event::Leave`]. Returns `true` if the leave was acknowledged by a live member
-    /// over TCP and fully gossiped (or there was nobody to tell), `false` if the timeout
+    /// over TCP and gossiped its full retransmit count (or there was nobody to tell),
+    /// `false` if the timeout
     /// cut it short. The member keeps running (answering probes as left) until
     /// [`shutdown`](Self::shutdown) or [`kill`](Self::kill). Calling it again is harmless.
     pub async fn leave(&self) -> bool {
@@ -348,7 +350,9 @@ impl Membership {
         if !acked.await {
             return false;
         }
-        // Then let the gossip queue drain (the others spread it further).
+        // Then let the leave be gossiped its full count (the others spread it further).
+        // Only this member's own leave: the queue also holds what others sent, which
+        // under churn (many members leaving at once) would not drain before the timeout.
         loop {
             let stepped = self.shared.stepped.notified();
             tokio::pin!(stepped);
@@ -358,7 +362,7 @@ impl Membership {
                 if core.stopped {
                     return false;
                 }
-                if core.swim.pending_updates() == 0 || core.swim.live_members() == 0 {
+                if core.swim.leave_spread() || core.swim.live_members() == 0 {
                     return true;
                 }
             }

@@ -154,10 +154,12 @@ async fn half_of_300_members_leaving_while_half_are_killed_are_seen_left_by_an_o
     }
     let (names, began, stopping) = leave_at_once(leavers);
     all_stopped(stopping).await;
+    let stopped = began.elapsed();
     let all_left =
         common::eventually(Duration::from_secs(2), || not_left(&observer, &names) == 0).await;
     eprintln!(
-        "waited {:?} for the observer to see all 150 leave: {all_left}; live there: {}",
+        "leavers all stopped after {stopped:?}; the observer saw all 150 leave: {all_left}, \
+         {:?} after the leaves began; live there: {}",
         began.elapsed(),
         observer[0].live_members()
     );

@@ -418,7 +418,7 @@ async fn run(mut servers: Vec<Server>, seed: SocketAddr) -> Result<(), BoxError>
     assert!(elapsed < Duration::from_secs(30));
     println!("every request accounted for.");
 
-    client.shutdown().await;
+    client.shutdown().await?;
     for s in &mut servers {
         if let Some(m) = s.membership.take() {
             m.kill();

@@ -161,7 +161,7 @@ async fn main() -> Result<(), Error> {
     }
     println!("leaving the cluster...");
     let acked = member.leave().await;
-    member.shutdown().await;
+    member.shutdown().await?;
     if acked {
         println!("left: another member acknowledged the leave (or there was nobody to tell)");
     } else {

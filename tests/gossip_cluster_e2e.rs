@@ -98,7 +98,7 @@ impl Server {
         let m = self.membership.take().unwrap();
         self.runtime.as_ref().unwrap().spawn(async move {
             let acked = m.leave().await;
-            m.shutdown().await;
+            m.shutdown().await.unwrap();
             tokio::time::sleep(drain).await;
             acked
         })

@@ -127,7 +127,7 @@ async fn run_member(name: String) {
             cmd = cmd_rx.recv() => match cmd.as_deref() {
                 Some("leave") => {
                     let acked = member.leave().await;
-                    member.shutdown().await;
+                    member.shutdown().await.unwrap();
                     println!("LEFT {acked}");
                     return;
                 }

@@ -188,7 +188,7 @@ async fn failed_and_left_members_are_removed_from_the_set() {
         MemberState::Dead,
         "{got:?}"
     );
-    servers[1].shutdown().await;
+    servers[1].shutdown().await.unwrap();
     expect(&mut d, &["-s2"], Duration::from_secs(3)).await;
     assert_eq!(client.member("s2").unwrap().state(), MemberState::Left);
     assert_eq!(d.len(), 1);
@@ -290,7 +290,7 @@ async fn the_local_member_is_an_endpoint_until_it_leaves_and_the_stream_ends_whe
     .is_empty());
     me.leave().await;
     expect(&mut d, &["-me"], Duration::from_secs(1)).await;
-    me.shutdown().await;
+    me.shutdown().await.unwrap();
     let end = changes(&mut d, Duration::from_millis(500), Duration::from_secs(1)).await;
     assert_eq!(end, vec!["end".to_owned()]);
 }

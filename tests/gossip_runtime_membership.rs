@@ -64,7 +64,7 @@ async fn members_joining_through_one_seed_converge_to_the_full_view() {
         assert!(m.members().iter().all(|o| o.state() == MemberState::Alive));
     }
     for m in &all {
-        m.shutdown().await;
+        m.shutdown().await.unwrap();
     }
 }
 
@@ -85,7 +85,7 @@ async fn graceful_shutdown_is_seen_as_leave_and_acknowledged() {
     let all = cluster(3).await;
     let mut events = all[0].subscribe();
     assert!(all[2].leave().await, "leave was not acknowledged");
-    all[2].shutdown().await;
+    all[2].shutdown().await.unwrap();
     assert!(all[2].is_stopped());
     let got = tokio::time::timeout(Duration::from_secs(3), async {
         loop {
@@ -105,8 +105,8 @@ async fn graceful_shutdown_is_seen_as_leave_and_acknowledged() {
             == Some(MemberState::Left))
         .await
     );
-    all[0].shutdown().await;
-    all[1].shutdown().await;
+    all[0].shutdown().await.unwrap();
+    all[1].shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -389,7 +389,7 @@ async fn event_subscriptions_end_when_the_member_stops() {
     let a = Membership::start(config("a")).await.unwrap();
     let mut rx = a.subscribe();
     let mut stream = a.events();
-    a.shutdown().await;
+    a.shutdown().await.unwrap();
     assert!(matches!(
         tokio::time::timeout(Duration::from_secs(1), rx.recv()).await,
         Ok(Err(tokio::sync::broadcast::error::RecvError::Closed))

@@ -192,7 +192,7 @@ async fn shutdown_stops_background_retrying() {
     );
     let changes = a.watch_changes();
     // `shutdown` waits for the retry task to end, so nothing counts after it returns.
-    a.shutdown().await;
+    a.shutdown().await.unwrap();
     assert!(a.is_stopped());
     let at_shutdown = a.stats().join_attempts;
     // Ten times the longest interval between rounds: a live task would have made more.

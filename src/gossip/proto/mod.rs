@@ -340,9 +340,18 @@ impl Swim {
     }
 
     /// Leaves gracefully: the others will see [`Event::Leave`], not `Failed`. The leave
-    /// is sent at once to a few members and then gossiped; keep driving the member for a
-    /// few gossip intervals (until [`pending_updates`](Self::pending_updates) is zero)
-    /// before dropping it so that it spreads.
+    /// is sent at once, in one small datagram each, to every member this one holds alive
+    /// or suspect, and then gossiped like any update; a ping answered while leaving
+    /// carries it too. Keep driving the member until [`leave_spread`](Self::leave_spread)
+    /// (a few gossip intervals) before dropping it, so that a member that lost the direct
+    /// datagram hears it by gossip.
+    ///
+    /// Why every member directly: gossip reaches the members that stay only through the
+    /// members that heard the leave and relay it. When many members stop at once (a
+    /// deploy, a scale-down, a test cluster torn down) the relays are stopping too, or
+    /// already crashed while still held alive, so most leaves die out before they reach
+    /// the members that stay, which then see the leavers fail after their suspicion
+    /// timeout instead of leave. One datagram per member, once per leave, is cheap.
     pub fn leave(&mut self, now: u64) {
         if self.leaving {
             return;
@@ -352,14 +361,39 @@ impl Swim {
         self.local.state = MemberState::Left;
         self.local.state_since = now;
         let name = self.local.name().to_owned();
-        let frame = Frame::Dead(Dead {
-            incarnation: self.local.incarnation,
-            name: name.clone(),
-            from: name.clone(),
-        });
+        let frame = self.leave_frame();
         self.broadcasts
             .enqueue(&name, crate::gossip::codec::frame_bytes(&frame));
+        let mut body = Vec::with_capacity(64);
+        begin_body(&mut body);
+        encode_frame(&frame, &mut body);
+        let live: Vec<SocketAddr> = self
+            .table
+            .iter()
+            .filter(|m| m.state.is_live())
+            .map(|m| m.gossip_addr())
+            .collect();
+        for to in live {
+            self.push_transmit(to, Transport::Datagram, &body, false);
+        }
         self.gossip_round(now);
+    }
+
+    /// Whether this member left and its leave has been gossiped as many times as any
+    /// update is (the [retransmit limit](Config::retransmit_limit)), after the direct
+    /// datagrams [`leave`](Self::leave) sent to every member: from then on stopping the
+    /// member loses nothing of the leave. `false` before `leave`.
+    pub fn leave_spread(&self) -> bool {
+        self.leaving && !self.broadcasts.contains(self.local.name())
+    }
+
+    /// This member's own death declaration: its leave.
+    pub(crate) fn leave_frame(&self) -> Frame {
+        Frame::Dead(Dead {
+            incarnation: self.local.incarnation,
+            name: self.local.name().to_owned(),
+            from: self.local.name().to_owned(),
+        })
     }
 
     /// Replaces this member's tags and spreads them (others see [`Event::Update`]).

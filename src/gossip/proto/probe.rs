@@ -336,7 +336,14 @@ impl Swim {
             self.stats.misdirected += 1;
             return;
         }
-        self.send_datagram(from, &[Frame::Ack(Ack { seq: p.seq })], true);
+        let ack = Frame::Ack(Ack { seq: p.seq });
+        if self.leaving {
+            // Whoever still probes a leaving member missed its leave: the answer says it.
+            let leave = self.leave_frame();
+            self.send_datagram(from, &[ack, leave], true);
+        } else {
+            self.send_datagram(from, &[ack], true);
+        }
     }
 
     /// A TCP fallback ping: answered with an ack on the stream it came on. One that

@@ -189,7 +189,7 @@ impl MembershipConfig {
     /// )
     /// .await?; // Ok: running alone, retrying in the background
     /// assert_eq!(m.live_members(), 0);
-    /// m.shutdown().await; // also ends the retrying
+    /// m.shutdown().await?; // also ends the retrying
     /// # Ok(())
     /// # }
     /// ```

@@ -4,13 +4,20 @@
 //! for a synchronous step (hand a packet or a tick to the core, drain what it queued),
 //! never across an `.await`. The driver is the only one that drains transmits and
 //! events; the handle's commands change the core under the lock and wake the driver.
+//!
+//! However the driver ends (stopped on request, a panic, the listener task ending), one
+//! exit path marks the member stopped, records a failure, ends the event streams and
+//! wakes whoever waits on the view, so a dead driver never leaves a handle that says it
+//! runs.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify, Semaphore};
@@ -18,6 +25,7 @@ use tokio::task::JoinSet;
 use tokio::time::{timeout, Instant};
 
 use super::config::MembershipConfig;
+use super::error::DriverError;
 use super::stream::{read_message, write_message, ReadError};
 use crate::gossip::proto::{Event, Swim, Transmit, Transport};
 
@@ -32,6 +40,8 @@ pub(crate) struct Core {
     /// `true` if it answered.
     pub(crate) waiters: HashMap<SocketAddr, Vec<oneshot::Sender<bool>>>,
     pub(crate) stopped: bool,
+    /// Why the driver ended by itself, once it did.
+    pub(crate) failure: Option<DriverError>,
 }
 
 /// Counters kept by the runtime (the core keeps its own).
@@ -63,6 +73,18 @@ pub(crate) struct Shared {
     pub(crate) version: watch::Sender<u64>,
     pub(crate) stop: watch::Sender<bool>,
     pub(crate) counters: Counters,
+    #[cfg(test)]
+    pub(crate) faults: Faults,
+}
+
+/// Faults the unit tests inject to kill a driver deterministically.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    /// The driver panics at its next step.
+    pub(crate) panic_driver: std::sync::atomic::AtomicBool,
+    /// The listener task panics at its next accepted connection.
+    pub(crate) panic_listener: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -93,22 +115,72 @@ enum StreamMsg {
     },
 }
 
-/// Runs until `stop` turns true (or its sender is gone).
+/// Drives the member until `stop` turns true (or its sender is gone), or until the
+/// driver fails (panics, or its listener task ends); then marks the member stopped.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     udp: UdpSocket,
     listener: TcpListener,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
+    // A panic is caught here, in the task, rather than left to the join handle: nobody
+    // may be awaiting that, and the handles must see the member stopped at once.
+    let driven = AssertUnwindSafe(drive(&shared, udp, listener, stop))
+        .catch_unwind()
+        .await;
+    let failure = match driven {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(payload) => Some(DriverError::Panicked(DriverError::panic_message(&*payload))),
+    };
+    finish(&shared, failure);
+}
+
+/// The one exit path: the member is stopped, callers waiting on an exchange are told
+/// nothing will answer, event streams end, view watchers wake.
+fn finish(shared: &Shared, failure: Option<DriverError>) {
+    #[cfg(feature = "tracing")]
+    if let Some(e) = &failure {
+        tracing::error!(
+            member = shared.config.name(),
+            error = %e,
+            "gossip member stopped: its driver ended by itself"
+        );
+    }
+    let mut core = shared.core.lock();
+    core.stopped = true;
+    core.failure = failure;
+    // Dropping the waiters tells join / leave callers that nothing will answer.
+    core.waiters.clear();
+    drop(core);
+    // Also ends the retry-join task when the driver ended by itself.
+    shared.stop.send_replace(true);
+    shared.events.lock().take();
+    shared.bump();
+    shared.stepped.notify_waiters();
+}
+
+/// The driver proper: `Ok` when stopped on request, an error when its listener task
+/// ended.
+async fn drive(
+    shared: &Arc<Shared>,
+    udp: UdpSocket,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), DriverError> {
     let (tx, mut rx) = mpsc::channel::<StreamMsg>(shared.config.stream_queue_capacity());
-    let accept = AbortOnDrop(tokio::spawn(accept_loop(
+    let mut accept = AbortOnDrop(tokio::spawn(accept_loop(
         listener,
         tx.clone(),
-        Arc::clone(&shared),
+        Arc::clone(shared),
     )));
     let mut outbound = JoinSet::new();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
+        #[cfg(test)]
+        if shared.faults.panic_driver.load(Ordering::Relaxed) {
+            panic!("injected driver fault");
+        }
         let deadline = {
             let core = shared.core.lock();
             let now = shared.now();
@@ -179,20 +251,22 @@ pub(crate) async fn run(
             },
             _ = shared.wake.notified() => {}
             Some(_) = outbound.join_next(), if !outbound.is_empty() => {}
+            // The listener runs until aborted: its end is a failure (a panic, surely).
+            ended = &mut accept.0 => {
+                let message = ended
+                    .err()
+                    .and_then(|e| e.try_into_panic().ok())
+                    .map(|payload| DriverError::panic_message(&*payload));
+                return Err(DriverError::ListenerEnded(message));
+            }
         }
-        flush(&shared, &udp, &tx, &mut outbound, answer).await;
+        flush(shared, &udp, &tx, &mut outbound, answer).await;
         shared.stepped.notify_waiters();
     }
     drop(accept);
     outbound.abort_all();
-    let mut core = shared.core.lock();
-    core.stopped = true;
-    // Dropping the waiters tells join / leave callers that nothing will answer.
-    core.waiters.clear();
-    drop(core);
-    shared.events.lock().take();
-    shared.bump();
-    shared.stepped.notify_waiters();
+    send_last_datagrams(shared, &udp).await;
+    Ok(())
 }
 
 /// Sends what the core queued and publishes its events. A stream transmit to the peer
@@ -275,6 +349,29 @@ async fn flush(
     }
 }
 
+/// A member that left and is now stopping sends the datagrams still queued (its leave
+/// to every member, above all): on a busy machine the driver may get to run only after
+/// the leave timeout cut the leave short, and those datagrams are what tells the others
+/// it left rather than failed. A member killed without leaving sends nothing, like a
+/// crash. Streams are not started: nothing would read their answers.
+async fn send_last_datagrams(shared: &Shared, udp: &UdpSocket) {
+    let datagrams: Vec<Transmit> = {
+        let mut core = shared.core.lock();
+        if !core.swim.is_leaving() {
+            return;
+        }
+        core.swim
+            .drain_transmits()
+            .filter(|t| t.transport == Transport::Datagram)
+            .collect()
+    };
+    for t in datagrams {
+        if udp.send_to(&t.bytes, t.to).await.is_err() {
+            shared.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// One outbound exchange: connect, send, read the answer.
 async fn exchange(to: SocketAddr, bytes: &[u8], max: usize) -> Option<Vec<u8>> {
     let mut stream = TcpStream::connect(to).await.ok()?;
@@ -289,6 +386,10 @@ async fn accept_loop(listener: TcpListener, tx: mpsc::Sender<StreamMsg>, shared:
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
+                #[cfg(test)]
+                Ok(_) if shared.faults.panic_listener.load(Ordering::Relaxed) => {
+                    panic!("injected listener fault");
+                }
                 Ok((stream, peer)) => match Arc::clone(&limit).try_acquire_owned() {
                     Ok(permit) => {
                         shared.counters.streams_accepted.fetch_add(1, Ordering::Relaxed);

@@ -84,3 +84,44 @@ impl fmt::Display for Stopped {
 }
 
 impl std::error::Error for Stopped {}
+
+/// The driver of a member ended by itself rather than on request: the member stopped
+/// (see [the handle](super#when-the-driver-ends)). Returned by
+/// [`shutdown`](super::Membership::shutdown) and [`driver_error`](super::Membership::driver_error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DriverError {
+    /// The driver task panicked; the panic's message.
+    Panicked(String),
+    /// The task accepting stream (TCP) connections ended, with its panic's message if
+    /// it panicked: the member could no longer answer joins, push-pulls, leaves or TCP
+    /// pings, so the driver stopped it rather than run half deaf.
+    ListenerEnded(Option<String>),
+}
+
+impl DriverError {
+    /// The message of a panic payload (`&str` or `String`; anything else is named).
+    pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+        if let Some(s) = payload.downcast_ref::<&str>() {
+            (*s).to_owned()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "a panic with a non-string payload".to_owned()
+        }
+    }
+}
+
+impl fmt::Display for DriverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DriverError::Panicked(m) => write!(f, "the gossip driver panicked: {m}"),
+            DriverError::ListenerEnded(Some(m)) => {
+                write!(f, "the gossip stream listener panicked: {m}")
+            }
+            DriverError::ListenerEnded(None) => f.write_str("the gossip stream listener ended"),
+        }
+    }
+}
+
+impl std::error::Error for DriverError {}

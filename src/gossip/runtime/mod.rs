@@ -54,16 +54,38 @@
 //! ([`stats`](Membership::stats)), feeds a balancer
 //! ([`discover`](Membership::discover)), and ends the member:
 //! - [`leave`](Membership::leave) then [`shutdown`](Membership::shutdown): graceful. The
-//!   leave is gossiped and also sent over TCP to up to three live members; it completes
-//!   when one of them acknowledged it (answered the exchange) and the gossip queue is
-//!   empty, or when the [leave timeout](MembershipConfig::leave_timeout) passes.
-//!   Others see [`Event::Leave`].
+//!   leave is sent in a datagram to every live member (see [`Swim::leave`] for why),
+//!   gossiped, and also sent over TCP to up to three live members; it completes when one
+//!   of them acknowledged it (answered the exchange) and the leave has been gossiped its
+//!   full retransmit count, or when the [leave timeout](MembershipConfig::leave_timeout)
+//!   passes. Others see [`Event::Leave`].
 //! - [`kill`](Membership::kill), or dropping the last clone of the handle: abrupt, like
 //!   a crash. The sockets close at once; others see the member `Failed` after their
 //!   suspicion timeout.
 //!
 //! Clones share the one member. After the member stopped, reads return the last view
 //! and commands return [`Stopped`].
+//!
+//! # When the driver ends
+//! The member stops whenever its driver task ends, on request or not: a panic in the
+//! driver (a bug, or a resource exhausted), or the end of the task that accepts its
+//! stream connections (the driver then stops the member rather than run unable to
+//! answer joins and leaves). Either way, and at once:
+//! - [`is_stopped`](Membership::is_stopped) is `true`, commands return [`Stopped`];
+//! - event receivers get what they had not read, then `Closed`; [`EventStream`]s and
+//!   [`GossipDiscover`](crate::gossip::discover::GossipDiscover)s end (the balancer
+//!   keeps the endpoints it has);
+//! - [`members`](Membership::members) returns the view as it was when the driver
+//!   ended, frozen (to others this member now looks crashed): check
+//!   [`is_stopped`](Membership::is_stopped) or [`stats`](Membership::stats) before
+//!   trusting it;
+//! - [`stats`](Membership::stats)`.driver` is [`DriverStatus::Failed`] (or
+//!   [`Stopped`](DriverStatus::Stopped) after [`shutdown`](Membership::shutdown),
+//!   [`kill`](Membership::kill) or dropping the handles);
+//! - the failure is kept: [`driver_error`](Membership::driver_error) returns it,
+//!   [`shutdown`](Membership::shutdown) returns it as an error (to every caller, on
+//!   every clone), and with the `tracing` feature it is logged as an error when it
+//!   happens.
 //!
 //! ```
 //! use palisade::gossip::proto::Config;
@@ -82,7 +104,7 @@
 //! )
 //! .await?; // returns once `a` answered the join
 //! assert_eq!(b.members().len(), 1);
-//! b.shutdown().await; // leaves gracefully: `a` sees Event::Leave
+//! b.shutdown().await?; // leaves gracefully: `a` sees Event::Leave
 //! # a.kill();
 //! # Ok(())
 //! # }
@@ -112,7 +134,7 @@ use tokio::sync::{broadcast, oneshot, watch, Notify};
 use tokio::time::Instant;
 
 pub use config::{MembershipConfig, MAX_EVENT_CAPACITY};
-pub use error::{JoinError, StartError, Stopped};
+pub use error::{DriverError, JoinError, StartError, Stopped};
 pub use retry_join::RetryJoin;
 
 use crate::error::ConfigError;
@@ -142,10 +164,28 @@ impl Drop for Owner {
     }
 }
 
+/// Whether a member's driver runs (see [when the driver ends](self#when-the-driver-ends)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum DriverStatus {
+    /// The member runs.
+    #[default]
+    Running,
+    /// Stopped on request: [`shutdown`](Membership::shutdown),
+    /// [`kill`](Membership::kill), the last handle dropped, or a failed join in
+    /// [`start`](Membership::start).
+    Stopped,
+    /// The driver ended by itself; [`Membership::driver_error`] says why.
+    Failed,
+}
+
 /// Counters of one member: the core's (packets and bytes sent and received, drops by
-/// reason) and the runtime's (stream connections, socket errors).
+/// reason) and the runtime's (stream connections, socket errors), and whether its driver
+/// still runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MembershipStats {
+    /// Whether the driver runs, was stopped, or failed. Once it is not
+    /// [`Running`](DriverStatus::Running) the counters no longer move.
+    pub driver: DriverStatus,
     /// The protocol's counters: `packets_received` includes dropped ones, `drops` counts
     /// them by reason (bad authentication, malformed, oversized, replayed...).
     pub protocol: Stats,
@@ -223,6 +263,7 @@ impl Membership {
                 swim,
                 waiters: Default::default(),
                 stopped: false,
+                failure: None,
             }),
             config,
             epoch,
@@ -232,6 +273,8 @@ impl Membership {
             version,
             stop,
             counters: Counters::default(),
+            #[cfg(test)]
+            faults: Default::default(),
         });
         let driver = tokio::spawn(driver::run(Arc::clone(&shared), udp, listener, stop_rx));
         let membership = Membership {
@@ -313,7 +356,8 @@ impl Membership {
     /// Leaves the cluster gracefully, bounded by the
     /// [leave timeout](MembershipConfig::leave_timeout): the others will see
     /// [`Event::Leave`]. Returns `true` if the leave was acknowledged by a live member
-    /// over TCP and fully gossiped (or there was nobody to tell), `false` if the timeout
+    /// over TCP and gossiped its full retransmit count (or there was nobody to tell),
+    /// `false` if the timeout
     /// cut it short. The member keeps running (answering probes as left) until
     /// [`shutdown`](Self::shutdown) or [`kill`](Self::kill). Calling it again is harmless.
     pub async fn leave(&self) -> bool {
@@ -348,7 +392,9 @@ impl Membership {
         if !acked.await {
             return false;
         }
-        // Then let the gossip queue drain (the others spread it further).
+        // Then let the leave be gossiped its full count (the others spread it further).
+        // Only this member's own leave: the queue also holds what others sent, which
+        // under churn (many members leaving at once) would not drain before the timeout.
         loop {
             let stepped = self.shared.stepped.notified();
             tokio::pin!(stepped);
@@ -358,7 +404,7 @@ impl Membership {
                 if core.stopped {
                     return false;
                 }
-                if core.swim.pending_updates() == 0 || core.swim.live_members() == 0 {
+                if core.swim.leave_spread() || core.swim.live_members() == 0 {
                     return true;
                 }
             }
@@ -372,12 +418,27 @@ impl Membership {
     /// for its tasks to end: the sockets are closed and background joining has stopped
     /// when this returns. Other clones of
     /// the handle see a stopped member.
-    pub async fn shutdown(&self) {
+    ///
+    /// Returns the [`DriverError`] if the driver had ended by itself (before or during
+    /// the call; see [when the driver ends](self#when-the-driver-ends)), `Ok` otherwise,
+    /// also when the member had already been stopped on request.
+    pub async fn shutdown(&self) -> Result<(), DriverError> {
         if !self.is_stopped() {
             self.leave().await;
         }
         self.kill();
         self.wait_stopped().await;
+        match self.driver_error() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Why the driver ended by itself, if it did (see
+    /// [when the driver ends](self#when-the-driver-ends)); `None` while it runs or after
+    /// it was stopped on request.
+    pub fn driver_error(&self) -> Option<DriverError> {
+        self.shared.core.lock().failure.clone()
     }
 
     /// Waits for the driver task and the retry-join task to end (once, for the first
@@ -400,7 +461,8 @@ impl Membership {
         let _ = self.shared.stop.send(true);
     }
 
-    /// Whether the member has stopped.
+    /// Whether the member has stopped: on request, or because its driver ended by itself
+    /// (see [when the driver ends](self#when-the-driver-ends)).
     pub fn is_stopped(&self) -> bool {
         self.shared.core.lock().stopped || *self.shared.stop.borrow()
     }
@@ -416,7 +478,8 @@ impl Membership {
     }
 
     /// Every other member this one knows, in any state (failed and left ones until
-    /// reaped).
+    /// reaped). After the member stopped, the view as it was then (see
+    /// [when the driver ends](self#when-the-driver-ends)).
     pub fn members(&self) -> Vec<Member> {
         self.shared.core.lock().swim.members().cloned().collect()
     }
@@ -498,11 +561,22 @@ impl Membership {
         }
     }
 
-    /// The counters of this member.
+    /// The counters of this member, and whether its driver runs.
     pub fn stats(&self) -> MembershipStats {
-        let protocol = *self.shared.core.lock().swim.stats();
+        let (protocol, driver) = {
+            let core = self.shared.core.lock();
+            let driver = if core.failure.is_some() {
+                DriverStatus::Failed
+            } else if core.stopped || *self.shared.stop.borrow() {
+                DriverStatus::Stopped
+            } else {
+                DriverStatus::Running
+            };
+            (*core.swim.stats(), driver)
+        };
         let c = &self.shared.counters;
         MembershipStats {
+            driver,
             protocol,
             streams_accepted: c.streams_accepted.load(Ordering::Relaxed),
             streams_refused: c.streams_refused.load(Ordering::Relaxed),
@@ -680,3 +754,6 @@ async fn bind(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), StartError> 
     }
     Err(err(last.unwrap_or_else(|| io::Error::other("no port"))))
 }
+
+#[cfg(test)]
+mod tests;

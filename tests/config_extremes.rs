@@ -1149,7 +1149,9 @@ async fn cluster(make: impl Fn(&str) -> MembershipConfig) -> Result<Verdict, Str
     ensure(received >= 1, || "a's subscriber received no event".into())?;
     // A leave is bounded by its timeout; a huge one still returns once acknowledged.
     let _ = tokio::time::timeout(Duration::from_secs(20), c.leave()).await;
-    c.shutdown().await;
+    c.shutdown()
+        .await
+        .map_err(|e| format!("c's driver failed: {e}"))?;
     // Gone: left, or failed when the leave could not be sent, or already forgotten (a
     // short reap timeout).
     let name = c.local().name().to_owned();
@@ -1165,8 +1167,11 @@ async fn cluster(make: impl Fn(&str) -> MembershipConfig) -> Result<Verdict, Str
     ensure(!a.is_stopped() && !b.is_stopped(), || {
         "a member stopped".into()
     })?;
-    a.shutdown().await;
-    b.shutdown().await;
+    for m in [a, b] {
+        m.shutdown()
+            .await
+            .map_err(|e| format!("a driver failed: {e}"))?;
+    }
     Ok(Verdict::Worked)
 }
 

@@ -71,6 +71,16 @@ pub fn drive<F: Future>(f: F) -> F::Output {
     }
 }
 
+/// How long a real-socket test waits for something that must eventually happen (a join,
+/// a failure detection, a leave spreading, a process printing a line): far beyond what
+/// any of them needs, so that a loaded 2-core machine (CPU hogs and builds beside the
+/// suite, each timer of each member running late) cannot fail the test; a passing test
+/// never waits for it. It is no timing claim: the exact bounds are pinned on virtual time
+/// (the gossip simulator in `gossip_sim.rs`, the sans-IO core in `gossip_proto.rs` and
+/// `gossip_tcp_fallback.rs`, paused-clock tests elsewhere), and a test that does check a
+/// real-time bound derives it from its configuration beside the check.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Polls `cond` every 20 ms (tokio time) until it holds or `within` passes; whether it
 /// held.
 pub async fn eventually(within: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {

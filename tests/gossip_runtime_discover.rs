@@ -176,7 +176,8 @@ async fn failed_and_left_members_are_removed_from_the_set() {
     )
     .await;
     servers[0].kill();
-    // It goes once declared failed (not while only suspect: see the unit tests).
+    // It goes once declared failed (not while only suspect: see the unit tests); how
+    // soon is the simulator's claim (gossip_sim.rs), so the wait is only capped.
     let got = expect(&mut d, &["-s1"], PATIENCE).await;
     assert_eq!(
         client.member("s1").unwrap().state(),

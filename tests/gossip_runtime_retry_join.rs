@@ -11,7 +11,7 @@ use palisade::gossip::proto::{Config, MemberState};
 use palisade::gossip::runtime::{Membership, MembershipConfig, RetryJoin, StartError};
 
 mod common;
-use common::{eventually, state_of, PATIENCE};
+use common::{eventually, state_of, ReservedAddr, PATIENCE};
 
 fn fast() -> Config {
     Config {
@@ -38,12 +38,6 @@ fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
-/// A free loopback address: bound to learn the port, then released.
-fn free_addr() -> SocketAddr {
-    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    udp.local_addr().unwrap()
-}
-
 /// Retries quickly: backoff from 20 ms up to 100 ms, rejoin after 300 ms alone.
 fn quick_retry() -> RetryJoin {
     RetryJoin::forever()
@@ -51,8 +45,8 @@ fn quick_retry() -> RetryJoin {
         .isolation_timeout(Duration::from_millis(300))
 }
 
-/// Starts a member on a fixed address, retrying while the address is still held by a
-/// member that was just killed (its sockets close when its task runs next).
+/// Starts a member on a fixed address (just released from a [`ReservedAddr`]), retrying
+/// while it is still taken.
 async fn start_on(config: MembershipConfig) -> Membership {
     let end = tokio::time::Instant::now() + PATIENCE;
     loop {
@@ -66,12 +60,37 @@ async fn start_on(config: MembershipConfig) -> Membership {
     }
 }
 
+/// What made a late seed fail to start for 30 s on a loaded machine: a port learned by
+/// binding and released at once is free for any outbound connection meanwhile (here, or
+/// in another process), and once such a connection closes, its TIME_WAIT keeps a
+/// listener off the port for 60 s. A [`ReservedAddr`] hands the port to nobody until the
+/// seed takes it.
+#[tokio::test]
+async fn a_reserved_seed_address_is_not_handed_to_another_connection() {
+    let seed_port = ReservedAddr::new();
+    let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // A connection elsewhere that would get the seed's port as its source.
+    let client = tokio::net::TcpSocket::new_v4().unwrap();
+    let taken = client.bind(seed_port.addr());
+    assert_eq!(
+        taken.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::AddrInUse),
+        "the reserved port went to a connection"
+    );
+    drop(elsewhere);
+    // Released, it binds at once.
+    let seed = Membership::start(config("seed", seed_port.release()))
+        .await
+        .expect("the seed starts on its reserved address");
+    seed.kill();
+}
+
 #[tokio::test]
 async fn start_with_the_only_seed_down_runs_alone_then_joins_when_the_seed_comes_up() {
-    let seed_addr = free_addr();
+    let seed_port = ReservedAddr::new();
     let a = Membership::start(
         config("a", any_port())
-            .seeds([seed_addr])
+            .seeds([seed_port.addr()])
             .join_attempts(2)
             .retry_join(quick_retry()),
     )
@@ -89,7 +108,7 @@ async fn start_with_the_only_seed_down_runs_alone_then_joins_when_the_seed_comes
         a.stats()
     );
 
-    let seed = start_on(config("seed", seed_addr)).await;
+    let seed = start_on(config("seed", seed_port.release())).await;
     let (a2, seed2) = (a.clone(), seed.clone());
     assert!(
         eventually(PATIENCE, || {
@@ -122,6 +141,8 @@ async fn isolated_member_finds_the_restarted_seed_again_through_retry_join() {
     // b crashes; a declares it failed and is then alone.
     b.kill();
     drop(b);
+    // Held from when b's sockets close until b comes back.
+    let b_port = ReservedAddr::retake(b_addr).await;
     assert!(
         eventually(PATIENCE, || state_of(&a, "b") == Some(MemberState::Dead)).await,
         "b was not declared failed"
@@ -137,7 +158,7 @@ async fn isolated_member_finds_the_restarted_seed_again_through_retry_join() {
 
     // b comes back on the same address, with no seeds of its own: only a's retrying can
     // bring them together (the core's reconnects are off).
-    let b = start_on(config("b", b_addr)).await;
+    let b = start_on(config("b", b_port.release())).await;
     let (a2, b2) = (a.clone(), b.clone());
     assert!(
         eventually(PATIENCE, || {
@@ -175,10 +196,10 @@ async fn a_joined_member_with_live_peers_does_not_retry() {
 
 #[tokio::test]
 async fn shutdown_stops_background_retrying() {
-    let down = free_addr();
+    let down = ReservedAddr::new();
     let a = Membership::start(
         config("a", any_port())
-            .seeds([down])
+            .seeds([down.addr()])
             .join_attempts(1)
             .retry_join(RetryJoin::forever().max_interval(Duration::from_millis(40))),
     )
@@ -200,7 +221,7 @@ async fn shutdown_stops_background_retrying() {
     drop(a);
     assert!(all_tasks_ended(changes).await, "a task outlived the member");
     // The address of the seed is free: nothing of `a` holds on to it either.
-    let seed = start_on(config("seed", down)).await;
+    let seed = start_on(config("seed", down.release())).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(seed.live_members(), 0, "a stopped member joined");
     seed.kill();
@@ -208,10 +229,10 @@ async fn shutdown_stops_background_retrying() {
 
 #[tokio::test]
 async fn leave_stops_background_retrying() {
-    let down = free_addr();
+    let down = ReservedAddr::new();
     let a = Membership::start(
         config("a", any_port())
-            .seeds([down])
+            .seeds([down.addr()])
             .join_attempts(1)
             .retry_join(RetryJoin::forever().max_interval(Duration::from_millis(40))),
     )
@@ -240,10 +261,10 @@ async fn all_tasks_ended(mut changes: tokio::sync::watch::Receiver<u64>) -> bool
 
 #[tokio::test]
 async fn kill_stops_background_retrying_and_leaves_no_task_behind() {
-    let down = free_addr();
+    let down = ReservedAddr::new();
     let a = Membership::start(
         config("a", any_port())
-            .seeds([down])
+            .seeds([down.addr()])
             .join_attempts(1)
             .retry_join(RetryJoin::forever().max_interval(Duration::from_millis(40))),
     )
@@ -264,10 +285,10 @@ async fn kill_stops_background_retrying_and_leaves_no_task_behind() {
 
 #[tokio::test]
 async fn dropping_every_handle_ends_the_retry_task() {
-    let down = free_addr();
+    let down = ReservedAddr::new();
     let a = Membership::start(
         config("a", any_port())
-            .seeds([down])
+            .seeds([down.addr()])
             .join_attempts(1)
             .retry_join(RetryJoin::forever().max_interval(Duration::from_millis(40))),
     )
@@ -286,10 +307,10 @@ async fn dropping_every_handle_ends_the_retry_task() {
 
 #[tokio::test]
 async fn bounded_retry_join_gives_up_after_max_attempts() {
-    let down = free_addr();
+    let down = ReservedAddr::new();
     let a = Membership::start(
         config("a", any_port())
-            .seeds([down])
+            .seeds([down.addr()])
             .join_attempts(2)
             .retry_join(
                 RetryJoin::forever()
@@ -318,10 +339,14 @@ async fn bounded_retry_join_gives_up_after_max_attempts() {
 
 #[tokio::test]
 async fn without_retry_join_start_still_fails_when_no_seed_answers() {
-    let down = free_addr();
-    let err = Membership::start(config("a", any_port()).seeds([down]).join_attempts(1))
-        .await
-        .unwrap_err();
+    let down = ReservedAddr::new();
+    let err = Membership::start(
+        config("a", any_port())
+            .seeds([down.addr()])
+            .join_attempts(1),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, StartError::Join(_)), "{err}");
 }
 
@@ -332,7 +357,8 @@ async fn invalid_retry_join_configuration_names_the_setter() {
         Err(e) => panic!("expected a config error, got {e}"),
         Ok(_) => panic!("expected a config error, got a member"),
     };
-    let seeded = || config("a", any_port()).seeds([free_addr()]);
+    let down = ReservedAddr::new();
+    let seeded = || config("a", any_port()).seeds([down.addr()]);
     assert_eq!(
         field(Membership::start(config("a", any_port()).retry_join(RetryJoin::forever())).await),
         "retry_join"
@@ -370,7 +396,8 @@ async fn backoff_starts_over_after_a_successful_join() {
     const BASE: Duration = Duration::from_millis(20);
     const MAX_INTERVAL: Duration = Duration::from_secs(10);
     const ROUNDS_BEFORE_JOIN: u32 = 8;
-    let seed_addr = free_addr();
+    let seed_port = ReservedAddr::new();
+    let seed_addr = seed_port.addr();
     let a = Membership::start(
         config("a", any_port())
             .seeds([seed_addr])
@@ -390,7 +417,7 @@ async fn backoff_starts_over_after_a_successful_join() {
         "{:?}",
         a.stats()
     );
-    let seed = start_on(config("seed", seed_addr)).await;
+    let seed = start_on(config("seed", seed_port.release())).await;
     assert!(
         eventually(PATIENCE, || a.stats().background_joins == 1).await,
         "{:?}",
@@ -399,6 +426,7 @@ async fn backoff_starts_over_after_a_successful_join() {
     let joined_at = a.stats().join_attempts;
     seed.kill();
     drop(seed);
+    let _down_again = ReservedAddr::retake(seed_addr).await;
     assert!(eventually(PATIENCE, || state_of(&a, "seed") == Some(MemberState::Dead)).await);
     // Alone again: the first round of the new episode goes at once and the next three
     // wait 20, 40, 80 ms at most (each round itself is a refused connect, bounded by the

@@ -134,9 +134,12 @@ impl ReservedAddr {
     }
 
     /// Takes `addr` again once whatever held it let go (a killed member closes its
-    /// sockets when its task next runs), trying every 20 ms for [`PATIENCE`].
+    /// sockets when its task next runs), trying every 20 ms. For as long as a TIME_WAIT
+    /// lasts on Linux (60 s) plus [`PATIENCE`]: a connection elsewhere may still get
+    /// the port in the moment between the holder letting go and this taking it.
     pub async fn retake(addr: std::net::SocketAddr) -> ReservedAddr {
-        let end = tokio::time::Instant::now() + PATIENCE;
+        const TIME_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+        let end = tokio::time::Instant::now() + TIME_WAIT + PATIENCE;
         loop {
             if let Ok(udp) = std::net::UdpSocket::bind(addr) {
                 if let Some(reserved) = Self::with_udp(addr, udp) {
@@ -145,7 +148,8 @@ impl ReservedAddr {
             }
             assert!(
                 tokio::time::Instant::now() < end,
-                "{addr} still taken after {PATIENCE:?}"
+                "{addr} still taken after {:?}",
+                TIME_WAIT + PATIENCE
             );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }

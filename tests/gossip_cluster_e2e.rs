@@ -27,6 +27,9 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 use tower::{service_fn, Service, ServiceExt};
 
+mod common;
+use common::PATIENCE;
+
 const MAX_IN_FLIGHT: usize = 16;
 
 fn fast() -> Config {
@@ -182,6 +185,26 @@ impl Outcomes {
     }
 }
 
+/// Whether the scenario reached its final state: the endpoint set is s1, the restarted
+/// s3 and s4, the joiner and the restarted s3 both answered, and the client sees s2 as
+/// left and s3 as alive.
+fn settled(
+    is_endpoint: impl Fn(&str) -> bool,
+    client: &Membership,
+    outcomes: &Outcomes,
+    restarted_s3: Option<&Arc<AtomicU64>>,
+) -> bool {
+    let endpoints: Vec<&str> = ["s1", "s2", "s3", "s4"]
+        .into_iter()
+        .filter(|k| is_endpoint(k))
+        .collect();
+    endpoints == ["s1", "s3", "s4"]
+        && outcomes.ok.get("s4").is_some_and(|&n| n > 0)
+        && restarted_s3.is_some_and(|s| s.load(Ordering::Relaxed) > 0)
+        && client.member("s2").map(|m| m.state()) == Some(MemberState::Left)
+        && client.member("s3").map(|m| m.state()) == Some(MemberState::Alive)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_is_accounted_for_through_join_leave_crash_and_restart() {
     let client = Membership::start(
@@ -250,7 +273,22 @@ async fn every_request_is_accounted_for_through_join_leave_crash_and_restart() {
                 servers.insert("s3", s3);
                 step += 1;
             }
-            4 if t >= Duration::from_millis(7000) => break,
+            // The schedule gives each change a second or more to take effect, enough on
+            // an idle machine; on a loaded one gossip and reconnects run late, so the
+            // run goes on (traffic flowing) until the final view is reached, at most
+            // PATIENCE longer. The assertions below then check that view.
+            4 if t >= Duration::from_millis(7000)
+                && leaving.is_none()
+                && (t >= Duration::from_millis(7000) + PATIENCE
+                    || settled(
+                        |k| balance.endpoint_id(&k.to_owned()).is_some(),
+                        &client,
+                        &outcomes,
+                        restarted_s3.as_ref(),
+                    )) =>
+            {
+                break
+            }
             _ => {}
         }
         // s2 drained: stop its server for good.
@@ -280,7 +318,7 @@ async fn every_request_is_accounted_for_through_join_leave_crash_and_restart() {
         outcomes.record(r);
     }
 
-    println!("{outcomes:?}");
+    println!("{outcomes:?} in {:?}", start.elapsed());
     // Every request ended, in a known way.
     assert_eq!(
         outcomes.sent,

@@ -1,11 +1,13 @@
 //! Five OS processes form a gossip cluster over loopback from one seed address; one is
-//! killed with SIGKILL and the others report it failed within the configuration's
-//! bound; another leaves gracefully and is reported as having left.
+//! killed with SIGKILL and the others report it failed (within a cap derived from the
+//! configuration); another leaves gracefully and is reported as having left.
 //!
 //! The member processes are this test binary run again: [`member_process_entry`] is a
 //! no-op unless `PALISADE_GOSSIP_MEMBER` is set, in which case it runs one member that
 //! reports on stdout (`ADDR`, `LIVE n`, `EVENT kind name`) and obeys stdin (`leave`).
-//! A member exits when its stdin closes, so none outlives the test.
+//! A member exits when its stdin closes, so none outlives the test. What a member
+//! writes to stderr (a panic, say) comes back as `STDERR ...` lines, shown when a wait
+//! fails, so that a member that died says why.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -15,6 +17,9 @@ use std::time::{Duration, Instant};
 use palisade::gossip::proto::Config;
 use palisade::gossip::runtime::{Membership, MembershipConfig};
 use palisade::gossip::Event;
+
+mod common;
+use common::PATIENCE;
 
 const MEMBER_ENV: &str = "PALISADE_GOSSIP_MEMBER";
 const SEED_ENV: &str = "PALISADE_GOSSIP_SEED";
@@ -35,14 +40,24 @@ fn fast() -> Config {
     }
 }
 
-/// The longest a crash may take to be declared: every other member is probed within
-/// `n` probe intervals (shuffled round robin), then the suspicion runs its longest
-/// (Lifeguard's maximum, no confirmations), plus a generous margin for a loaded
-/// 2-core machine.
+/// The longest the protocol takes to declare a crash in a cluster of `n`: every other
+/// member is probed within `n` probe intervals (shuffled round robin), then the
+/// suspicion runs its longest (Lifeguard's maximum, no confirmations). On virtual time
+/// the simulator pins such a bound exactly
+/// (`gossip_sim.rs`: `crashed_member_is_declared_dead_by_every_member_within_the_configured_bound`).
 fn failure_bound(n: usize) -> Duration {
     let c = fast();
     let suspicion = c.suspicion_min_timeout(n) * c.suspicion_max_timeout_mult;
-    c.probe_interval * n as u32 + suspicion + Duration::from_secs(3)
+    c.probe_interval * n as u32 + suspicion
+}
+
+/// What the processes get to report the crash: the protocol's bound three times over
+/// (on a loaded machine every member's timers fire late, stretching each probe period
+/// and suspicion by as much), plus [`PATIENCE`] for five debug-build processes waiting
+/// to be scheduled. Generous on purpose: this test proves that a real SIGKILL is seen
+/// as a failure across processes; how fast is the simulator's claim.
+fn failure_cap(n: usize) -> Duration {
+    failure_bound(n) * 3 + PATIENCE
 }
 
 /// Runs one member when started as a member process; does nothing in a normal run.
@@ -71,7 +86,9 @@ async fn run_member(name: String) {
             20
         })
         .join_backoff(Duration::from_millis(50), Duration::from_millis(500))
-        .leave_timeout(Duration::from_secs(3));
+        // `leave` returns once acknowledged and gossiped (well under a second here);
+        // the timeout only cuts it short, so a loaded machine gets plenty.
+        .leave_timeout(Duration::from_secs(10));
     if let Ok(seed) = std::env::var(SEED_ENV) {
         config = config.seeds([seed.parse().unwrap()]);
     }
@@ -98,7 +115,9 @@ async fn run_member(name: String) {
     let mut live = usize::MAX;
     let mut dropped = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(50));
-    let lifetime = tokio::time::sleep(Duration::from_secs(60));
+    // A member exits when its stdin closes (the test process is gone); this is only the
+    // backstop, longer than any run of the test with all its caps reached.
+    let lifetime = tokio::time::sleep(Duration::from_secs(300));
     tokio::pin!(lifetime);
     loop {
         tokio::select! {
@@ -175,7 +194,7 @@ fn spawn_keyed(
     .env(MEMBER_ENV, name)
     .stdin(Stdio::piped())
     .stdout(Stdio::piped())
-    .stderr(Stdio::null());
+    .stderr(Stdio::piped());
     if let Some(seed) = seed {
         cmd.env(SEED_ENV, seed);
     }
@@ -184,7 +203,17 @@ fn spawn_keyed(
     }
     let mut child = cmd.spawn().expect("spawn member process");
     let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
     let stdin = child.stdin.take();
+    let (tx, who) = (lines.clone(), name.to_owned());
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send((who.clone(), format!("STDERR {line}"))).is_err() {
+                break;
+            }
+        }
+    });
     let tx = lines.clone();
     let who = name.to_owned();
     std::thread::spawn(move || {
@@ -238,7 +267,16 @@ impl Transcript {
             let left = end.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
                 Ok(line) => self.seen.push(line),
-                Err(_) => return Err(format!("still missing {missing:?}")),
+                Err(_) => {
+                    let stderr: Vec<_> = self
+                        .seen
+                        .iter()
+                        .filter(|(_, l)| l.starts_with("STDERR "))
+                        .collect();
+                    return Err(format!(
+                        "still missing {missing:?}; the members' stderr: {stderr:?}"
+                    ));
+                }
             }
         }
     }
@@ -281,46 +319,41 @@ fn five_processes_detect_a_sigkill_as_failed_and_a_leave_as_left() {
         seen: Vec::new(),
     };
     let mut procs = vec![spawn("m0", None, &tx)];
-    let seed = t.addr_of("m0", Duration::from_secs(10));
+    let seed = t.addr_of("m0", PATIENCE);
     for i in 1..5 {
         procs.push(spawn(&format!("m{i}"), Some(&seed), &tx));
     }
     let names = ["m0", "m1", "m2", "m3", "m4"];
-    t.wait_all(&all_say(&names, "LIVE 4"), Duration::from_secs(10))
+    t.wait_all(&all_say(&names, "LIVE 4"), PATIENCE)
         .expect("the five processes converge");
 
     // SIGKILL m3: no leave, the sockets just vanish.
     let killed_at = Instant::now();
-    let bound = failure_bound(5);
+    let cap = failure_cap(5);
     procs[3].child.kill().unwrap();
     procs[3].child.wait().unwrap();
-    t.wait_all(
-        &all_say(&["m0", "m1", "m2", "m4"], "EVENT Failed m3"),
-        bound,
-    )
-    .unwrap_or_else(|e| panic!("not failed within {bound:?}: {e}"));
-    assert!(killed_at.elapsed() <= bound);
+    t.wait_all(&all_say(&["m0", "m1", "m2", "m4"], "EVENT Failed m3"), cap)
+        .unwrap_or_else(|e| panic!("not failed within {cap:?}: {e}"));
+    eprintln!(
+        "m3 failed everywhere {:?} after the SIGKILL (protocol bound {:?})",
+        killed_at.elapsed(),
+        failure_bound(5)
+    );
     assert!(!t.seen.iter().any(|(_, l)| l == "EVENT Leave m3"));
 
     // m4 leaves gracefully and exits.
     let m4 = &mut procs[4];
     assert_eq!(m4.name, "m4");
     writeln!(m4.stdin.as_mut().unwrap(), "leave").unwrap();
-    t.wait_all(
-        &all_say(&["m0", "m1", "m2"], "EVENT Leave m4"),
-        Duration::from_secs(5),
-    )
-    .expect("the leave is seen by every remaining member");
-    t.wait_all(&[("m4".into(), "LEFT true".into())], Duration::from_secs(5))
+    t.wait_all(&all_say(&["m0", "m1", "m2"], "EVENT Leave m4"), PATIENCE)
+        .expect("the leave is seen by every remaining member");
+    t.wait_all(&[("m4".into(), "LEFT true".into())], PATIENCE)
         .expect("the leave was acknowledged");
-    let status = wait_exit(&mut procs[4].child, Duration::from_secs(5));
+    let status = wait_exit(&mut procs[4].child, PATIENCE);
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
     assert!(!t.seen.iter().any(|(_, l)| l == "EVENT Failed m4"));
-    t.wait_all(
-        &all_say(&["m0", "m1", "m2"], "LIVE 2"),
-        Duration::from_secs(3),
-    )
-    .expect("three remain alive");
+    t.wait_all(&all_say(&["m0", "m1", "m2"], "LIVE 2"), PATIENCE)
+        .expect("three remain alive");
 }
 
 fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
@@ -345,13 +378,13 @@ fn a_process_with_the_wrong_key_never_appears_and_its_packets_are_dropped() {
         seen: Vec::new(),
     };
     let _a = spawn_keyed("a", None, Some(7), &tx);
-    let seed = t.addr_of("a", Duration::from_secs(10));
+    let seed = t.addr_of("a", PATIENCE);
     let _b = spawn_keyed("b", Some(&seed), Some(7), &tx);
-    t.wait_all(&all_say(&["a", "b"], "LIVE 1"), Duration::from_secs(10))
+    t.wait_all(&all_say(&["a", "b"], "LIVE 1"), PATIENCE)
         .expect("the keyed pair forms");
     let _intruder = spawn_keyed("intruder", Some(&seed), Some(9), &tx);
     // Each of its join attempts is a push-pull the seed cannot open.
-    let end = Instant::now() + Duration::from_secs(10);
+    let end = Instant::now() + PATIENCE;
     let joined_failed = loop {
         if t.seen
             .iter()
@@ -379,7 +412,7 @@ fn a_process_with_the_wrong_key_never_appears_and_its_packets_are_dropped() {
             .unwrap_or(0)
     };
     // Four attempts, four sealed messages a cannot open.
-    let end = Instant::now() + Duration::from_secs(3);
+    let end = Instant::now() + PATIENCE;
     while dropped_by_a(&t) < 4 && Instant::now() < end {
         if let Ok(line) = t.rx.recv_timeout(Duration::from_millis(100)) {
             t.seen.push(line);

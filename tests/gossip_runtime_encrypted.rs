@@ -8,7 +8,7 @@ use palisade::gossip::runtime::{Membership, MembershipConfig, StartError};
 use palisade::gossip::Keyring;
 
 mod common;
-use common::eventually;
+use common::{eventually, PATIENCE};
 
 fn keyed(key: Option<[u8; 32]>) -> Config {
     Config {
@@ -46,12 +46,7 @@ async fn members_with_the_wrong_key_or_none_never_appear_and_their_packets_are_d
         .await
         .unwrap();
     let all = [a.clone(), b.clone(), c.clone()];
-    assert!(
-        eventually(Duration::from_secs(5), || all
-            .iter()
-            .all(|m| m.live_members() == 2))
-        .await
-    );
+    assert!(eventually(PATIENCE, || all.iter().all(|m| m.live_members() == 2)).await);
     let before = a.stats().protocol.drops;
 
     // The wrong key: the seed cannot open its join, so it never answers.
@@ -73,7 +68,7 @@ async fn members_with_the_wrong_key_or_none_never_appear_and_their_packets_are_d
 
     let a2 = a.clone();
     assert!(
-        eventually(Duration::from_secs(3), || {
+        eventually(PATIENCE, || {
             let d = a2.stats().protocol.drops;
             d.unauthenticated >= before.unauthenticated + 2 && d.total() >= before.total() + 8
         })

@@ -10,7 +10,7 @@ use palisade::gossip::runtime::{Membership, MembershipConfig, StartError};
 use palisade::gossip::Event;
 
 mod common;
-use common::{eventually, state_of};
+use common::{eventually, state_of, ReservedAddr, PATIENCE};
 
 fn fast() -> Config {
     Config {
@@ -47,10 +47,7 @@ async fn cluster(n: usize) -> Vec<Membership> {
     }
     let all2 = all.clone();
     assert!(
-        eventually(Duration::from_secs(5), || all2
-            .iter()
-            .all(|m| m.live_members() == n - 1))
-        .await,
+        eventually(PATIENCE, || all2.iter().all(|m| m.live_members() == n - 1)).await,
         "cluster of {n} did not converge"
     );
     all
@@ -87,7 +84,7 @@ async fn graceful_shutdown_is_seen_as_leave_and_acknowledged() {
     assert!(all[2].leave().await, "leave was not acknowledged");
     all[2].shutdown().await.unwrap();
     assert!(all[2].is_stopped());
-    let got = tokio::time::timeout(Duration::from_secs(3), async {
+    let got = tokio::time::timeout(PATIENCE, async {
         loop {
             match events.recv().await {
                 Ok(Event::Leave(m)) if m.name() == "m2" => return true,
@@ -100,11 +97,7 @@ async fn graceful_shutdown_is_seen_as_leave_and_acknowledged() {
     .await;
     assert_eq!(got, Ok(true));
     let m1 = all[1].clone();
-    assert!(
-        eventually(Duration::from_secs(3), || state_of(&m1, "m2")
-            == Some(MemberState::Left))
-        .await
-    );
+    assert!(eventually(PATIENCE, || state_of(&m1, "m2") == Some(MemberState::Left)).await);
     all[0].shutdown().await.unwrap();
     all[1].shutdown().await.unwrap();
 }
@@ -114,10 +107,11 @@ async fn killed_member_is_reported_failed_by_the_others() {
     let all = cluster(3).await;
     all[1].kill();
     let (a, c) = (all[0].clone(), all[2].clone());
-    // Suspicion timeout here is at most 6 * 3 * 200 ms; allow for a loaded machine.
+    // Within probe interval x 3 + 6 x 3 x 200 ms of suspicion on an idle machine; the
+    // cap is PATIENCE, as that bound is pinned on virtual time by the simulator
+    // (gossip_sim.rs: crashed_member_is_declared_dead_by_every_member_within_the_configured_bound).
     assert!(
-        eventually(Duration::from_secs(8), || state_of(&a, "m1")
-            == Some(MemberState::Dead)
+        eventually(PATIENCE, || state_of(&a, "m1") == Some(MemberState::Dead)
             && state_of(&c, "m1") == Some(MemberState::Dead))
         .await,
         "m1 not failed: {:?} {:?}",
@@ -134,11 +128,7 @@ async fn dropping_every_handle_stops_the_member_like_a_crash() {
     let a = all[0].clone();
     let mut all = all;
     drop(all.pop()); // the only handle of m1
-    assert!(
-        eventually(Duration::from_secs(8), || state_of(&a, "m1")
-            == Some(MemberState::Dead))
-        .await
-    );
+    assert!(eventually(PATIENCE, || state_of(&a, "m1") == Some(MemberState::Dead)).await);
     a.kill();
 }
 
@@ -153,7 +143,7 @@ async fn tags_and_service_address_changes_reach_the_others_as_updates() {
     all[1].set_service_addr(Some(svc)).unwrap();
     let a = all[0].clone();
     assert!(
-        eventually(Duration::from_secs(3), || a.member("m1").is_some_and(|m| m
+        eventually(PATIENCE, || a.member("m1").is_some_and(|m| m
             .tags()
             .get("weight")
             .map(String::as_str)
@@ -162,9 +152,7 @@ async fn tags_and_service_address_changes_reach_the_others_as_updates() {
         .await
     );
     use futures::StreamExt;
-    let first = tokio::time::timeout(Duration::from_secs(1), events.next())
-        .await
-        .unwrap();
+    let first = tokio::time::timeout(PATIENCE, events.next()).await.unwrap();
     assert!(matches!(first, Some(Event::Update(m)) if m.name() == "m1"));
     for m in &all {
         m.kill();
@@ -227,21 +215,22 @@ async fn invalid_configuration_names_the_setter() {
     );
 }
 
-#[tokio::test]
+// On the paused clock: no seed ever answers, so every round ends by a failure whatever
+// the machine's load (refused, or the stream timeout), and the time the rounds take is
+// the configuration's, exactly.
+#[tokio::test(start_paused = true)]
 async fn join_gives_up_after_the_configured_attempts_when_no_seed_answers() {
     // A bound but silent TCP port: connections are accepted by the kernel backlog but
     // never answered, and a closed port refuses at once; try both.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let started = std::time::Instant::now();
+    let closed = ReservedAddr::new();
+    let stream_timeout = Duration::from_millis(200);
+    let started = tokio::time::Instant::now();
     let err = Membership::start(
         config("a")
-            .stream_timeout(Duration::from_millis(200))
+            .stream_timeout(stream_timeout)
             .join_attempts(3)
-            .seeds([silent.local_addr().unwrap(), closed]),
+            .seeds([silent.local_addr().unwrap(), closed.addr()]),
     )
     .await
     .unwrap_err();
@@ -252,21 +241,23 @@ async fn join_gives_up_after_the_configured_attempts_when_no_seed_answers() {
         }
         other => panic!("expected a join error, got {other}"),
     }
-    // 3 rounds of at most 200 ms plus two backoffs of at most 100 and 200 ms.
-    assert!(started.elapsed() < Duration::from_secs(5));
+    // Each round waits out the silent seed's stream timeout; between them, the backoffs
+    // of attempts 0 and 1 (`config`'s join_backoff from 50 ms: at most 50 and 100 ms).
+    let took = started.elapsed();
+    assert!(
+        took >= stream_timeout * 3 && took <= stream_timeout * 3 + Duration::from_millis(150),
+        "{took:?}"
+    );
 }
 
 #[tokio::test]
 async fn join_retries_until_a_late_seed_appears() {
-    // Reserve a port, release it, and start the seed there after a delay.
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // Reserve a port, and start the seed there after a delay.
+    let reserved = ReservedAddr::new();
+    let addr = reserved.addr();
     let late = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
+        let addr = reserved.release();
         Membership::start(MembershipConfig::new("seed", addr).protocol(fast())).await
     });
     let b = Membership::start(
@@ -288,7 +279,7 @@ async fn counters_show_traffic_both_ways() {
     let all = cluster(2).await;
     let a = all[0].clone();
     assert!(
-        eventually(Duration::from_secs(3), || {
+        eventually(PATIENCE, || {
             let s = a.stats();
             s.protocol.packets_sent > 3 && s.protocol.packets_received > 3
         })
@@ -319,7 +310,7 @@ async fn hostile_datagrams_and_streams_are_counted_and_change_nothing() {
     big.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
     let a2 = a.clone();
     assert!(
-        eventually(Duration::from_secs(3), || {
+        eventually(PATIENCE, || {
             let s = a2.stats();
             s.protocol.drops.oversized >= 1 && s.dropped() >= 4 && s.streams_oversized == 1
         })
@@ -331,7 +322,7 @@ async fn hostile_datagrams_and_streams_are_counted_and_change_nothing() {
     let _idle = tokio::net::TcpStream::connect(addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let _second = tokio::net::TcpStream::connect(addr).await.unwrap();
-    assert!(eventually(Duration::from_secs(2), || a2.stats().streams_refused >= 1).await);
+    assert!(eventually(PATIENCE, || a2.stats().streams_refused >= 1).await);
     assert!(a.members().is_empty());
     // Still healthy: a real member joins (the idle connection times out first).
     let b = Membership::start(config("b").join_attempts(10).seeds([addr]))
@@ -370,12 +361,7 @@ async fn keys_rotate_at_run_time_through_the_handle() {
         .await
         .unwrap();
     let all = [a.clone(), b.clone(), c.clone()];
-    assert!(
-        eventually(Duration::from_secs(5), || all
-            .iter()
-            .all(|m| m.live_members() == 2))
-        .await
-    );
+    assert!(eventually(PATIENCE, || all.iter().all(|m| m.live_members() == 2)).await);
     assert_eq!(a.stats().protocol.drops.unauthenticated, 0);
     let plain = Membership::start(config("plain")).await.unwrap();
     assert!(plain.with_keyring(|r| r.len()).is_none());
@@ -391,12 +377,12 @@ async fn event_subscriptions_end_when_the_member_stops() {
     let mut stream = a.events();
     a.shutdown().await.unwrap();
     assert!(matches!(
-        tokio::time::timeout(Duration::from_secs(1), rx.recv()).await,
+        tokio::time::timeout(PATIENCE, rx.recv()).await,
         Ok(Err(tokio::sync::broadcast::error::RecvError::Closed))
     ));
     use futures::StreamExt;
     assert_eq!(
-        tokio::time::timeout(Duration::from_secs(1), stream.next()).await,
+        tokio::time::timeout(PATIENCE, stream.next()).await,
         Ok(None)
     );
     // Subscribing afterwards gives a closed receiver, and commands say it stopped.
@@ -407,21 +393,13 @@ async fn event_subscriptions_end_when_the_member_stops() {
 
 #[tokio::test]
 async fn a_failed_start_frees_its_address_before_returning() {
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = ReservedAddr::new().release();
+    let closed = ReservedAddr::new();
     let err = Membership::start(
         MembershipConfig::new("a", addr)
             .protocol(fast())
             .join_attempts(1)
-            .seeds([closed]),
+            .seeds([closed.addr()]),
     )
     .await
     .unwrap_err();

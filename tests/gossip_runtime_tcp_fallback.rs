@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::time::Instant;
 
 mod common;
-use common::eventually;
+use common::{eventually, PATIENCE};
 
 fn protocol(fallback: bool) -> Config {
     Config {
@@ -138,7 +138,7 @@ async fn start(fallback: bool) -> (Membership, TcpOnlyMember) {
     let b = tcp_only_member("b", protocol(fallback), a.gossip_addr()).await;
     let a2 = a.clone();
     assert!(
-        eventually(Duration::from_secs(2), || a2.live_members() == 1).await,
+        eventually(PATIENCE, || a2.live_members() == 1).await,
         "b joined over TCP"
     );
     (a, b)
@@ -177,7 +177,7 @@ async fn without_the_fallback_a_member_reachable_only_over_tcp_is_declared_faile
     let (a, b) = start(false).await;
     let a2 = a.clone();
     assert!(
-        eventually(Duration::from_secs(5), || a2
+        eventually(PATIENCE, || a2
             .member("b")
             .is_some_and(|m| m.state() == MemberState::Dead))
         .await,

@@ -71,6 +71,16 @@ pub fn drive<F: Future>(f: F) -> F::Output {
     }
 }
 
+/// How long a real-socket test waits for something that must eventually happen (a join,
+/// a failure detection, a leave spreading, a process printing a line): far beyond what
+/// any of them needs, so that a loaded 2-core machine (CPU hogs and builds beside the
+/// suite, each timer of each member running late) cannot fail the test; a passing test
+/// never waits for it. It is no timing claim: the exact bounds are pinned on virtual time
+/// (the gossip simulator in `gossip_sim.rs`, the sans-IO core in `gossip_proto.rs` and
+/// `gossip_tcp_fallback.rs`, paused-clock tests elsewhere), and a test that does check a
+/// real-time bound derives it from its configuration beside the check.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Polls `cond` every 20 ms (tokio time) until it holds or `within` passes; whether it
 /// held.
 pub async fn eventually(within: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
@@ -92,4 +102,85 @@ pub fn state_of(
     name: &str,
 ) -> Option<palisade::gossip::proto::MemberState> {
     m.member(name).map(|m| m.state())
+}
+
+/// A loopback port that nothing listens on, kept bound (UDP, and TCP without `listen`)
+/// so that nothing else on the machine can take it until the test starts something
+/// there: a connection to it is refused, as to a closed port.
+///
+/// Binding port 0 to learn a free port and closing it at once is not enough: the port
+/// is back in the kernel's ephemeral range, and any process making outbound
+/// connections meanwhile (another test, another build on a shared machine) may get it
+/// as its source port; once that connection closes, its TIME_WAIT holds the port for
+/// 60 s against a listener's bind. A test's own connections to the closed port can even
+/// pick it as their source and connect to themselves (TCP simultaneous open). While
+/// this holds the port, the kernel hands it to nobody.
+pub struct ReservedAddr {
+    addr: std::net::SocketAddr,
+    _udp: std::net::UdpSocket,
+    _tcp: tokio::net::TcpSocket,
+}
+
+impl ReservedAddr {
+    /// A fresh loopback port, bound for UDP and TCP.
+    pub fn new() -> ReservedAddr {
+        loop {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP port");
+            let addr = udp.local_addr().unwrap();
+            if let Some(reserved) = Self::with_udp(addr, udp) {
+                return reserved;
+            }
+        }
+    }
+
+    /// Takes `addr` again once whatever held it let go (a killed member closes its
+    /// sockets when its task next runs), trying every 20 ms. For as long as a TIME_WAIT
+    /// lasts on Linux (60 s) plus [`PATIENCE`]: a connection elsewhere may still get
+    /// the port in the moment between the holder letting go and this taking it.
+    pub async fn retake(addr: std::net::SocketAddr) -> ReservedAddr {
+        const TIME_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+        let end = tokio::time::Instant::now() + TIME_WAIT + PATIENCE;
+        loop {
+            if let Ok(udp) = std::net::UdpSocket::bind(addr) {
+                if let Some(reserved) = Self::with_udp(addr, udp) {
+                    return reserved;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < end,
+                "{addr} still taken after {:?}",
+                TIME_WAIT + PATIENCE
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    fn with_udp(addr: std::net::SocketAddr, udp: std::net::UdpSocket) -> Option<ReservedAddr> {
+        let tcp = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+        // Like a listener's: a member that held the port leaves TIME_WAIT connections
+        // accepted on it, which only block a bind without SO_REUSEADDR.
+        tcp.set_reuseaddr(true).unwrap();
+        tcp.bind(addr).ok()?;
+        Some(ReservedAddr {
+            addr,
+            _udp: udp,
+            _tcp: tcp,
+        })
+    }
+
+    /// The reserved address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Lets go of the address so that the caller can bind it at once.
+    pub fn release(self) -> std::net::SocketAddr {
+        self.addr
+    }
+}
+
+impl Default for ReservedAddr {
+    fn default() -> Self {
+        Self::new()
+    }
 }

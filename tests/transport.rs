@@ -15,6 +15,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tower::{service_fn, Service, ServiceExt};
 
+mod common;
+
+use common::ReservedAddr;
+
 const LIMIT: Duration = Duration::from_secs(10);
 
 fn fast_reconnect() -> ConnectionConfig {
@@ -95,17 +99,16 @@ async fn remote_errors_arrive_as_remote_error() {
 
 #[tokio::test]
 async fn not_ready_until_the_server_is_up_then_connects() {
-    // Reserve a port, then free it: nothing listens there yet.
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    // A port held bound but not listening: connections to it are refused, and no
+    // outgoing connection (this one's own included) can take it as its source port.
+    let reserved = ReservedAddr::new();
+    let addr = reserved.addr();
     let mut conn = Connection::new(addr, fast_reconnect());
     let not_ready = tokio::time::timeout(Duration::from_millis(100), conn.ready()).await;
     assert!(not_ready.is_err(), "ready without a server");
     wait_until(|| conn.stats().connect_failures >= 2).await;
 
-    let listener = TcpListener::bind(addr).await.unwrap();
+    let listener = TcpListener::bind(reserved.release()).await.unwrap();
     let _server = tokio::spawn(serve(listener, echo_service(), ConnectionConfig::default()));
     let reply = tokio::time::timeout(LIMIT, async {
         conn.ready()
@@ -234,11 +237,8 @@ async fn garbage_to_the_server_closes_only_that_connection() {
 
 #[tokio::test]
 async fn requests_made_while_disconnected_fail_fast_with_disconnected() {
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let mut conn = Connection::new(addr, fast_reconnect());
+    let reserved = ReservedAddr::new();
+    let mut conn = Connection::new(reserved.addr(), fast_reconnect());
     // Calling without readiness is a contract breach; it must still fail cleanly.
     let err = conn.call(Bytes::from_static(b"x")).await.unwrap_err();
     assert!(err.is::<Disconnected>(), "got {err}");

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
@@ -44,8 +45,26 @@ where
     }
 }
 
-async fn serve_connection<S>(stream: TcpStream, mut service: S, config: ConnectionConfig)
+async fn serve_connection<S>(stream: TcpStream, service: S, config: ConnectionConfig)
 where
+    S: tower_service::Service<Bytes, Response = Bytes> + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    let (read, write) = stream.into_split();
+    serve_halves(read, write, service, config).await;
+}
+
+/// Serves one connection given as its two halves (a TCP stream's, or an in-memory
+/// pipe's for the fuzz targets, see `crate::fuzzing`).
+pub(crate) async fn serve_halves<R, W, S>(
+    read: R,
+    write: W,
+    mut service: S,
+    config: ConnectionConfig,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
     S: tower_service::Service<Bytes, Response = Bytes> + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
@@ -53,7 +72,6 @@ where
     let codec = LengthDelimitedCodec::builder()
         .max_frame_length(config.max_frame_len)
         .new_codec();
-    let (read, write) = stream.into_split();
     let mut reader = FramedRead::new(read, codec.clone());
     let mut writer = FramedWrite::new(write, codec);
     let mut in_flight = FuturesUnordered::new();

@@ -47,8 +47,8 @@ mod backoff;
 mod client;
 mod config;
 mod error;
-mod frame;
-mod server;
+pub(crate) mod frame;
+pub(crate) mod server;
 
 pub use backoff::Backoff;
 pub use client::{Connection, ConnectionStats, ResponseFuture};

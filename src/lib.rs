@@ -35,6 +35,11 @@ pub mod timeout;
 pub mod transport;
 pub mod window;
 
+// Entry points for the fuzz targets in `fuzz/`; not part of the public API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use error::{BoxError, ConfigError};
 
 /// The README's examples, compiled and run as doctests.

@@ -575,3 +575,36 @@ fn a_stale_accusation_in_a_datagram_is_answered_straight_to_its_live_sender() {
         .all(|t| t.to != SocketAddr::from(([192, 0, 2, 1], 9))));
     assert_eq!(a.stats().stale_replies, before);
 }
+
+#[test]
+fn an_accusation_at_the_highest_incarnation_is_refuted_without_overflow() {
+    // Found by the gossip_datagram fuzz target: refuting an accusation at `u64::MAX`
+    // overflowed (a panic in debug builds, an incarnation wrapped to 0 in release, which
+    // every stale update then beats). The incarnation saturates instead.
+    let mut a = member(1);
+    know(&mut a, &[2]);
+    let suspect = Frame::Suspect(Suspect {
+        incarnation: u64::MAX,
+        name: name(1),
+        from: name(2),
+    });
+    a.handle_datagram(addr(2), &packet(&[suspect]), S);
+    assert_eq!(a.local().incarnation(), u64::MAX, "saturated, not wrapped");
+    assert_eq!(a.local().state(), MemberState::Alive);
+    assert_eq!(a.stats().refutations, 1);
+    // Its own updates at the top saturate too.
+    a.set_tags([("zone".to_owned(), "b".to_owned())].into(), 2 * S)
+        .unwrap();
+    assert_eq!(a.local().identity().tag("zone"), Some("b"));
+    assert_eq!(a.local().incarnation(), u64::MAX);
+    // A death and an alive of another identity at the top are refuted the same way.
+    let dead = Frame::Dead(Dead {
+        incarnation: u64::MAX,
+        name: name(1),
+        from: name(2),
+    });
+    a.handle_datagram(addr(2), &packet(&[dead, alive(1, u64::MAX)]), 3 * S);
+    assert_eq!(a.local().incarnation(), u64::MAX);
+    assert_eq!(a.local().state(), MemberState::Alive);
+    assert_eq!(a.stats().refutations, 3);
+}

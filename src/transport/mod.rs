@@ -69,7 +69,7 @@ mod budget;
 mod client;
 mod config;
 mod error;
-mod frame;
+pub(crate) mod frame;
 mod frame_reader;
 mod server;
 

@@ -420,7 +420,7 @@ impl Swim {
         if self.leaving {
             return;
         }
-        self.local.incarnation += 1;
+        self.local.incarnation = self.local.incarnation.saturating_add(1);
         let me = self.local.clone();
         self.enqueue_alive(&me);
     }

@@ -12,6 +12,13 @@
 //!   its own health). A restarted member that joins with a low incarnation refutes its
 //!   old death the same way, so the new incarnation wins.
 //!
+//! Incarnations saturate at `u64::MAX` rather than wrap (a wrapped one would lose to
+//! every stale update): an accusation at `u64::MAX` is answered with an alive at
+//! `u64::MAX`, which does not override it, so such an accusation cannot be refuted. No
+//! member raises its incarnation that far by itself (one step per refutation or update);
+//! only a hostile peer sends one, and with a keyring only a peer holding the key. A
+//! member at `u64::MAX` cannot spread later updates of itself either.
+//!
 //! In a full-state merge, a remote *dead* becomes a local *suspect* (memberlist's rule):
 //! a member is not killed on hearsay from one peer, it is given the chance to refute.
 //!
@@ -379,7 +386,8 @@ impl Swim {
 
     /// Announces this member alive with an incarnation above `accused`.
     pub(crate) fn refute(&mut self, accused: u64, count_against_health: bool) {
-        self.local.incarnation = self.local.incarnation.max(accused) + 1;
+        // Saturates: an accusation at `u64::MAX` cannot be outbid (module docs).
+        self.local.incarnation = self.local.incarnation.max(accused).saturating_add(1);
         self.stats.refutations += 1;
         if count_against_health {
             self.awareness.apply(1);

@@ -114,7 +114,7 @@ mod config;
 pub(crate) mod driver;
 mod error;
 mod retry_join;
-mod stream;
+pub(crate) mod stream;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,0 +1,4 @@
+#![no_main]
+//! See `palisade::fuzzing::gossip_datagram_keyed` for what the input is and the invariants checked.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| palisade::fuzzing::gossip_datagram_keyed(data));

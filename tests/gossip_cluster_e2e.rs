@@ -19,7 +19,7 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use palisade::balance::{Builder, PowerOfTwoChoices};
 use palisade::error::NoEndpoints;
-use palisade::gossip::proto::{Config, MemberState};
+use palisade::gossip::proto::MemberState;
 use palisade::gossip::runtime::{Membership, MembershipConfig};
 use palisade::transport::{serve, Connection, ConnectionConfig, ConnectionLost, Disconnected};
 use palisade::BoxError;
@@ -31,20 +31,6 @@ mod common;
 use common::PATIENCE;
 
 const MAX_IN_FLIGHT: usize = 16;
-
-fn fast() -> Config {
-    Config {
-        probe_interval: Duration::from_millis(200),
-        probe_timeout: Duration::from_millis(100),
-        gossip_interval: Duration::from_millis(50),
-        // Members that join within milliseconds of each other through one seed: four
-        // retransmissions per update (not `local`'s two) so that every member hears of
-        // every other by gossip, and a push-pull every second as the backstop.
-        retransmit_mult: 4,
-        push_pull_interval: Duration::from_secs(1),
-        ..Config::local()
-    }
-}
 
 struct Server {
     runtime: Option<tokio::runtime::Runtime>,
@@ -73,7 +59,7 @@ impl Server {
                 Membership::start(
                     MembershipConfig::new(name, "127.0.0.1:0".parse().unwrap())
                         .service_addr(addr)
-                        .protocol(fast())
+                        .protocol(common::fast_gossip())
                         .seeds([seed]),
                 )
                 .await
@@ -208,7 +194,8 @@ fn settled(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_is_accounted_for_through_join_leave_crash_and_restart() {
     let client = Membership::start(
-        MembershipConfig::new("client", "127.0.0.1:0".parse().unwrap()).protocol(fast()),
+        MembershipConfig::new("client", "127.0.0.1:0".parse().unwrap())
+            .protocol(common::fast_gossip()),
     )
     .await
     .unwrap();

@@ -14,7 +14,6 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use palisade::gossip::proto::Config;
 use palisade::gossip::runtime::{Membership, MembershipConfig};
 use palisade::gossip::Event;
 
@@ -26,27 +25,13 @@ const SEED_ENV: &str = "PALISADE_GOSSIP_SEED";
 /// A byte; the member seals with the key of 32 such bytes.
 const KEY_ENV: &str = "PALISADE_GOSSIP_KEY_BYTE";
 
-fn fast() -> Config {
-    Config {
-        probe_interval: Duration::from_millis(200),
-        probe_timeout: Duration::from_millis(100),
-        gossip_interval: Duration::from_millis(50),
-        // Members that join within milliseconds of each other through one seed: four
-        // retransmissions per update (not `local`'s two) so that every member hears of
-        // every other by gossip, and a push-pull every second as the backstop.
-        retransmit_mult: 4,
-        push_pull_interval: Duration::from_secs(1),
-        ..Config::local()
-    }
-}
-
 /// The longest the protocol takes to declare a crash in a cluster of `n`: every other
 /// member is probed within `n` probe intervals (shuffled round robin), then the
 /// suspicion runs its longest (Lifeguard's maximum, no confirmations). On virtual time
 /// the simulator pins such a bound exactly
 /// (`gossip_sim.rs`: `crashed_member_is_declared_dead_by_every_member_within_the_configured_bound`).
 fn failure_bound(n: usize) -> Duration {
-    let c = fast();
+    let c = common::fast_gossip();
     let suspicion = c.suspicion_min_timeout(n) * c.suspicion_max_timeout_mult;
     c.probe_interval * n as u32 + suspicion
 }
@@ -74,7 +59,7 @@ fn member_process_entry() {
 }
 
 async fn run_member(name: String) {
-    let mut protocol = fast();
+    let mut protocol = common::fast_gossip();
     if let Ok(byte) = std::env::var(KEY_ENV) {
         protocol.keyring = Some(palisade::gossip::Keyring::new([byte.parse().unwrap(); 32]));
     }

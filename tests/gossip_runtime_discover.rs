@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::StreamExt;
-use palisade::gossip::proto::{Config, Member, MemberState};
+use palisade::gossip::proto::{Member, MemberState};
 use palisade::gossip::runtime::{Membership, MembershipConfig};
 use palisade::gossip::GossipDiscover;
 use tower::discover::Change;
@@ -13,23 +13,9 @@ use tower::discover::Change;
 mod common;
 use common::{eventually, PATIENCE};
 
-fn fast() -> Config {
-    Config {
-        probe_interval: Duration::from_millis(200),
-        probe_timeout: Duration::from_millis(100),
-        gossip_interval: Duration::from_millis(50),
-        // Members that join within milliseconds of each other through one seed: four
-        // retransmissions per update (not `local`'s two) so that every member hears of
-        // every other by gossip, and a push-pull every second as the backstop.
-        retransmit_mult: 4,
-        push_pull_interval: Duration::from_secs(1),
-        ..Config::local()
-    }
-}
-
 fn config(name: &str) -> MembershipConfig {
     MembershipConfig::new(name, "127.0.0.1:0".parse().unwrap())
-        .protocol(fast())
+        .protocol(common::fast_gossip())
         .leave_timeout(Duration::from_secs(2))
 }
 

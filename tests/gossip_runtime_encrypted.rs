@@ -12,16 +12,8 @@ use common::{eventually, PATIENCE};
 
 fn keyed(key: Option<[u8; 32]>) -> Config {
     Config {
-        probe_interval: Duration::from_millis(200),
-        probe_timeout: Duration::from_millis(100),
-        gossip_interval: Duration::from_millis(50),
-        // Members that join within milliseconds of each other through one seed: four
-        // retransmissions per update (not `local`'s two) so that every member hears of
-        // every other by gossip, and a push-pull every second as the backstop.
-        retransmit_mult: 4,
-        push_pull_interval: Duration::from_secs(1),
         keyring: key.map(Keyring::new),
-        ..Config::local()
+        ..common::fast_gossip()
     }
 }
 

@@ -12,23 +12,9 @@ use palisade::gossip::Event;
 mod common;
 use common::{eventually, state_of, ReservedAddr, PATIENCE};
 
-fn fast() -> Config {
-    Config {
-        probe_interval: Duration::from_millis(200),
-        probe_timeout: Duration::from_millis(100),
-        gossip_interval: Duration::from_millis(50),
-        // Members that join within milliseconds of each other through one seed: four
-        // retransmissions per update (not `local`'s two) so that every member hears of
-        // every other by gossip, and a push-pull every second as the backstop.
-        retransmit_mult: 4,
-        push_pull_interval: Duration::from_secs(1),
-        ..Config::local()
-    }
-}
-
 fn config(name: &str) -> MembershipConfig {
     MembershipConfig::new(name, "127.0.0.1:0".parse().unwrap())
-        .protocol(fast())
+        .protocol(common::fast_gossip())
         .join_backoff(Duration::from_millis(50), Duration::from_millis(200))
         .stream_timeout(Duration::from_secs(1))
         .leave_timeout(Duration::from_secs(2))
@@ -173,7 +159,7 @@ async fn oversized_tags_are_rejected_and_nothing_changes() {
 async fn a_taken_address_is_a_bind_error() {
     let a = Membership::start(config("a")).await.unwrap();
     let taken = a.gossip_addr();
-    let err = Membership::start(MembershipConfig::new("b", taken).protocol(fast()))
+    let err = Membership::start(MembershipConfig::new("b", taken).protocol(common::fast_gossip()))
         .await
         .unwrap_err();
     match err {
@@ -190,7 +176,7 @@ async fn a_taken_address_is_a_bind_error() {
 async fn a_non_local_address_is_a_bind_error() {
     // TEST-NET-1 (RFC 5737) is never assigned to this host.
     let err = Membership::start(
-        MembershipConfig::new("a", "192.0.2.1:0".parse().unwrap()).protocol(fast()),
+        MembershipConfig::new("a", "192.0.2.1:0".parse().unwrap()).protocol(common::fast_gossip()),
     )
     .await
     .unwrap_err();
@@ -258,7 +244,7 @@ async fn join_retries_until_a_late_seed_appears() {
     let late = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let addr = reserved.release();
-        Membership::start(MembershipConfig::new("seed", addr).protocol(fast())).await
+        Membership::start(MembershipConfig::new("seed", addr).protocol(common::fast_gossip())).await
     });
     let b = Membership::start(
         config("b")
@@ -339,7 +325,7 @@ async fn keys_rotate_at_run_time_through_the_handle() {
     let keyed = |name: &str, key: [u8; 32]| {
         config(name).protocol(Config {
             keyring: Some(Keyring::new(key)),
-            ..fast()
+            ..common::fast_gossip()
         })
     };
     let a = Membership::start(keyed("a", [1; 32])).await.unwrap();
@@ -397,7 +383,7 @@ async fn a_failed_start_frees_its_address_before_returning() {
     let closed = ReservedAddr::new();
     let err = Membership::start(
         MembershipConfig::new("a", addr)
-            .protocol(fast())
+            .protocol(common::fast_gossip())
             .join_attempts(1)
             .seeds([closed.addr()]),
     )
@@ -405,7 +391,7 @@ async fn a_failed_start_frees_its_address_before_returning() {
     .unwrap_err();
     assert!(matches!(err, StartError::Join(_)));
     // The same fixed address binds again at once.
-    let again = Membership::start(MembershipConfig::new("a", addr).protocol(fast()))
+    let again = Membership::start(MembershipConfig::new("a", addr).protocol(common::fast_gossip()))
         .await
         .unwrap();
     assert_eq!(again.gossip_addr(), addr);

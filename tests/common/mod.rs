@@ -184,3 +184,18 @@ impl Default for ReservedAddr {
         Self::new()
     }
 }
+
+/// A gossip protocol fast enough for loopback tests: 200 ms probes with a 100 ms timeout,
+/// gossip every 50 ms. Members that join within milliseconds of each other through one
+/// seed get four retransmissions per update (not `local`'s two), so that every member
+/// hears of every other by gossip, and a push-pull every second as the backstop.
+pub fn fast_gossip() -> palisade::gossip::proto::Config {
+    palisade::gossip::proto::Config {
+        probe_interval: std::time::Duration::from_millis(200),
+        probe_timeout: std::time::Duration::from_millis(100),
+        gossip_interval: std::time::Duration::from_millis(50),
+        retransmit_mult: 4,
+        push_pull_interval: std::time::Duration::from_secs(1),
+        ..palisade::gossip::proto::Config::local()
+    }
+}

@@ -132,7 +132,10 @@ impl MembershipConfig {
     }
 
     /// The bound on one stream exchange (connect, send, receive the answer), in each
-    /// direction. Default 2 s; from 1 ns to `Duration::MAX` (no bound).
+    /// direction. Default 2 s; from [`MIN_INTERVAL`](crate::gossip::proto::config::MIN_INTERVAL)
+    /// (1 ms) to `Duration::MAX` (no bound). A shorter bound than a loopback round trip
+    /// can take would make every exchange (joins, push-pull, leaves) fail, so it is
+    /// rejected.
     pub fn stream_timeout(mut self, timeout: Duration) -> Self {
         self.stream_timeout = timeout;
         self
@@ -230,8 +233,8 @@ impl MembershipConfig {
         if self.join_backoff.0.is_zero() {
             return Err(ConfigError::new("join_backoff", "initial must not be zero"));
         }
-        if self.stream_timeout.is_zero() {
-            return Err(ConfigError::new("stream_timeout", "must not be zero"));
+        if self.stream_timeout < crate::gossip::proto::config::MIN_INTERVAL {
+            return Err(ConfigError::new("stream_timeout", "must be at least 1 ms"));
         }
         if self.max_inbound_streams == 0 {
             return Err(ConfigError::new(

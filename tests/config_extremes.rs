@@ -21,6 +21,8 @@
 //! loopback in real time with a fast protocol configuration and bounds far above what
 //! the configuration needs (they wait for an event, never for a fixed time).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
@@ -996,18 +998,6 @@ fn balance_knobs() -> Vec<Knob> {
 // Gossip: the protocol in the simulator (40 members, past every scaling step) and a
 // three-member cluster on loopback.
 
-/// A protocol fast enough for a loopback test (the multi-process test's values).
-fn fast() -> Config {
-    Config {
-        probe_interval: Duration::from_millis(200),
-        probe_timeout: Duration::from_millis(100),
-        gossip_interval: Duration::from_millis(50),
-        retransmit_mult: 4,
-        push_pull_interval: Duration::from_secs(1),
-        ..Config::local()
-    }
-}
-
 /// 34 simulated members (past the scaling steps at 10 and 32 members) join one seed,
 /// run, one crashes, one leaves: nothing panics and the seed knows most of the others.
 fn sim_workload(config: &Config) -> Result<(), String> {
@@ -1037,7 +1027,7 @@ fn sim_network_workload(network: Network) -> Result<Verdict, String> {
     let mut sim = Simulation::new(1, network);
     let config = Config {
         seed: Some(5),
-        ..fast()
+        ..common::fast_gossip()
     };
     let ids = sim.add_members(5, &config).map_err(|e| e.to_string())?;
     for &id in &ids[1..] {
@@ -1177,7 +1167,7 @@ async fn cluster(make: impl Fn(&str) -> MembershipConfig) -> Result<Verdict, Str
 
 fn membership(name: &str) -> MembershipConfig {
     MembershipConfig::new(name, "127.0.0.1:0".parse::<SocketAddr>().unwrap())
-        .protocol(fast())
+        .protocol(common::fast_gossip())
         .join_attempts(3)
         .join_backoff(Duration::from_millis(50), Duration::from_millis(500))
         .leave_timeout(Duration::from_secs(2))
@@ -1228,7 +1218,7 @@ fn gossip_knobs() -> Vec<Knob> {
                 |$v| {
                     protocol_workload(Config {
                         $field: $e,
-                        ..fast()
+                        ..common::fast_gossip()
                     })
                 },
             )

@@ -20,6 +20,8 @@
 //! Workloads run on tokio's paused clock, except the gossip clusters, which run on
 //! loopback in real time with a fast protocol configuration and bounds far above what
 //! the configuration needs (they wait for an event, never for a fixed time).
+// The simulator knobs need the `sim` feature.
+#![cfg(feature = "sim")]
 
 mod common;
 

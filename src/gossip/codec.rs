@@ -140,11 +140,6 @@ impl Codec {
         }
     }
 
-    /// The keyring, if packets are sealed.
-    pub fn keyring(&self) -> Option<&Keyring> {
-        self.keyring.as_ref()
-    }
-
     /// The keyring, to rotate keys at run time.
     pub fn keyring_mut(&mut self) -> Option<&mut Keyring> {
         self.keyring.as_mut()
@@ -361,7 +356,9 @@ fn raw_frames(body: &[u8]) -> Result<Vec<RawFrame<'_>>, DropReason> {
 }
 
 /// Decodes a body: every frame is checked before any is returned, so a packet is either
-/// applied whole or dropped whole.
+/// applied whole or dropped whole. (The core decodes with [`decode_body_filtered`]; this
+/// is for the tests and the fuzz targets.)
+#[cfg(any(test, feature = "test-util", feature = "fuzzing"))]
 pub fn decode_body(body: &[u8]) -> Result<Decoded, DropReason> {
     decode_body_filtered(body, |_| false)
 }

@@ -15,11 +15,11 @@
 //! [`Swim::drain_transmits`]) and membership [`Event`]s (take them with
 //! [`Swim::poll_event`]). [`Swim::members`] is a snapshot of the view at any time.
 //!
-//! One mechanism per file: [`member`] (identity and state), [`state`] (the table and
-//! the precedence rules), [`probe`] (failure detection, with its
-//! [TCP fallback](probe#tcp-fallback)), [`suspicion`] and
-//! [`awareness`] (Lifeguard), [`broadcast`] (dissemination queue), [`push_pull`]
-//! (anti-entropy), [`config`] (presets), [`message`] (what is exchanged).
+//! One mechanism per file: [`member`] (identity and state), `state` (the table and
+//! the precedence rules), `probe` (failure detection, with its TCP fallback, see
+//! [`Config::tcp_fallback_ping`]), `suspicion` and
+//! `awareness` (Lifeguard), `broadcast` (dissemination queue), `push_pull`
+//! (anti-entropy), [`config`] (presets), `message` (what is exchanged).
 //!
 //! ```
 //! use palisade::gossip::proto::{Config, Identity, Swim, Event};
@@ -42,15 +42,17 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod awareness;
-pub mod broadcast;
+mod awareness;
+mod broadcast;
 pub mod config;
 pub mod member;
-pub mod message;
-pub mod probe;
-pub mod push_pull;
-pub mod state;
-pub mod suspicion;
+// Wire messages: crate-private like the codec (see `gossip::test_util`).
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
+pub(crate) mod message;
+mod probe;
+mod push_pull;
+mod state;
+mod suspicion;
 
 use config::nanos;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -59,13 +61,12 @@ use std::net::SocketAddr;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
+pub use crate::gossip::codec::{DropCounts, DropReason};
 pub use config::Config;
 pub use member::{Identity, Member, MemberState, MAX_NAME_LEN, MAX_WIRE_TAGS_BYTES};
 
 use crate::error::ConfigError;
-use crate::gossip::codec::{
-    begin_body, decode_body_filtered, encode_frame, Codec, DropCounts, DropReason,
-};
+use crate::gossip::codec::{begin_body, decode_body_filtered, encode_frame, Codec};
 use crate::gossip::keyring::Keyring;
 use awareness::Awareness;
 use broadcast::BroadcastQueue;

@@ -7,7 +7,7 @@
 //!
 //! - **Datagrams** (probes, acks, gossip) travel over UDP, one packet per datagram.
 //! - **Streams** (push-pull: joins, anti-entropy, reconnects, acknowledged leaves; and
-//!   the [TCP fallback ping](crate::gossip::proto::probe#tcp-fallback) of a probe whose
+//!   the [TCP fallback ping](crate::gossip::proto::Config::tcp_fallback_ping) of a probe whose
 //!   UDP ping went unanswered, answered by an ack on the same connection) travel over
 //!   TCP, sealed like datagrams when a keyring is set, one connection per exchange,
 //!   length-prefixed, bounded by the protocol's `max_stream_size` and by a

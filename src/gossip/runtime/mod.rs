@@ -49,8 +49,8 @@
 //! [`Membership`] reads the view ([`members`](Membership::members),
 //! [`local`](Membership::local)), changes this member's metadata
 //! ([`set_tags`](Membership::set_tags), [`set_service_addr`](Membership::set_service_addr)),
-//! delivers events ([`subscribe`](Membership::subscribe) for a broadcast receiver,
-//! [`events`](Membership::events) for a `Stream`), exposes counters
+//! delivers events ([`subscribe`](Membership::subscribe): an [`EventStream`] that counts
+//! what a slow reader lost), exposes counters
 //! ([`stats`](Membership::stats)), feeds a balancer
 //! ([`discover`](Membership::discover)), and ends the member:
 //! - [`leave`](Membership::leave) then [`shutdown`](Membership::shutdown): graceful. The
@@ -72,7 +72,7 @@
 //! stream connections (the driver then stops the member rather than run unable to
 //! answer joins and leaves). Either way, and at once:
 //! - [`is_stopped`](Membership::is_stopped) is `true`, commands return [`Stopped`];
-//! - event receivers get what they had not read, then `Closed`; [`EventStream`]s and
+//! - [`EventStream`]s yield what they had not read, then end; and
 //!   [`GossipDiscover`](crate::gossip::discover::GossipDiscover)s end (the balancer
 //!   keeps the endpoints it has);
 //! - [`members`](Membership::members) returns the view as it was when the driver
@@ -113,6 +113,7 @@
 mod config;
 pub(crate) mod driver;
 mod error;
+mod events;
 mod retry_join;
 pub(crate) mod stream;
 
@@ -120,13 +121,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::Stream;
 use parking_lot::Mutex;
 use rand::seq::SliceRandom;
 use tokio::net::{TcpListener, UdpSocket};
@@ -135,11 +133,14 @@ use tokio::time::Instant;
 
 pub use config::{MembershipConfig, MAX_EVENT_CAPACITY};
 pub use error::{DriverError, JoinError, StartError, Stopped};
+pub use events::EventStream;
 pub use retry_join::RetryJoin;
 
 use crate::error::ConfigError;
 use crate::gossip::keyring::Keyring;
-use crate::gossip::proto::{Event, Identity, Member, MemberState, Stats, Swim};
+#[cfg(doc)]
+use crate::gossip::proto::Event;
+use crate::gossip::proto::{Identity, Member, MemberState, Stats, Swim};
 use crate::transport::Backoff;
 use driver::{Core, Counters, Shared};
 
@@ -531,34 +532,19 @@ impl Membership {
         Ok(())
     }
 
-    /// A receiver of every membership event from now on. A receiver that falls more
-    /// than [`event_capacity`](MembershipConfig::event_capacity) events behind gets
-    /// `RecvError::Lagged` and loses the oldest; the view ([`members`](Self::members))
-    /// is always complete. Once the member stops, the receiver gets the events it has
-    /// not read yet, then `RecvError::Closed`.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        match self.shared.events.lock().as_ref() {
-            Some(sender) => sender.subscribe(),
-            // Stopped: a receiver that is closed at once.
-            None => broadcast::channel(1).1,
-        }
+    /// Every membership event from now on, as an [`EventStream`]. A stream that falls
+    /// more than [`event_capacity`](MembershipConfig::event_capacity) events behind
+    /// loses the oldest and counts them ([`EventStream::dropped`]); the view
+    /// ([`members`](Self::members)) is always complete. Once the member stops, the
+    /// stream yields the events it has not read yet, then ends.
+    pub fn subscribe(&self) -> EventStream {
+        // Stopped: a stream that has ended.
+        EventStream::new(self.shared.events.lock().as_ref().map(|s| s.subscribe()))
     }
 
-    /// The membership events from now on, as a `Stream`. It skips events lost to lag
-    /// (see [`subscribe`](Self::subscribe)) and ends when the member stops.
+    /// The same as [`subscribe`](Self::subscribe) (the name the breaker's handle uses).
     pub fn events(&self) -> EventStream {
-        let rx = self.subscribe();
-        EventStream {
-            inner: Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-                loop {
-                    match rx.recv().await {
-                        Ok(e) => return Some((e, rx)),
-                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    }
-                }
-            })),
-        }
+        self.subscribe()
     }
 
     /// The counters of this member, and whether its driver runs.
@@ -650,25 +636,6 @@ impl fmt::Display for SetError {
 }
 
 impl std::error::Error for SetError {}
-
-/// The membership events of one member as a `Stream` (see [`Membership::events`]).
-pub struct EventStream {
-    inner: Pin<Box<dyn Stream<Item = Event> + Send>>,
-}
-
-impl Stream for EventStream {
-    type Item = Event;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        self.inner.as_mut().poll_next(cx)
-    }
-}
-
-impl fmt::Debug for EventStream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EventStream").finish_non_exhaustive()
-    }
-}
 
 /// The seeds to join through: `seeds` without this member's own address, deduplicated.
 fn join_targets(seeds: &[SocketAddr], me: SocketAddr) -> Vec<SocketAddr> {

@@ -29,6 +29,8 @@ pub mod classify;
 pub mod clock;
 pub mod discover;
 pub mod error;
+// Length-prefixed framing shared by the transport and gossip's TCP exchanges.
+mod framing;
 pub mod gossip;
 pub mod preset;
 pub mod timeout;

@@ -76,7 +76,7 @@ use tower::discover::Change;
 
 use crate::balance::Weighted;
 use crate::gossip::proto::{Member, MemberState};
-use crate::gossip::runtime::driver::Shared;
+use crate::gossip::runtime::driver::RunningMember;
 use crate::gossip::runtime::Membership;
 
 /// The default name of the tag that carries an endpoint's weight.
@@ -122,7 +122,7 @@ type Waiting = Pin<Box<dyn Future<Output = (watch::Receiver<u64>, bool)> + Send>
 
 /// A discovery source fed by gossip membership. See the [module docs](self).
 pub struct GossipDiscover<F, S> {
-    shared: Arc<Shared>,
+    shared: Arc<RunningMember>,
     make_endpoint: F,
     rules: Rules,
     include_local: bool,

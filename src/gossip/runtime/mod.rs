@@ -142,24 +142,25 @@ use crate::gossip::keyring::Keyring;
 use crate::gossip::proto::Event;
 use crate::gossip::proto::{Identity, Member, MemberState, Stats, Swim};
 use crate::transport::Backoff;
-use driver::{Core, Counters, Shared};
+use driver::{Counters, ProtocolState, RunningMember};
 
 /// A running gossip member. See the [module docs](self).
 #[derive(Clone)]
 pub struct Membership {
-    shared: Arc<Shared>,
-    owner: Arc<Owner>,
+    shared: Arc<RunningMember>,
+    tasks: Arc<MemberTasks>,
 }
 
-/// Stops the driver when the last handle goes.
-struct Owner {
-    shared: Arc<Shared>,
+/// The member's background tasks (its driver, its retry-join), held by every handle;
+/// stops them when the last handle goes.
+struct MemberTasks {
+    shared: Arc<RunningMember>,
     driver: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The retry-join task, when the config asks for one.
     retry: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-impl Drop for Owner {
+impl Drop for MemberTasks {
     fn drop(&mut self) {
         let _ = self.shared.stop.send(true);
     }
@@ -259,8 +260,8 @@ impl Membership {
         let (stop, stop_rx) = watch::channel(false);
         let seeds = config.seeds.clone();
         let retry = config.retry_join;
-        let shared = Arc::new(Shared {
-            core: Mutex::new(Core {
+        let shared = Arc::new(RunningMember {
+            core: Mutex::new(ProtocolState {
                 swim,
                 waiters: Default::default(),
                 stopped: false,
@@ -279,7 +280,7 @@ impl Membership {
         });
         let driver = tokio::spawn(driver::run(Arc::clone(&shared), udp, listener, stop_rx));
         let membership = Membership {
-            owner: Arc::new(Owner {
+            tasks: Arc::new(MemberTasks {
                 shared: Arc::clone(&shared),
                 driver: Mutex::new(Some(driver)),
                 retry: Mutex::new(None),
@@ -317,7 +318,7 @@ impl Membership {
                 policy,
                 begin,
             ));
-            *membership.owner.retry.lock() = Some(task);
+            *membership.tasks.retry.lock() = Some(task);
         }
         Ok(membership)
     }
@@ -445,11 +446,11 @@ impl Membership {
     /// Waits for the driver task and the retry-join task to end (once, for the first
     /// caller; later callers return at once).
     async fn wait_stopped(&self) {
-        let retry = self.owner.retry.lock().take();
+        let retry = self.tasks.retry.lock().take();
         if let Some(retry) = retry {
             let _ = retry.await;
         }
-        let driver = self.owner.driver.lock().take();
+        let driver = self.tasks.driver.lock().take();
         if let Some(driver) = driver {
             let _ = driver.await;
         }
@@ -577,7 +578,7 @@ impl Membership {
         }
     }
 
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
+    pub(crate) fn shared(&self) -> &Arc<RunningMember> {
         &self.shared
     }
 
@@ -648,7 +649,10 @@ fn join_targets(seeds: &[SocketAddr], me: SocketAddr) -> Vec<SocketAddr> {
 /// One join round: a full-state exchange with every target at once. Returns how many
 /// answered, bounded by the stream timeout (plus a margin). Counted in
 /// [`MembershipStats::join_attempts`].
-pub(crate) async fn join_round(shared: &Shared, targets: &[SocketAddr]) -> Result<usize, Stopped> {
+pub(crate) async fn join_round(
+    shared: &RunningMember,
+    targets: &[SocketAddr],
+) -> Result<usize, Stopped> {
     shared
         .counters
         .join_attempts
@@ -668,7 +672,7 @@ pub(crate) async fn join_round(shared: &Shared, targets: &[SocketAddr]) -> Resul
 /// Runs `op` on the core, registers a waiter per address for the stream exchanges it
 /// started, and wakes the driver to send them.
 fn exchange_with(
-    shared: &Shared,
+    shared: &RunningMember,
     targets: &[SocketAddr],
     op: impl FnOnce(&mut Swim, u64),
 ) -> Result<Vec<oneshot::Receiver<bool>>, Stopped> {

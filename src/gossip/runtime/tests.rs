@@ -1,5 +1,5 @@
 //! A driver that ends by itself, made to die deterministically by the faults injected
-//! through `Shared::faults`: the member must say it stopped, and why.
+//! through `RunningMember::faults`: the member must say it stopped, and why.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

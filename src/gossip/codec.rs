@@ -356,7 +356,7 @@ fn raw_frames(body: &[u8]) -> Result<Vec<RawFrame<'_>>, DropReason> {
 }
 
 /// Decodes a body: every frame is checked before any is returned, so a packet is either
-/// applied whole or dropped whole. (The core decodes with [`decode_body_filtered`]; this
+/// applied whole or dropped whole. (The core decodes with `decode_body_filtered`; this
 /// is for the tests and the fuzz targets.)
 #[cfg(any(test, feature = "test-util", feature = "fuzzing"))]
 pub fn decode_body(body: &[u8]) -> Result<Decoded, DropReason> {

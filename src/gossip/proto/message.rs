@@ -60,7 +60,7 @@ pub struct Nack {
 pub struct Alive {
     /// The incarnation the identity belongs to.
     pub incarnation: u64,
-    /// The member's identity (name first, see [`AliveHead`]).
+    /// The member's identity (name first, see `AliveHead`).
     pub identity: Identity,
 }
 

@@ -1,7 +1,7 @@
 //! The SWIM + Lifeguard membership protocol as a sans-IO state machine.
 //!
 //! [`Swim`] never touches a socket or a clock. The caller (a runtime, a test, the
-//! [simulator](crate::gossip::sim)) feeds it:
+//! simulator, `gossip::sim` with the `sim` feature) feeds it:
 //! - received packets: [`Swim::handle_datagram`] (UDP-like, at most
 //!   [`Config::max_packet_size`] bytes) and [`Swim::handle_stream`] (a whole
 //!   TCP-like message, for push-pull and the TCP fallback ping);

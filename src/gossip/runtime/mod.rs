@@ -16,7 +16,7 @@
 //!   then the sealed message; the answer comes back on the same connection.
 //! - **Timers**: the driver sleeps until the core's next deadline, on tokio's clock
 //!   (so a paused test clock jumps while the runtime is idle, and real-socket members
-//!   then suspect each other: use the [simulator](crate::gossip::sim) for virtual
+//!   then suspect each other: use the simulator (`gossip::sim`, feature `sim`) for virtual
 //!   time).
 //! - **Answers**: an inbound stream message is handed to the core with the peer's TCP
 //!   address as `from`; the core's answer (a stream transmit to that address, queued by

@@ -20,6 +20,7 @@
 //!
 //! [tower]: https://docs.rs/tower
 #![warn(missing_docs)]
+#![deny(unreachable_pub)]
 #![forbid(unsafe_code)]
 
 pub mod balance;

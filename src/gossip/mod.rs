@@ -39,5 +39,7 @@ pub mod sim;
 
 pub use discover::GossipDiscover;
 pub use keyring::Keyring;
-pub use proto::{Config, Event, Identity, Member, MemberState, Swim, Transmit, Transport};
+pub use proto::{
+    Config, Event, Identity, JoinStatus, Member, MemberState, StreamKind, Swim, Transmit, Transport,
+};
 pub use runtime::{Membership, MembershipConfig};

@@ -41,8 +41,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "breaker")] // only the breaker reads the recent clock
 mod recent;
 
+#[cfg(feature = "breaker")]
 pub(crate) use recent::RecentLease;
 
 /// A cheap, cloneable monotonic clock. See the [module docs](self).
@@ -145,6 +147,7 @@ impl Clock {
     /// [`RecentLease`] keeps it running (see [`recent`]), else a fresh one. For paths
     /// that only file an event in a window bucket; never for a duration.
     #[inline]
+    #[cfg(feature = "breaker")]
     pub(crate) fn recent_ticks(&self) -> u64 {
         match &self.source {
             Source::System(clock) => recent::GLOBAL.read(clock),
@@ -155,6 +158,7 @@ impl Clock {
     /// Keeps [`recent_ticks`](Self::recent_ticks) within about `resolution` of the true
     /// time (1 to 10 ms) for as long as the lease lives. `None` for the clocks whose
     /// readings cost no more than a load, and if the thread could not be started.
+    #[cfg(feature = "breaker")]
     pub(crate) fn lease_recent(&self, resolution: Duration) -> Option<RecentLease> {
         match &self.source {
             Source::System(clock) => recent::GLOBAL.lease(clock, resolution),

@@ -1,25 +1,25 @@
-//! The stable hash that places endpoints on a consistent-hash ring.
-//!
-//! Two client processes must send the same key to the same endpoint even when they were
-//! built with different toolchains, so the hash may not be std's `DefaultHasher`, whose
-//! algorithm std does not promise to keep between releases. palisade hashes with
-//! XXH3-64 (seed 0, from the `xxhash-rust` crate), fed the bytes the key's `Hash`
-//! implementation writes, with every integer written little-endian and `usize`/`isize`
-//! widened to 64 bits, so the result is also the same on every architecture.
-//!
-//! What stays the same is the hash of the bytes a key's `Hash` impl writes. For strings,
-//! byte slices, integers, `bool`, `char` and tuples, arrays and derived structs of them,
-//! those bytes are fixed by the layout of the value (a `str` writes its bytes and then
-//! `0xff`). std does not promise the same of its other types (`SocketAddr`, `IpAddr`,
-//! ...), whose `Hash` impls follow their private fields: key endpoints by a string or an
-//! integer where clients built apart must agree.
+//! The stable hash that places endpoints on a consistent-hash ring (see [`stable_hash`]).
 
 use std::hash::{Hash, Hasher};
 
 use xxhash_rust::xxh3::Xxh3;
 
 /// The stable 64-bit hash of `key`: XXH3-64 of the bytes its `Hash` impl writes, with
-/// integers little-endian and `usize`/`isize` as 64 bits (see the [module docs](self)).
+/// integers little-endian and `usize`/`isize` as 64 bits.
+///
+/// Two client processes must send the same key to the same endpoint even when they were
+/// built with different toolchains, so the hash may not be std's `DefaultHasher`, whose
+/// algorithm std does not promise to keep between releases. palisade hashes with
+/// XXH3-64 (seed 0, from the `xxhash-rust` crate), fed the bytes the key's `Hash`
+/// implementation writes, with every integer written little-endian and `usize`/`isize`
+/// widened to 64 bits, so the result is also the same on every architecture.
+///
+/// What stays the same is the hash of the bytes a key's `Hash` impl writes. For strings,
+/// byte slices, integers, `bool`, `char` and tuples, arrays and derived structs of them,
+/// those bytes are fixed by the layout of the value (a `str` writes its bytes and then
+/// `0xff`). std does not promise the same of its other types (`SocketAddr`, `IpAddr`,
+/// ...), whose `Hash` impls follow their private fields: key endpoints by a string or an
+/// integer where clients built apart must agree.
 ///
 /// The balancer places endpoints on the [`ConsistentHash`](super::ConsistentHash) ring
 /// by this hash of their discovery key. Use it for request keys too, so a

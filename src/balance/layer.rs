@@ -19,10 +19,10 @@ use tower::discover::Discover;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::endpoint::Weighted;
 use super::events::{EndpointEventCallback, NoEndpointEvents};
 use super::picker::Picker;
 use super::service::{Balance, Builder};
+use crate::weighted::Weighted;
 
 /// Wraps a [`Discover`] source in a [`Balance`] with unit weights. Made by
 /// [`Builder::into_layer`].

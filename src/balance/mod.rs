@@ -122,8 +122,9 @@ mod service;
 mod set;
 mod slow_start;
 
+pub use crate::weighted::Weighted;
 pub use ejection::{OutlierDetection, OutlierDetectionBuilder};
-pub use endpoint::{EndpointId, Weighted};
+pub use endpoint::EndpointId;
 pub use events::{EndpointEventCallback, EndpointEventStream, NoEndpointEvents};
 pub use future::ResponseFuture;
 pub use hash::stable_hash;

@@ -13,7 +13,7 @@ use tower::discover::{Change, Discover};
 use tower_service::Service;
 
 use super::ejection::OutlierDetection;
-use super::endpoint::{EndpointId, Weighted};
+use super::endpoint::EndpointId;
 use super::events::{
     EndpointEventCallback, EndpointEventHub, EndpointEventStream, NoEndpointEvents,
 };
@@ -27,6 +27,7 @@ use crate::breaker::{BreakerConfig, BreakerEvent, BreakerHandle};
 use crate::classify::{Classify, ErrIsFailure};
 use crate::clock::Clock;
 use crate::error::{BoxError, ConfigError, NoEndpoints};
+use crate::weighted::Weighted;
 
 /// Changes taken from the discovery source per `poll_ready` before serving requests
 /// again, so an endless stream of changes cannot starve callers.

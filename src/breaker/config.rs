@@ -113,7 +113,7 @@ impl<C> BreakerConfig<C> {
         CircuitSettings {
             open_duration: self.open_duration.clone(),
             probes_to_close: self.probes_to_close,
-            jitter_seed: self.jitter_seed.unwrap_or_else(rand::random),
+            jitter_seed: self.jitter_seed.unwrap_or_else(fresh_seed),
         }
     }
 
@@ -280,6 +280,7 @@ impl<C> BreakerConfigBuilder<C> {
     }
 
     /// Sets [`record_latency`](Self::record_latency) unless the user did.
+    #[cfg(feature = "preset")] // the preset's default
     pub(crate) fn record_latency_unless_set(mut self, record: bool) -> Self {
         self.record_latency.get_or_insert(record);
         self
@@ -565,5 +566,35 @@ impl<C> fmt::Debug for BreakerConfigBuilder<C> {
             .field("sleep_window", &self.sleep_window)
             .field("backoff", &self.backoff)
             .finish_non_exhaustive()
+    }
+}
+
+/// A seed for a circuit's jitter when none is configured, different for every circuit:
+/// std's `RandomState` keys come from the OS once per thread and advance with each
+/// instance. `rand::random` would do the same job but pulls in the OS-entropy crate and
+/// the ChaCha generator (getrandom, zerocopy) for this one number per circuit.
+fn fresh_seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(0u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn circuits_without_a_configured_seed_get_different_jitter_seeds() {
+        let config = BreakerConfig::default();
+        let seeds: std::collections::HashSet<u64> = (0..64)
+            .map(|_| config.circuit_settings().jitter_seed)
+            .collect();
+        assert_eq!(seeds.len(), 64, "every circuit draws its own seed");
+    }
+
+    #[test]
+    fn a_configured_seed_is_used_as_is() {
+        let config = BreakerConfig::builder().jitter_seed(7).build().unwrap();
+        assert_eq!(config.circuit_settings().jitter_seed, 7);
+        assert_eq!(config.circuit_settings().jitter_seed, 7);
     }
 }

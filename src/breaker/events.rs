@@ -91,6 +91,7 @@ impl EventCallback {
     }
 
     /// `callback` (the user's, if any) followed by `forward`.
+    #[cfg_attr(not(feature = "balance"), allow(dead_code))] // the balancer's forward
     pub(crate) fn forwarding(
         callback: Option<&EventCallback>,
         forward: Arc<dyn EventSink>,

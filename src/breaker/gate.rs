@@ -134,6 +134,7 @@ impl GateCore {
     /// [`admit`](Self::admit), packaged with the circuit for a balancer's response
     /// future.
     #[inline]
+    #[cfg_attr(not(feature = "balance"), allow(dead_code))] // the balancer's
     pub(crate) fn admit_call(&mut self) -> Result<GateCall, BreakerOpen> {
         self.admit().map(|admission| GateCall {
             circuit: self.shared.id(),
@@ -173,6 +174,7 @@ pub(crate) struct GateCall {
     admission: Admission,
 }
 
+#[cfg_attr(not(feature = "balance"), allow(dead_code))] // only the balancer's future carries one
 impl GateCall {
     /// Records the call's result, classified as `outcome`, exactly as the breaker does.
     pub(crate) fn finish<T>(mut self, outcome: Outcome, result: &Result<T, BoxError>) {
@@ -209,6 +211,7 @@ impl fmt::Debug for GateCall {
 
 /// Splits the classifier off a configuration, for owners that classify with it
 /// themselves (the balancer).
+#[cfg_attr(not(feature = "balance"), allow(dead_code))]
 pub(crate) fn split_classifier<C>(config: BreakerConfig<C>) -> (BreakerConfig<()>, C) {
     let rest = BreakerConfig {
         clock: config.clock,

@@ -16,7 +16,7 @@ mod channel;
 mod fixed;
 mod layered;
 
-pub use crate::balance::Weighted;
+pub use crate::weighted::Weighted;
 pub use channel::{ChannelHandle, ChannelSet, Closed};
 pub use fixed::{FixedList, FixedListBuilder};
 pub use layered::Layered;

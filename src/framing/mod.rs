@@ -27,15 +27,20 @@
 mod budget;
 mod reader;
 
+#[cfg(feature = "gossip")]
 use std::io;
 
+#[cfg(feature = "gossip")]
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 pub(crate) use budget::MemoryBudget;
-pub(crate) use reader::{read_frame, FrameReader, ReadError};
+#[cfg(feature = "gossip")]
+pub(crate) use reader::read_frame;
+pub(crate) use reader::{FrameReader, ReadError};
 
 /// Writes one frame (its length, then `body`) and flushes. A body longer than a `u32`
 /// can announce is refused with `InvalidInput`, nothing written.
+#[cfg(feature = "gossip")]
 pub(crate) async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> io::Result<()> {
     let len = u32::try_from(body.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too long"))?;
@@ -44,7 +49,7 @@ pub(crate) async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -
     w.flush().await
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "gossip"))]
 mod tests {
     use std::sync::Arc;
 

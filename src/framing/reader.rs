@@ -14,7 +14,6 @@
 //! `poll_frame` keeps its progress in the reader, so it may be abandoned at any
 //! `Pending` and polled again (cancel-safe).
 
-use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -151,11 +150,12 @@ impl FrameReader {
 }
 
 /// Reads one frame with `reader` (the future form of [`FrameReader::poll_frame`]).
+#[cfg(feature = "gossip")]
 pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut FrameReader,
     io: &mut R,
 ) -> Result<Bytes, ReadError> {
-    poll_fn(|cx| reader.poll_frame(io, cx)).await
+    std::future::poll_fn(|cx| reader.poll_frame(io, cx)).await
 }
 
 impl Drop for FrameReader {
@@ -167,6 +167,7 @@ impl Drop for FrameReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::poll_fn;
 
     fn wire(bodies: &[&[u8]]) -> Vec<u8> {
         let mut out = Vec::new();

@@ -20,7 +20,9 @@ use crate::gossip::codec::{
 };
 use crate::gossip::keyring::{NONCE_LEN, TAG_LEN};
 use crate::gossip::proto::message::{Alive, Frame, Ping};
-use crate::gossip::proto::{Config, Identity, MemberState, Stats, Swim, Transmit, Transport};
+use crate::gossip::proto::{
+    Config, Identity, MemberState, Stats, StreamKind, Swim, Transmit, Transport,
+};
 use crate::gossip::runtime::stream::{read_message, write_message, ReadError};
 use crate::gossip::Keyring;
 
@@ -234,6 +236,16 @@ impl Running {
             "only this member raises its own incarnation, and only upwards"
         );
         let sent = self.check();
+        let answers: Vec<&Transmit> = sent
+            .iter()
+            .filter(|t| t.stream == Some(StreamKind::Answer))
+            .collect();
+        let most = usize::from(transport == Transport::Stream);
+        assert!(answers.len() <= most, "{} answers", answers.len());
+        assert!(
+            answers.iter().all(|t| t.to == PEER),
+            "an answer to another peer"
+        );
         self.run_timers();
         (dropped, sent)
     }
@@ -286,6 +298,11 @@ impl Running {
         let sealing = self.sealing;
         let sent: Vec<Transmit> = self.swim.drain_transmits().collect();
         for t in &sent {
+            assert_eq!(
+                t.stream.is_some(),
+                t.transport == Transport::Stream,
+                "a stream mark on a datagram, or a stream without one"
+            );
             match t.transport {
                 Transport::Datagram => assert!(
                     t.bytes.len() <= max_packet,

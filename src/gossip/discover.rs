@@ -74,10 +74,10 @@ use futures::Stream;
 use tokio::sync::watch;
 use tower::discover::Change;
 
-use crate::balance::Weighted;
 use crate::gossip::proto::{Member, MemberState};
 use crate::gossip::runtime::driver::RunningMember;
 use crate::gossip::runtime::Membership;
+use crate::weighted::Weighted;
 
 /// The default name of the tag that carries an endpoint's weight.
 pub const WEIGHT_TAG: &str = "weight";
@@ -351,6 +351,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "balance")]
     #[test]
     fn the_source_and_a_balancer_over_it_are_send() {
         fn send<T: Send>() {}

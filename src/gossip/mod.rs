@@ -47,5 +47,7 @@ pub mod test_util;
 
 pub use discover::GossipDiscover;
 pub use keyring::Keyring;
-pub use proto::{Config, Event, Identity, Member, MemberState, Swim, Transmit, Transport};
+pub use proto::{
+    Config, Event, Identity, JoinStatus, Member, MemberState, StreamKind, Swim, Transmit, Transport,
+};
 pub use runtime::{Membership, MembershipConfig};

@@ -236,6 +236,7 @@ impl RollingWindow {
     /// records, may have let older events go: the start of the next bucket of a time
     /// window; `u64::MAX` for a count window, which lets an event go only when a new
     /// one takes its place.
+    #[cfg_attr(not(feature = "breaker"), allow(dead_code))] // read by the breaker
     pub(crate) fn next_roll(&self, now: u64) -> u64 {
         match &self.inner {
             Inner::Time(w) => w.next_roll(now),

@@ -308,6 +308,7 @@ impl TimeWindow {
     }
 
     /// The start of the epoch after `now`'s (saturating).
+    #[cfg_attr(not(feature = "breaker"), allow(dead_code))] // read by the breaker
     pub(crate) fn next_roll(&self, now: u64) -> u64 {
         let next = self.width.div(now).saturating_add(1);
         next.saturating_mul(self.width.get())

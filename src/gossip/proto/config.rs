@@ -139,6 +139,20 @@ pub struct Config {
     /// indirect step (none while every direct ping is answered). Default on; off
     /// behaves exactly as plain SWIM + Lifeguard over datagrams.
     pub tcp_fallback_ping: bool,
+    /// For a driver that carries datagrams only (no TCP-like streams; see
+    /// [driving the core yourself](super#driving-the-core-yourself)): when set, this
+    /// member never queues a stream transmit. Joins, periodic push-pulls and reconnects
+    /// go as *datagram push-pulls*, each side's state cut to what fits one datagram
+    /// (`max_packet_size`: this member and the live members that fit, from a random
+    /// place in its table), so one exchange teaches part of the cluster and gossip and
+    /// later exchanges the rest; the TCP fallback ping is off whatever
+    /// `tcp_fallback_ping` says. A join through a seed that does not answer is retried
+    /// every probe interval, three tries in all, then counted failed
+    /// ([`Swim::join_status`](super::Swim::join_status)). Every member of this build
+    /// answers a datagram push-pull with one, whatever its own setting, so such a
+    /// member joins any cluster of this build. Default off: a full-state exchange
+    /// needs a stream.
+    pub datagram_only: bool,
     /// How many nonces of sealed packets are remembered to drop replays. LAN 4,096: a few
     /// seconds of a busy member's traffic.
     /// Range: 0 (no replay protection) to [`MAX_REPLAY_WINDOW`]: the nonces are kept in
@@ -183,6 +197,7 @@ impl Config {
             max_tags_bytes: 512,
             lifeguard: true,
             tcp_fallback_ping: true,
+            datagram_only: false,
             replay_window: 4096,
             cluster_label: String::new(),
             keyring: None,

@@ -7,19 +7,87 @@
 //!   TCP-like message, for push-pull and the TCP fallback ping);
 //! - the passage of time: [`Swim::handle_timeout`] whenever the clock reaches
 //!   [`Swim::next_deadline`];
+//! - reports of failed stream exchanges: [`Swim::stream_failed`];
 //! - commands: [`Swim::join`], [`Swim::leave`], [`Swim::set_tags`],
 //!   [`Swim::set_service_addr`];
 //!
 //! each with an explicit `now` in nanoseconds on any monotonic clock (the same one for
 //! every call). After each call it has queued [`Transmit`]s (take them with
 //! [`Swim::drain_transmits`]) and membership [`Event`]s (take them with
-//! [`Swim::poll_event`]). [`Swim::members`] is a snapshot of the view at any time.
+//! [`Swim::poll_event`]). [`Swim::members`] is a snapshot of the view at any time,
+//! [`Swim::live`] its live part.
 //!
 //! One mechanism per file: [`member`] (identity and state), `state` (the table and
 //! the precedence rules), `probe` (failure detection, with its TCP fallback, see
 //! [`Config::tcp_fallback_ping`]), `suspicion` and
 //! `awareness` (Lifeguard), `broadcast` (dissemination queue), `push_pull`
-//! (anti-entropy), [`config`] (presets), `message` (what is exchanged).
+//! (anti-entropy, over datagrams too), [`join`] (joining
+//! and its status), [`config`] (presets), `message` (what is exchanged).
+//!
+//! # Driving the core yourself
+//! The [tokio runtime](crate::gossip::runtime) is one driver; another runtime, a test
+//! or a hand-written event loop (see `examples/sans_io.rs`) drives the core the same
+//! way. A driver owns a datagram socket, optionally a stream transport (TCP-like:
+//! reliable, one message each way per connection), and a monotonic clock read in
+//! nanoseconds.
+//!
+//! **Datagrams.** Send every [`Transport::Datagram`] transmit to its `to`; hand every
+//! received datagram to [`Swim::handle_datagram`] with its source address.
+//!
+//! **Streams.** A stream transmit says what it is in [`Transmit::stream`]:
+//! - [`StreamKind::Request`]: open a new connection to `to`, send the bytes, read one
+//!   message back and hand it to [`Swim::handle_stream`] with `to` as `from`. If the
+//!   exchange fails (refused, reset, timed out, closed without an answer), call
+//!   [`Swim::stream_failed`] with `to`: a join through that seed then counts it failed.
+//! - [`StreamKind::Answer`]: it answers the message the last [`Swim::handle_stream`]
+//!   call was handed (its `to` is that call's `from`): write it back on that connection.
+//!   A call queues at most one; a call that queues none leaves the connection to be
+//!   closed unanswered (an answer is never answered).
+//!
+//! So a driver never matches answers to connections by address, and needs no listening
+//! port on the side that opens an exchange.
+//!
+//! **No streams at all.** Set [`Config::datagram_only`]: the member then never queues a
+//! stream transmit. Joins, periodic push-pulls and reconnects go as datagram push-pulls
+//! cut to one datagram (see `push_pull.rs`, over datagrams); a seed that stays
+//! silent is retried and then counted failed by the core itself, since a lost datagram
+//! is never reported. Every member of this build answers them, whatever its own
+//! setting.
+//!
+//! **Joining.** [`Swim::join`] starts a join through the seeds; [`Swim::join_status`]
+//! says whether it is pending, joined (a seed answered) or failed (every seed failed),
+//! so a join through dead seeds is seen as failed rather than as a view that stays
+//! empty. Call `join` again to retry.
+//!
+//! # Timers
+//! There is one deadline, [`Swim::next_deadline`], and no timer tokens: sleep until it
+//! (or until a packet arrives), then call [`Swim::handle_timeout`] with the clock's
+//! time. Read the deadline again after *every* call, since any input may move it
+//! earlier. `u64::MAX` means nothing is scheduled.
+//! - **Early calls are harmless**: `handle_timeout(now)` does only the work whose time
+//!   has come (deadline at or before `now`). Called before [`Swim::next_deadline`] it
+//!   sends nothing, emits nothing and moves no deadline, so a driver whose timer fires
+//!   early, or that calls it on every loop turn, needs no bookkeeping.
+//! - **Late calls do the overdue work once**: a driver that stalled (a paused process,
+//!   a busy loop) gets each overdue piece of work done once, not once per missed
+//!   period, and the next periods are scheduled from the late `now`, so there is no
+//!   burst to catch up. What waited on a deadline that passed takes effect at once: a
+//!   probe round whose end passed closes without its indirect step (its target is
+//!   suspected, and can refute as always), expired suspicions declare their members
+//!   dead. Keep the driver timely: a stall longer than a probe period makes this member
+//!   the slow one, which Lifeguard then accounts for.
+//!
+//! **The schedule starts at the first input.** [`Swim::new`]'s `now` only dates the
+//! member's own state; its periodic work (probes, gossip, push-pulls, reconnects,
+//! reaping) is scheduled, at random offsets, from the first call that passes a `now`
+//! (any input: [`Swim::join`], a packet, [`Swim::handle_timeout`]...). So a member built
+//! well before its driver starts does not find every period due and fire them all at
+//! once. Before that first input, [`Swim::next_deadline`] is 0: a driver that sleeps
+//! until the deadline starts the member at once.
+//!
+//! **The view.** [`Swim::live`] yields the other members alive or suspect (the live
+//! view), [`Swim::live_members`] counts them, [`Swim::members`] includes the failed and
+//! left ones until they are reaped.
 //!
 //! ```
 //! use palisade::gossip::proto::{Config, Identity, Swim, Event};
@@ -45,6 +113,7 @@
 mod awareness;
 mod broadcast;
 pub mod config;
+pub mod join;
 pub mod member;
 // Wire messages: crate-private like the codec (see `gossip::test_util`).
 #[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
@@ -63,6 +132,7 @@ use rand::SeedableRng;
 
 pub use crate::gossip::codec::{DropCounts, DropReason};
 pub use config::Config;
+pub use join::JoinStatus;
 pub use member::{Identity, Member, MemberState, MAX_NAME_LEN, MAX_WIRE_TAGS_BYTES};
 
 use crate::error::ConfigError;
@@ -70,6 +140,7 @@ use crate::gossip::codec::{begin_body, decode_body_filtered, encode_frame, Codec
 use crate::gossip::keyring::Keyring;
 use awareness::Awareness;
 use broadcast::BroadcastQueue;
+use join::JoinAttempt;
 use message::{Dead, Frame};
 use probe::{random_members, ProbeRound, ProbeSchedule, Relay};
 use push_pull::next_after;
@@ -114,10 +185,26 @@ pub enum Transport {
     /// One datagram (UDP): at most [`Config::max_packet_size`] bytes; may be lost.
     Datagram,
     /// One message on a reliable stream (TCP): a push-pull, or a TCP fallback ping or
-    /// its ack; deliver it with [`Swim::handle_stream`]. An answer to a received stream
-    /// message is a stream transmit to the `from` address it was received with (a
-    /// runtime writes it back on the same connection).
+    /// its ack; deliver it with [`Swim::handle_stream`]. [`Transmit::stream`] says
+    /// whether it opens an exchange or answers one.
     Stream,
+}
+
+/// What a stream [`Transmit`] is in its exchange: a driver opens a new stream for a
+/// request and writes an answer back on the stream the request came on. See
+/// [driving the core yourself](self#driving-the-core-yourself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StreamKind {
+    /// Opens an exchange: connect to [`Transmit::to`], send the bytes, read one message
+    /// back and hand it to [`Swim::handle_stream`] with `to` as `from`; if the exchange
+    /// fails (refused, reset, timed out, closed without an answer), report it with
+    /// [`Swim::stream_failed`].
+    Request,
+    /// Answers the stream message handed to the [`Swim::handle_stream`] call that
+    /// queued it (its `to` is that call's `from`): write it back on that connection,
+    /// then close it. At most one per call; a call that queues none wants the
+    /// connection closed unanswered.
+    Answer,
 }
 
 /// A packet to send.
@@ -127,6 +214,9 @@ pub struct Transmit {
     pub to: SocketAddr,
     /// Datagram or stream.
     pub transport: Transport,
+    /// For a stream transmit, whether it opens an exchange or answers one; `None` for a
+    /// datagram.
+    pub stream: Option<StreamKind>,
     /// The sealed bytes.
     pub bytes: Vec<u8>,
     /// Whether this is a full-state exchange (a push-pull, whose answer merges the
@@ -172,6 +262,11 @@ pub struct Stats {
     /// TCP fallback pings sent (one per probe round that reached its indirect step
     /// while the fallback is on).
     pub tcp_fallback_pings: u64,
+    /// Stream exchanges the driver reported failed ([`Swim::stream_failed`]).
+    pub stream_failures: u64,
+    /// Request frames after the first in one stream message (a stream carries one
+    /// request and gets one answer): not answered.
+    pub surplus_stream_requests: u64,
 }
 
 /// The SWIM + Lifeguard state machine of one member. See the [module docs](self).
@@ -195,6 +290,13 @@ pub struct Swim {
     next_push_pull_at: u64,
     next_reconnect_at: u64,
     next_reap_at: u64,
+    /// Whether the periodic work is scheduled: from the first input, not from
+    /// [`Swim::new`] (see [`start`](Self::start)).
+    started: bool,
+    /// The current join, if [`join`](Self::join) was called.
+    join: Option<JoinAttempt>,
+    /// While a stream message is handled: where its one answer goes, until it is given.
+    answer_to: Option<SocketAddr>,
     transmits: Vec<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -207,11 +309,13 @@ pub struct Swim {
 
 impl Swim {
     /// A member with this identity, alone in its cluster until it joins one. Fails if the
-    /// configuration or the identity is invalid.
+    /// configuration or the identity is invalid. `now` dates this member's own state;
+    /// its periodic work is scheduled from its first input, not from `now` (see
+    /// [timers](self#timers)).
     pub fn new(identity: Identity, config: Config, now: u64) -> Result<Self, ConfigError> {
         config.validate()?;
         identity.validate(config.max_tags_bytes)?;
-        let mut rng = match config.seed {
+        let rng = match config.seed {
             Some(s) => SmallRng::seed_from_u64(s),
             None => SmallRng::from_os_rng(),
         };
@@ -220,20 +324,6 @@ impl Swim {
             config.keyring.clone(),
             config.replay_window,
         );
-        // Start the periodic work at random offsets so members do not tick in lockstep.
-        let jitter = |rng: &mut SmallRng, d: std::time::Duration| {
-            let d = nanos(d);
-            if d == 0 {
-                u64::MAX
-            } else {
-                now.saturating_add(rand::Rng::random_range(rng, 0..d))
-            }
-        };
-        let next_probe_at = jitter(&mut rng, config.probe_interval);
-        let next_gossip_at = jitter(&mut rng, config.gossip_interval);
-        let next_push_pull_at = jitter(&mut rng, config.push_pull_interval);
-        let next_reconnect_at = jitter(&mut rng, config.reconnect_interval);
-        let next_reap_at = now.saturating_add(nanos(config.probe_interval));
         Ok(Self {
             awareness: Awareness::new(if config.lifeguard {
                 config.awareness_max_multiplier
@@ -257,17 +347,44 @@ impl Swim {
             round: None,
             relays: Vec::new(),
             next_seq: 0,
-            next_probe_at,
-            next_gossip_at,
-            next_push_pull_at,
-            next_reconnect_at,
-            next_reap_at,
+            next_probe_at: u64::MAX,
+            next_gossip_at: u64::MAX,
+            next_push_pull_at: u64::MAX,
+            next_reconnect_at: u64::MAX,
+            next_reap_at: u64::MAX,
+            started: false,
+            join: None,
+            answer_to: None,
             transmits: Vec::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
             stale_sender: None,
             stale_replies: Vec::new(),
         })
+    }
+
+    /// Schedules the periodic work from `now`, at the first input of any kind: a member
+    /// built long before it is first driven does not find every period already due and
+    /// fire them all at once.
+    fn start(&mut self, now: u64) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        // Random offsets, so members do not tick in lockstep.
+        let mut jitter = |d: std::time::Duration| {
+            let d = nanos(d);
+            if d == 0 {
+                u64::MAX
+            } else {
+                now.saturating_add(rand::Rng::random_range(&mut self.rng, 0..d))
+            }
+        };
+        self.next_probe_at = jitter(self.config.probe_interval);
+        self.next_gossip_at = jitter(self.config.gossip_interval);
+        self.next_push_pull_at = jitter(self.config.push_pull_interval);
+        self.next_reconnect_at = jitter(self.config.reconnect_interval);
+        self.next_reap_at = now.saturating_add(nanos(self.config.probe_interval));
     }
 
     /// This member as it announces itself.
@@ -294,9 +411,16 @@ impl Swim {
         }
     }
 
-    /// How many other members are alive or suspect.
+    /// How many other members are alive or suspect (as many as [`live`](Self::live)
+    /// yields).
     pub fn live_members(&self) -> usize {
         self.table.live()
+    }
+
+    /// The other members alive or suspect: the live view, without filtering
+    /// [`members`](Self::members) by [`MemberState::is_live`].
+    pub fn live(&self) -> impl Iterator<Item = &Member> + '_ {
+        self.table.iter().filter(|m| m.state.is_live())
     }
 
     /// Lifeguard's local health score (0 is healthy).
@@ -324,22 +448,6 @@ impl Swim {
         self.codec.keyring_mut()
     }
 
-    /// Joins the cluster through these addresses: a full-state exchange with each. Call
-    /// again (for instance on a timer) until [`live_members`](Self::live_members) is not
-    /// zero if the seeds may be unreachable.
-    pub fn join(&mut self, seeds: &[SocketAddr], _now: u64) {
-        if !self.leaving {
-            // Announce ourselves by gossip too, not only through the seeds.
-            let me = self.local.clone();
-            self.enqueue_alive(&me);
-        }
-        for &seed in seeds {
-            if seed != self.local.gossip_addr() {
-                self.send_push_pull(seed, true, false);
-            }
-        }
-    }
-
     /// Leaves gracefully: the others will see [`Event::Leave`], not `Failed`. The leave
     /// is sent at once, in one small datagram each, to every member this one holds alive
     /// or suspect, and then gossiped like any update; a ping answered while leaving
@@ -354,6 +462,7 @@ impl Swim {
     /// the members that stay, which then see the leavers fail after their suspicion
     /// timeout instead of leave. One datagram per member, once per leave, is cheap.
     pub fn leave(&mut self, now: u64) {
+        self.start(now);
         if self.leaving {
             return;
         }
@@ -375,7 +484,7 @@ impl Swim {
             .map(|m| m.gossip_addr())
             .collect();
         for to in live {
-            self.push_transmit(to, Transport::Datagram, &body, false);
+            self.push_transmit(to, None, &body, false);
         }
         self.gossip_round(now);
     }
@@ -402,8 +511,9 @@ impl Swim {
     pub fn set_tags(
         &mut self,
         tags: BTreeMap<String, String>,
-        _now: u64,
+        now: u64,
     ) -> Result<(), ConfigError> {
+        self.start(now);
         let next = self.local.identity.clone().with_tags(tags);
         next.validate(self.config.max_tags_bytes)?;
         self.local.identity.set_tags(next.tags().clone());
@@ -412,7 +522,8 @@ impl Swim {
     }
 
     /// Replaces this member's service address and spreads it.
-    pub fn set_service_addr(&mut self, addr: Option<SocketAddr>, _now: u64) {
+    pub fn set_service_addr(&mut self, addr: Option<SocketAddr>, now: u64) {
+        self.start(now);
         self.local.identity.set_service_addr(addr);
         self.announce();
     }
@@ -431,12 +542,17 @@ impl Swim {
         self.receive(from, packet, Transport::Datagram, now);
     }
 
-    /// Handles one complete stream message (a push-pull) from `from`.
+    /// Handles one complete stream message from `from`: a request read from an inbound
+    /// connection (`from` is that connection's peer address; the one
+    /// [`Answer`](StreamKind::Answer) this call may queue goes back on it), or the
+    /// answer read on the stream opened for a [`Request`](StreamKind::Request) transmit
+    /// (`from` is that transmit's `to`).
     pub fn handle_stream(&mut self, from: SocketAddr, message: &[u8], now: u64) {
         self.receive(from, message, Transport::Stream, now);
     }
 
     fn receive(&mut self, from: SocketAddr, packet: &[u8], transport: Transport, now: u64) {
+        self.start(now);
         let max = match transport {
             Transport::Datagram => self.config.max_packet_size,
             Transport::Stream => self.config.max_stream_size,
@@ -474,27 +590,36 @@ impl Swim {
         self.stats.skipped_frames += u64::from(decoded.skipped);
         // A push-pull answer carries our whole state anyway; only datagrams get a reply.
         self.stale_sender = (transport == Transport::Datagram).then_some(from);
+        self.answer_to = (transport == Transport::Stream).then_some(from);
         for frame in decoded.frames {
             match frame {
                 Frame::Ping(p) => self.on_ping(from, p),
-                Frame::StreamPing(p) => self.on_stream_ping(from, p, transport),
+                Frame::StreamPing(p) => self.on_stream_ping(p, transport),
                 Frame::IndirectPing(p) => self.on_indirect_ping(from, p, now),
                 Frame::Ack(a) => self.on_ack(a, transport),
                 Frame::Nack(n) => self.on_nack(n),
-                Frame::PushPull(p) => self.on_push_pull(from, p, now),
+                Frame::PushPull(p) => self.on_push_pull(from, p, transport, now),
                 Frame::Alive(a) => self.apply_alive(a, now),
                 Frame::Suspect(s) => self.apply_suspect(s, now),
                 Frame::Dead(d) => self.apply_dead(d, now),
             }
         }
         self.stale_sender = None;
+        self.answer_to = None;
         self.reply_to_stale(from);
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) next has work (nanoseconds).
+    /// When [`handle_timeout`](Self::handle_timeout) next has work (nanoseconds):
+    /// `u64::MAX` when nothing is scheduled, 0 before the first input (so that a driver
+    /// that sleeps until the deadline starts the member at once). Any input may move it
+    /// earlier: read it again after each. See [timers](self#timers).
     pub fn next_deadline(&self) -> u64 {
+        if !self.started {
+            return 0;
+        }
         let mut d = self
             .probe_deadline()
+            .min(self.join_deadline())
             .min(self.next_gossip_at)
             .min(self.next_push_pull_at)
             .min(self.next_reconnect_at)
@@ -505,9 +630,13 @@ impl Swim {
         d
     }
 
-    /// Does every piece of periodic work due at `now`.
+    /// Does every piece of work due at `now` (whose deadline is at or before it), once,
+    /// and nothing else: an early call does nothing, a late one does the overdue work
+    /// once and schedules the next from `now`. See [timers](self#timers).
     pub fn handle_timeout(&mut self, now: u64) {
+        self.start(now);
         self.probe_timeouts(now);
+        self.join_timeouts(now);
         if now >= self.next_probe_at {
             self.probe_tick(now);
         }
@@ -580,16 +709,17 @@ impl Swim {
     /// Sends `frames` to `to` in one datagram, filled up with queued updates when
     /// `piggyback` is set. A packet with nothing in it is not sent.
     pub(crate) fn send_datagram(&mut self, to: SocketAddr, frames: &[Frame], piggyback: bool) {
-        self.send_frames(to, Transport::Datagram, frames, piggyback);
+        self.send_frames(to, None, frames, piggyback);
     }
 
-    /// Sends `frames` to `to` in one packet on `transport`, filled up with queued updates
-    /// (to at most `max_packet_size` bytes on either transport) when `piggyback` is set.
-    /// A packet with nothing in it is not sent.
+    /// Sends `frames` to `to` in one packet (a datagram, or a stream message of this
+    /// kind), filled up with queued updates (to at most `max_packet_size` bytes on
+    /// either transport) when `piggyback` is set. A packet with nothing in it is not
+    /// sent.
     pub(crate) fn send_frames(
         &mut self,
         to: SocketAddr,
-        transport: Transport,
+        stream: Option<StreamKind>,
         frames: &[Frame],
         piggyback: bool,
     ) {
@@ -607,25 +737,45 @@ impl Swim {
             self.broadcasts.fill(&mut body, budget, limit);
         }
         if body.len() > 1 {
-            self.push_transmit(to, transport, &body, false);
+            self.push_transmit(to, stream, &body, false);
         }
     }
 
+    /// Takes the one answer the stream message being handled may get: where it goes,
+    /// or `None` if it was already answered (counted). Only called for stream input.
+    pub(crate) fn take_answer_to(&mut self) -> Option<SocketAddr> {
+        let to = self.answer_to.take();
+        if to.is_none() {
+            self.stats.surplus_stream_requests += 1;
+        }
+        to
+    }
+
+    /// Queues `body`, sealed, as a datagram (`stream` is `None`) or a stream message.
     pub(crate) fn push_transmit(
         &mut self,
         to: SocketAddr,
-        transport: Transport,
+        stream: Option<StreamKind>,
         body: &[u8],
         push_pull: bool,
     ) {
+        let transport = if stream.is_some() {
+            Transport::Stream
+        } else {
+            Transport::Datagram
+        };
         let bytes = self.codec.seal(body);
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += bytes.len() as u64;
         self.transmits.push(Transmit {
             to,
             transport,
+            stream,
             bytes,
             push_pull,
         });
     }
 }
+
+#[cfg(test)]
+mod driving_tests;

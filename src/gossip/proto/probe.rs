@@ -43,7 +43,7 @@ use rand::Rng;
 
 use super::message::{Ack, Frame, IndirectPing, Nack, Ping, Suspect};
 use super::state::Table;
-use super::{Member, MemberState, Swim, Transport};
+use super::{Member, MemberState, StreamKind, Swim, Transport};
 
 /// At most this many indirect probes are relayed at once; further requests are refused
 /// (a bound on what a flood of ping-reqs can make this member hold).
@@ -280,7 +280,8 @@ impl Swim {
             r.indirect_sent = true;
             r.expected_nacks = if nack { helper_addrs.len() as u32 } else { 0 };
         }
-        if self.config.tcp_fallback_ping {
+        // A driver without streams could not carry the fallback.
+        if self.config.tcp_fallback_ping && !self.config.datagram_only {
             self.stream_probe(seq, target, addr);
         }
     }
@@ -305,7 +306,7 @@ impl Swim {
         }
         frames.push(Frame::StreamPing(Ping { seq, target }));
         self.stats.tcp_fallback_pings += 1;
-        self.send_frames(addr, Transport::Stream, &frames, false);
+        self.send_frames(addr, Some(StreamKind::Request), &frames, false);
     }
 
     /// Closes the period's probe without an ack: adjust health, suspect the target.
@@ -348,7 +349,7 @@ impl Swim {
 
     /// A TCP fallback ping: answered with an ack on the stream it came on. One that
     /// arrives in a datagram is ignored (only streams carry it).
-    pub(crate) fn on_stream_ping(&mut self, from: SocketAddr, p: Ping, transport: Transport) {
+    pub(crate) fn on_stream_ping(&mut self, p: Ping, transport: Transport) {
         if transport != Transport::Stream {
             return;
         }
@@ -356,9 +357,12 @@ impl Swim {
             self.stats.misdirected += 1;
             return;
         }
+        let Some(to) = self.take_answer_to() else {
+            return;
+        };
         self.send_frames(
-            from,
-            Transport::Stream,
+            to,
+            Some(StreamKind::Answer),
             &[Frame::Ack(Ack { seq: p.seq })],
             true,
         );

@@ -16,6 +16,17 @@
 //! with one random live member, and the periodic *reconnect* with one random failed
 //! member (with probability failed / live, as in Serf), which is how two halves of a
 //! healed partition find each other again.
+//!
+//! # Over datagrams
+//! A push-pull that arrives in a datagram is answered in a datagram. Either side's
+//! state is then cut to one datagram: the sender itself first, then the live members
+//! that fit in `max_packet_size`, taken from a random place in its table so that
+//! successive exchanges cover different members. That is how a member whose driver has
+//! no streams ([`Config::datagram_only`](super::Config::datagram_only)) joins and
+//! keeps in sync: the cut is what bounds the answer to one datagram, as an ack is
+//! (an unauthenticated request of a few dozen bytes never draws more than one
+//! `max_packet_size` answer). Such an exchange is never answered again, and an answer
+//! from a join's seed completes the join as a stream answer does.
 
 use super::config::nanos;
 use std::net::SocketAddr;
@@ -25,8 +36,12 @@ use serde::Serialize;
 
 use super::message::{kind, Alive, Dead, PushPull, Suspect};
 use super::probe::random_members;
-use super::{Identity, MemberState, Swim, Transport};
+use super::{Identity, Member, MemberState, StreamKind, Swim, Transport};
 use crate::gossip::codec::{begin_body, put};
+
+/// Bytes a push-pull frame adds around its records, at most: kind, length (a 5-byte
+/// varint at most), the two flags and the record count (a varint of up to 5 bytes).
+const PUSH_PULL_FRAME_OVERHEAD: usize = 1 + 5 + 2 + 5;
 
 /// [`MemberRecord`](super::message::MemberRecord), borrowed.
 #[derive(Serialize)]
@@ -44,37 +59,113 @@ struct PushPullRef<'a> {
     members: Vec<RecordRef<'a>>,
 }
 
+fn record(m: &Member) -> RecordRef<'_> {
+    RecordRef {
+        identity: &m.identity,
+        incarnation: m.incarnation,
+        state: m.state,
+    }
+}
+
+/// A message body holding one push-pull frame of these records.
+fn push_pull_body(join: bool, reply: bool, members: Vec<RecordRef<'_>>) -> Vec<u8> {
+    let state = PushPullRef {
+        join,
+        reply,
+        members,
+    };
+    let mut body = Vec::new();
+    begin_body(&mut body);
+    put(kind::PUSH_PULL, &state, &mut body);
+    body
+}
+
 impl Swim {
-    /// Sends this member's full state to `to`.
-    pub(crate) fn send_push_pull(&mut self, to: SocketAddr, join: bool, reply: bool) {
+    /// Sends this member's full state to `to` over a stream (`stream` says whether it
+    /// opens the exchange or answers one). False if it was not sent (too large).
+    pub(crate) fn send_push_pull(
+        &mut self,
+        to: SocketAddr,
+        join: bool,
+        reply: bool,
+        stream: StreamKind,
+    ) -> bool {
         // Serialized from borrows: the same bytes as a `PushPull` of owned records,
         // without cloning every identity.
         let members: Vec<RecordRef<'_>> = std::iter::once(&self.local)
             .chain(self.table.iter())
-            .map(|m| RecordRef {
-                identity: &m.identity,
-                incarnation: m.incarnation,
-                state: m.state,
-            })
+            .map(record)
             .collect();
-        let state = PushPullRef {
-            join,
-            reply,
-            members,
-        };
-        let mut body = Vec::new();
-        begin_body(&mut body);
-        put(kind::PUSH_PULL, &state, &mut body);
+        let body = push_pull_body(join, reply, members);
         if body.len() + self.codec.overhead() > self.config.max_stream_size {
             self.stats.oversized_sends += 1;
-            return;
+            return false;
         }
-        self.push_transmit(to, Transport::Stream, &body, true);
+        self.push_transmit(to, Some(stream), &body, true);
+        true
     }
 
-    /// Merges a received state, then answers it unless it is itself an answer.
-    pub(crate) fn on_push_pull(&mut self, from: SocketAddr, pp: PushPull, now: u64) {
+    /// Sends `to` this member's state cut to one datagram (see
+    /// [over datagrams](self#over-datagrams)).
+    pub(crate) fn send_datagram_push_pull(&mut self, to: SocketAddr, join: bool, reply: bool) {
+        let budget = self
+            .config
+            .max_packet_size
+            .saturating_sub(self.codec.overhead() + 1 + PUSH_PULL_FRAME_OVERHEAD);
+        let n = self.table.len();
+        let start = if n == 0 {
+            0
+        } else {
+            rand::Rng::random_range(&mut self.rng, 0..n)
+        };
+        let mut used = 0;
+        let mut members = Vec::new();
+        let candidates = std::iter::once(&self.local).chain(
+            (0..n)
+                .map(|i| self.table.at((start + i) % n))
+                .filter(|m| m.state.is_live()),
+        );
+        for m in candidates {
+            let r = record(m);
+            let size = postcard::to_allocvec(&r).map_or(usize::MAX, |b| b.len());
+            if used + size > budget {
+                // A record too large for any datagram is skipped; otherwise stop.
+                if size > budget {
+                    continue;
+                }
+                break;
+            }
+            used += size;
+            members.push(r);
+        }
+        let body = push_pull_body(join, reply, members);
+        self.push_transmit(to, None, &body, false);
+    }
+
+    /// Sends a push-pull that opens an exchange with `to`: over a stream, or in a
+    /// datagram when this member's driver has no streams.
+    pub(crate) fn open_push_pull(&mut self, to: SocketAddr, join: bool) -> bool {
+        if self.config.datagram_only {
+            self.send_datagram_push_pull(to, join, false);
+            true
+        } else {
+            self.send_push_pull(to, join, false, StreamKind::Request)
+        }
+    }
+
+    /// Merges a received state, then answers it (on the transport it came on) unless it
+    /// is itself an answer.
+    pub(crate) fn on_push_pull(
+        &mut self,
+        from: SocketAddr,
+        pp: PushPull,
+        transport: Transport,
+        now: u64,
+    ) {
         let reply = !pp.reply;
+        if pp.reply {
+            self.join_answered(from);
+        }
         let me = self.local.name().to_owned();
         for r in pp.members {
             match r.state {
@@ -107,8 +198,16 @@ impl Swim {
                 }
             }
         }
-        if reply {
-            self.send_push_pull(from, false, true);
+        if !reply {
+            return;
+        }
+        match transport {
+            Transport::Datagram => self.send_datagram_push_pull(from, false, true),
+            Transport::Stream => {
+                if let Some(to) = self.take_answer_to() {
+                    self.send_push_pull(to, false, true, StreamKind::Answer);
+                }
+            }
         }
     }
 
@@ -124,7 +223,7 @@ impl Swim {
         });
         if let Some(&i) = pick.first() {
             let to = self.table.at(i).gossip_addr();
-            self.send_push_pull(to, false, false);
+            self.open_push_pull(to, false);
         }
     }
 
@@ -153,7 +252,7 @@ impl Swim {
         });
         if let Some(&i) = pick.first() {
             let to = self.table.at(i).gossip_addr();
-            self.send_push_pull(to, false, false);
+            self.open_push_pull(to, false);
         }
     }
 }

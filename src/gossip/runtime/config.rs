@@ -210,6 +210,13 @@ impl MembershipConfig {
     /// `tags` for the member's identity, the protocol's field for the protocol).
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.protocol.validate()?;
+        if self.protocol.datagram_only {
+            // This runtime carries streams, and its joins wait on stream answers.
+            return Err(ConfigError::new(
+                "protocol.datagram_only",
+                "is for drivers without streams; this runtime has TCP (leave it off)",
+            ));
+        }
         Identity::new(self.name.clone(), self.bind)
             .with_tags(self.tags.clone())
             .validate(self.protocol.max_tags_bytes)?;

@@ -27,7 +27,7 @@ use tokio::time::{timeout, Instant};
 use super::config::MembershipConfig;
 use super::error::DriverError;
 use super::stream::{read_message, write_message, ReadError};
-use crate::gossip::proto::{Event, Swim, Transmit, Transport};
+use crate::gossip::proto::{Event, StreamKind, Swim, Transmit, Transport};
 
 /// The largest UDP datagram; anything read is handed to the core, which drops (and
 /// counts) what exceeds `max_packet_size`.
@@ -216,6 +216,10 @@ async fn drive(
                 StreamMsg::Answered { to, bytes, push_pull } => {
                     let mut core = shared.core.lock();
                     let ok = bytes.is_some();
+                    if !ok {
+                        let now = shared.now();
+                        core.swim.stream_failed(to, now);
+                    }
                     if let Some(bytes) = bytes {
                         let now = shared.now();
                         let saves = core.swim.stats().tcp_fallback_saves;
@@ -293,8 +297,9 @@ async fn flush(
                 }
             }
             Transport::Stream => {
-                if answer.as_ref().is_some_and(|(from, _)| *from == t.to) {
-                    if let Some((_, reply)) = answer.take() {
+                if t.stream == Some(StreamKind::Answer) {
+                    // The core answers only the message it was just handed.
+                    if let Some((_, reply)) = answer.take().filter(|(from, _)| *from == t.to) {
                         let _ = reply.send(t.bytes);
                     }
                     continue;

@@ -21,6 +21,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use futures::StreamExt;
 use palisade::gossip::proto::{Config, Member};
 use palisade::gossip::runtime::{Membership, MembershipConfig, RetryJoin};
 use palisade::gossip::{Event, Keyring};
@@ -128,8 +129,8 @@ async fn main() -> Result<(), Error> {
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            e = events.recv() => match e {
-                Ok(e) => {
+            e = events.next() => match e {
+                Some(e) => {
                     let what = match &e {
                         Event::Join(_) => "joined",
                         Event::Leave(_) => "left gracefully",
@@ -139,7 +140,7 @@ async fn main() -> Result<(), Error> {
                     };
                     println!("event: {} {what}: {}", e.member().name(), describe(e.member()));
                 }
-                Err(e) => println!("(some events were missed: {e})"),
+                None => break,
             },
             _ = view.tick() => {
                 let s = member.stats();

@@ -63,6 +63,9 @@ pub mod clock;
 #[cfg(feature = "discover")]
 pub mod discover;
 pub mod error;
+// Length-prefixed framing shared by the transport and gossip's TCP exchanges.
+#[cfg(any(feature = "transport", feature = "gossip"))]
+mod framing;
 #[cfg(feature = "gossip")]
 pub mod gossip;
 #[cfg(feature = "preset")]

@@ -14,6 +14,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use palisade::gossip::runtime::{Membership, MembershipConfig};
 use palisade::gossip::Event;
 
@@ -118,7 +119,7 @@ async fn run_member(name: String) {
                     println!("DROPPED {dropped}");
                 }
             }
-            Ok(e) = events.recv() => {
+            Some(e) = events.next() => {
                 let kind = match &e {
                     Event::Join(_) => "Join",
                     Event::Leave(_) => "Leave",

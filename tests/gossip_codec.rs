@@ -1,10 +1,11 @@
 //! Hostile input: arbitrary, truncated, mutated and oversized packets never panic and
 //! never change a member's view.
+#![cfg(feature = "test-util")]
 
 use std::net::SocketAddr;
 
-use palisade::gossip::codec::{begin_body, decode_body, encode_frame, Codec, DropReason};
-use palisade::gossip::proto::message::{Alive, Frame, Ping, Suspect};
+use palisade::gossip::test_util::{begin_body, decode_body, encode_frame, Codec, DropReason};
+use palisade::gossip::test_util::{Alive, Frame, Ping, Suspect};
 use palisade::gossip::{Config, Identity, Keyring, Swim};
 use proptest::prelude::*;
 
@@ -186,7 +187,7 @@ proptest! {
     /// forward, and only this member raises its own incarnation.
     #[test]
     fn any_update_sequence_keeps_the_view_consistent(inputs in proptest::collection::vec(input(), 1..80)) {
-        use palisade::gossip::proto::message::Dead;
+        use palisade::gossip::test_util::Dead;
         let cfg = Config { seed: Some(1), reap_timeout: std::time::Duration::from_secs(20), ..Config::lan() };
         // Member 0 is "me".
         let mut s = Swim::new(Identity::new("m0", addr(1)), cfg, 0).unwrap();

@@ -1,10 +1,11 @@
 //! The sans-IO core driven by hand: exactly what it emits for what it is given.
+#![cfg(feature = "test-util")]
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use palisade::gossip::codec::{begin_body, encode_frame, Codec};
-use palisade::gossip::proto::message::{Alive, Dead, Frame, IndirectPing, Suspect};
+use palisade::gossip::test_util::{begin_body, encode_frame, Codec};
+use palisade::gossip::test_util::{Alive, Dead, Frame, IndirectPing, Suspect};
 use palisade::gossip::{Config, Event, Identity, Keyring, MemberState, Swim, Transmit, Transport};
 
 mod common;
@@ -61,11 +62,9 @@ fn ping_is_answered_with_an_ack_carrying_its_sequence_number() {
     let answers: Vec<Transmit> = b.drain_transmits().collect();
     assert_eq!(answers.len(), 1);
     assert_eq!(answers[0].to, addr(1));
-    assert!(
-        frames(&answers[0]).contains(&Frame::Ack(palisade::gossip::proto::message::Ack { seq }))
-    );
+    assert!(frames(&answers[0]).contains(&Frame::Ack(palisade::gossip::test_util::Ack { seq })));
     // A ping for another name (an address reused) is not answered.
-    let stray = packet(&[Frame::Ping(palisade::gossip::proto::message::Ping {
+    let stray = packet(&[Frame::Ping(palisade::gossip::test_util::Ping {
         seq: 1,
         target: "someone-else".into(),
     })]);
@@ -130,11 +129,7 @@ fn relay_pings_the_target_and_nacks_when_it_stays_silent() {
         .iter()
         .find(|t| t.to == addr(1))
         .expect("a nack to the requester");
-    assert!(
-        frames(nack).contains(&Frame::Nack(palisade::gossip::proto::message::Nack {
-            seq: 77
-        }))
-    );
+    assert!(frames(nack).contains(&Frame::Nack(palisade::gossip::test_util::Nack { seq: 77 })));
     // An ack arriving in time is relayed instead.
     c.handle_datagram(addr(1), &req, 2 * S);
     let out: Vec<Transmit> = c.drain_transmits().collect();
@@ -142,15 +137,11 @@ fn relay_pings_the_target_and_nacks_when_it_stays_silent() {
     assert_ne!(seq, relayed);
     c.handle_datagram(
         addr(2),
-        &packet(&[Frame::Ack(palisade::gossip::proto::message::Ack { seq })]),
+        &packet(&[Frame::Ack(palisade::gossip::test_util::Ack { seq })]),
         2 * S + 1,
     );
     let out: Vec<Transmit> = c.drain_transmits().collect();
-    assert!(
-        frames(&out[0]).contains(&Frame::Ack(palisade::gossip::proto::message::Ack {
-            seq: 77
-        }))
-    );
+    assert!(frames(&out[0]).contains(&Frame::Ack(palisade::gossip::test_util::Ack { seq: 77 })));
 }
 
 #[test]
@@ -340,7 +331,7 @@ fn unknown_frames_from_a_newer_member_are_skipped() {
     let mut body = vec![7u8]; // a future protocol version
     body.extend_from_slice(&[250, 2, 0xde, 0xad]);
     encode_frame(
-        &Frame::Ping(palisade::gossip::proto::message::Ping {
+        &Frame::Ping(palisade::gossip::test_util::Ping {
             seq: 5,
             target: name(2),
         }),
@@ -443,6 +434,7 @@ fn after_handling_its_timeout_the_next_deadline_is_in_the_future() {
     assert!(now > 60 * S, "time moved on: {now}");
 }
 
+#[cfg(feature = "sim")]
 #[test]
 fn presets_form_a_cluster_and_detect_a_crash() {
     use palisade::gossip::sim::{Network, Simulation};

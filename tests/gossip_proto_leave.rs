@@ -1,9 +1,10 @@
 //! A graceful leave in the sans-IO core: who is told, and when the leave counts as
 //! spread.
+#![cfg(feature = "test-util")]
 
 use std::collections::BTreeSet;
 
-use palisade::gossip::proto::message::{Alive, Dead, Frame, Ping};
+use palisade::gossip::test_util::{Alive, Dead, Frame, Ping};
 use palisade::gossip::{Config, Identity, MemberState, Swim, Transport};
 
 mod common;

@@ -1,5 +1,6 @@
 //! Whole-cluster behaviour on the simulator: seeded, virtual time, a few seconds each in
 //! debug builds.
+#![cfg(feature = "sim")]
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;

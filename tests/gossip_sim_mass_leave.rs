@@ -1,6 +1,7 @@
 //! Many members leaving at once, on the simulator: every member that stays sees every
 //! leaver as `Left` (not alive, not failed), even when the leavers stop soon after
 //! leaving and so cannot relay each other's leaves. Seeded, virtual time.
+#![cfg(feature = "sim")]
 
 use std::time::Duration;
 

@@ -1,14 +1,15 @@
 //! The TCP fallback ping (`Config::tcp_fallback_ping`): the core by hand, the wire
 //! format, and whole clusters on the simulator with UDP broken for one member.
+#![cfg(all(feature = "test-util", feature = "sim"))]
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use palisade::gossip::codec::{decode_body, encode_frame, Codec, DropReason};
-use palisade::gossip::proto::message::{kind, Ack, Frame, Ping, Suspect};
 use palisade::gossip::sim::{MemberId, Network, Simulation};
+use palisade::gossip::test_util::{decode_body, encode_frame, Codec, DropReason};
+use palisade::gossip::test_util::{kind, Ack, Frame, Ping, Suspect};
 use palisade::gossip::{Config, Event, Identity, MemberState, Swim, Transmit, Transport};
 
 mod common;
@@ -27,7 +28,7 @@ fn member_with(i: u8, fallback: bool) -> Swim {
 
 /// Teaches `s` about member `i` (alive, incarnation 0), so that it probes only `i`.
 fn know(s: &mut Swim, i: u8) {
-    let alive = Frame::Alive(palisade::gossip::proto::message::Alive {
+    let alive = Frame::Alive(palisade::gossip::test_util::Alive {
         incarnation: 0,
         identity: Identity::new(name(i), addr(i)),
     });

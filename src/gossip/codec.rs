@@ -35,7 +35,7 @@ use super::keyring::{Keyring, NONCE_LEN, TAG_LEN};
 use super::proto::message::{kind, AliveHead, Frame};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub(crate) const PROTOCOL_VERSION: u8 = 1;
 
 const MODE_PLAIN: u8 = 0;
 const MODE_SEALED: u8 = 1;
@@ -138,11 +138,6 @@ impl Codec {
             keyring,
             replay: ReplayWindow::new(replay_window),
         }
-    }
-
-    /// The keyring, if packets are sealed.
-    pub fn keyring(&self) -> Option<&Keyring> {
-        self.keyring.as_ref()
     }
 
     /// The keyring, to rotate keys at run time.
@@ -287,7 +282,7 @@ pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) {
 }
 
 /// A frame encoded on its own (for the dissemination queue).
-pub fn frame_bytes(frame: &Frame) -> Vec<u8> {
+pub(crate) fn frame_bytes(frame: &Frame) -> Vec<u8> {
     let mut out = Vec::new();
     encode_frame(frame, &mut out);
     out
@@ -361,14 +356,16 @@ fn raw_frames(body: &[u8]) -> Result<Vec<RawFrame<'_>>, DropReason> {
 }
 
 /// Decodes a body: every frame is checked before any is returned, so a packet is either
-/// applied whole or dropped whole.
+/// applied whole or dropped whole. (The core decodes with `decode_body_filtered`; this
+/// is for the tests and the fuzz targets.)
+#[cfg(any(test, feature = "test-util", feature = "fuzzing"))]
 pub fn decode_body(body: &[u8]) -> Result<Decoded, DropReason> {
     decode_body_filtered(body, |_| false)
 }
 
 /// Like [`decode_body`], but alive updates for which `stale` returns true (given their
 /// incarnation and name, read without allocating) are checked and left out.
-pub fn decode_body_filtered(
+pub(crate) fn decode_body_filtered(
     body: &[u8],
     mut stale: impl FnMut(&AliveHead<'_>) -> bool,
 ) -> Result<Decoded, DropReason> {

@@ -75,7 +75,7 @@ use tokio::sync::watch;
 use tower::discover::Change;
 
 use crate::gossip::proto::{Member, MemberState};
-use crate::gossip::runtime::driver::Shared;
+use crate::gossip::runtime::driver::RunningMember;
 use crate::gossip::runtime::Membership;
 use crate::weighted::Weighted;
 
@@ -122,7 +122,7 @@ type Waiting = Pin<Box<dyn Future<Output = (watch::Receiver<u64>, bool)> + Send>
 
 /// A discovery source fed by gossip membership. See the [module docs](self).
 pub struct GossipDiscover<F, S> {
-    shared: Arc<Shared>,
+    shared: Arc<RunningMember>,
     make_endpoint: F,
     rules: Rules,
     include_local: bool,

@@ -29,9 +29,9 @@ use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce, Tag};
 /// Size of a key in bytes.
 pub const KEY_LEN: usize = 32;
 /// Size of the per-packet nonce in bytes.
-pub const NONCE_LEN: usize = 12;
+pub(crate) const NONCE_LEN: usize = 12;
 /// Size of the authentication tag in bytes.
-pub const TAG_LEN: usize = 16;
+pub(crate) const TAG_LEN: usize = 16;
 
 /// A set of shared keys; the first is the primary. See the [module docs](self).
 #[derive(Clone)]

@@ -9,13 +9,14 @@
 //!   Packets, timer ticks and an explicit `now` go in; packets to send and events come
 //!   out. One file per mechanism: probing, suspicion, local health awareness,
 //!   dissemination, push-pull, member state, configuration presets.
-//! - [`codec`]: the versioned wire format (unknown frame kinds are skipped, so newer
-//!   members talk to older ones) and the reasons a packet is dropped, each counted.
+//! - `codec` (crate-private): the versioned wire format (unknown frame kinds are
+//!   skipped, so newer members talk to older ones) and the reasons a packet is dropped,
+//!   each counted ([`DropReason`](proto::DropReason)).
 //! - [`keyring`]: shared keys for authenticated encryption (ChaCha20-Poly1305) of every
 //!   packet, rotatable without downtime; the cluster label is authenticated with it.
-//! - [`sim`]: a deterministic simulator running many members on a virtual clock with
-//!   seeded loss, delay, reordering, partitions (one-way too), crashes and slow members,
-//!   for testing a configuration before running it.
+//! - `sim` (feature `sim`): a deterministic simulator running many members on a virtual
+//!   clock with seeded loss, delay, reordering, partitions (one-way too), crashes and
+//!   slow members, for testing a configuration before running it.
 //!
 //! The protocol is hashicorp/memberlist's, message for message where it matters:
 //! shuffled round-robin probes with indirect probes; incarnation numbers with
@@ -30,12 +31,19 @@
 //! - [`discover`]: the view as a `tower::discover::Discover` source of balancer
 //!   endpoints ([`GossipDiscover`]).
 
-pub mod codec;
+// The wire format is no public API; its `pub` items are reachable only through
+// `test_util` (feature `test-util`), for the packet-level tests in tests/.
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
+pub(crate) mod codec;
 pub mod discover;
 pub mod keyring;
 pub mod proto;
 pub mod runtime;
+#[cfg(feature = "sim")]
 pub mod sim;
+#[cfg(feature = "test-util")]
+#[doc(hidden)]
+pub mod test_util;
 
 pub use discover::GossipDiscover;
 pub use keyring::Keyring;

@@ -41,7 +41,8 @@
 //! never the process. A frame's buffer grows as its bytes arrive (a peer announcing 4 GiB
 //! and sending 5 bytes costs kilobytes), and on the server the partial frames of all
 //! connections share one budget
-//! ([`max_partial_frame_bytes`](ServeConfigBuilder::max_partial_frame_bytes)).
+//! ([`max_partial_frame_bytes`](ServeConfigBuilder::max_partial_frame_bytes)). The
+//! framing is the crate's one length-prefixed reader, shared with gossip's TCP exchanges.
 //!
 //! ```no_run
 //! use bytes::Bytes;
@@ -65,12 +66,10 @@
 //! ```
 
 mod backoff;
-mod budget;
 mod client;
 mod config;
 mod error;
 pub(crate) mod frame;
-mod frame_reader;
 mod server;
 
 pub use backoff::Backoff;

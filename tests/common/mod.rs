@@ -4,6 +4,7 @@
 //! tests, a bounded condition wait and a member-state lookup.
 #![allow(dead_code)] // each test binary uses a different subset
 
+#[cfg(feature = "test-util")]
 pub mod swim;
 
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -4,8 +4,8 @@
 
 use std::net::SocketAddr;
 
-use palisade::gossip::codec::{begin_body, decode_body, encode_frame, Codec};
-use palisade::gossip::proto::message::Frame;
+use palisade::gossip::test_util::Frame;
+use palisade::gossip::test_util::{begin_body, decode_body, encode_frame, Codec};
 use palisade::gossip::{Swim, Transmit};
 
 /// Member `i`'s gossip address.

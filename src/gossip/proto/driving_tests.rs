@@ -3,14 +3,16 @@
 //! schedule, the live view.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use super::message::{Alive, Frame, Ping, PushPull, Suspect};
-use super::{
-    Config, Event, Identity, JoinStatus, MemberState, StreamKind, Swim, Transmit, Transport,
-};
+use super::{Config, Event, Identity, JoinStatus, StreamKind, Swim, Transmit, Transport};
 use crate::gossip::codec::{begin_body, decode_body, encode_frame, Codec};
-use crate::gossip::sim::{Network, Simulation};
+#[cfg(feature = "sim")]
+use {
+    super::MemberState,
+    crate::gossip::sim::{Network, Simulation},
+    std::time::Duration,
+};
 
 const S: u64 = 1_000_000_000;
 
@@ -238,6 +240,7 @@ fn a_datagram_join_to_a_silent_seed_is_retried_then_reported_failed() {
     assert_eq!(now, 3 * probe, "three tries one probe interval apart");
 }
 
+#[cfg(feature = "sim")]
 #[test]
 fn datagram_only_members_form_a_cluster_without_a_stream_and_detect_a_crash() {
     let cfg = Config {

@@ -60,18 +60,18 @@ pub struct Nack {
 pub struct Alive {
     /// The incarnation the identity belongs to.
     pub incarnation: u64,
-    /// The member's identity (name first, see [`AliveHead`]).
+    /// The member's identity (name first, see `AliveHead`).
     pub identity: Identity,
 }
 
 /// The first two fields of an [`Alive`], decoded without the rest (borrowed) so that a
 /// stale update is dropped without allocating.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub struct AliveHead<'a> {
+pub(crate) struct AliveHead<'a> {
     /// The incarnation.
-    pub incarnation: u64,
+    pub(crate) incarnation: u64,
     /// The member's name.
-    pub name: &'a str,
+    pub(crate) name: &'a str,
 }
 
 /// `from` suspects the member `name` at `incarnation`.

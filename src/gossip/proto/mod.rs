@@ -1,7 +1,7 @@
 //! The SWIM + Lifeguard membership protocol as a sans-IO state machine.
 //!
 //! [`Swim`] never touches a socket or a clock. The caller (a runtime, a test, the
-//! [simulator](crate::gossip::sim)) feeds it:
+//! simulator, `gossip::sim` with the `sim` feature) feeds it:
 //! - received packets: [`Swim::handle_datagram`] (UDP-like, at most
 //!   [`Config::max_packet_size`] bytes) and [`Swim::handle_stream`] (a whole
 //!   TCP-like message, for push-pull and the TCP fallback ping);
@@ -17,12 +17,12 @@
 //! [`Swim::poll_event`]). [`Swim::members`] is a snapshot of the view at any time,
 //! [`Swim::live`] its live part.
 //!
-//! One mechanism per file: [`member`] (identity and state), [`state`] (the table and
-//! the precedence rules), [`probe`] (failure detection, with its
-//! [TCP fallback](probe#tcp-fallback)), [`suspicion`] and
-//! [`awareness`] (Lifeguard), [`broadcast`] (dissemination queue), [`push_pull`]
-//! (anti-entropy, [over datagrams](push_pull#over-datagrams) too), [`join`] (joining
-//! and its status), [`config`] (presets), [`message`] (what is exchanged).
+//! One mechanism per file: [`member`] (identity and state), `state` (the table and
+//! the precedence rules), `probe` (failure detection, with its TCP fallback, see
+//! [`Config::tcp_fallback_ping`]), `suspicion` and
+//! `awareness` (Lifeguard), `broadcast` (dissemination queue), `push_pull`
+//! (anti-entropy, over datagrams too), [`join`] (joining
+//! and its status), [`config`] (presets), `message` (what is exchanged).
 //!
 //! # Driving the core yourself
 //! The [tokio runtime](crate::gossip::runtime) is one driver; another runtime, a test
@@ -49,7 +49,7 @@
 //!
 //! **No streams at all.** Set [`Config::datagram_only`]: the member then never queues a
 //! stream transmit. Joins, periodic push-pulls and reconnects go as datagram push-pulls
-//! cut to one datagram ([over datagrams](push_pull#over-datagrams)); a seed that stays
+//! cut to one datagram (see `push_pull.rs`, over datagrams); a seed that stays
 //! silent is retried and then counted failed by the core itself, since a lost datagram
 //! is never reported. Every member of this build answers them, whatever its own
 //! setting.
@@ -110,16 +110,18 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod awareness;
-pub mod broadcast;
+mod awareness;
+mod broadcast;
 pub mod config;
 pub mod join;
 pub mod member;
-pub mod message;
-pub mod probe;
-pub mod push_pull;
-pub mod state;
-pub mod suspicion;
+// Wire messages: crate-private like the codec (see `gossip::test_util`).
+#[cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
+pub(crate) mod message;
+mod probe;
+mod push_pull;
+mod state;
+mod suspicion;
 
 use config::nanos;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -128,14 +130,13 @@ use std::net::SocketAddr;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
+pub use crate::gossip::codec::{DropCounts, DropReason};
 pub use config::Config;
 pub use join::JoinStatus;
 pub use member::{Identity, Member, MemberState, MAX_NAME_LEN, MAX_WIRE_TAGS_BYTES};
 
 use crate::error::ConfigError;
-use crate::gossip::codec::{
-    begin_body, decode_body_filtered, encode_frame, Codec, DropCounts, DropReason,
-};
+use crate::gossip::codec::{begin_body, decode_body_filtered, encode_frame, Codec};
 use crate::gossip::keyring::Keyring;
 use awareness::Awareness;
 use broadcast::BroadcastQueue;

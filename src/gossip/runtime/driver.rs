@@ -33,8 +33,9 @@ use crate::gossip::proto::{Event, StreamKind, Swim, Transmit, Transport};
 /// counts) what exceeds `max_packet_size`.
 const MAX_DATAGRAM: usize = 65_536;
 
-/// The protocol state and who waits on it.
-pub(crate) struct Core {
+/// The protocol state machine and who waits on it: what the lock in
+/// [`RunningMember::core`] guards.
+pub(crate) struct ProtocolState {
     pub(crate) swim: Swim,
     /// Join / leave callers waiting for a stream exchange with an address to complete:
     /// `true` if it answered.
@@ -58,9 +59,9 @@ pub(crate) struct Counters {
     pub(crate) retry_join_given_up: AtomicU64,
 }
 
-/// What the handles and the driver share.
-pub(crate) struct Shared {
-    pub(crate) core: Mutex<Core>,
+/// One running member: what its handles and its driver task share.
+pub(crate) struct RunningMember {
+    pub(crate) core: Mutex<ProtocolState>,
     pub(crate) config: MembershipConfig,
     pub(crate) epoch: Instant,
     /// Wakes the driver after a command changed the core.
@@ -87,7 +88,7 @@ pub(crate) struct Faults {
     pub(crate) panic_listener: std::sync::atomic::AtomicBool,
 }
 
-impl Shared {
+impl RunningMember {
     /// Nanoseconds since the runtime started, on tokio's clock.
     pub(crate) fn now(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
@@ -118,7 +119,7 @@ enum StreamMsg {
 /// Drives the member until `stop` turns true (or its sender is gone), or until the
 /// driver fails (panics, or its listener task ends); then marks the member stopped.
 pub(crate) async fn run(
-    shared: Arc<Shared>,
+    shared: Arc<RunningMember>,
     udp: UdpSocket,
     listener: TcpListener,
     stop: watch::Receiver<bool>,
@@ -138,7 +139,7 @@ pub(crate) async fn run(
 
 /// The one exit path: the member is stopped, callers waiting on an exchange are told
 /// nothing will answer, event streams end, view watchers wake.
-fn finish(shared: &Shared, failure: Option<DriverError>) {
+fn finish(shared: &RunningMember, failure: Option<DriverError>) {
     #[cfg(feature = "tracing")]
     if let Some(e) = &failure {
         tracing::error!(
@@ -163,7 +164,7 @@ fn finish(shared: &Shared, failure: Option<DriverError>) {
 /// The driver proper: `Ok` when stopped on request, an error when its listener task
 /// ended.
 async fn drive(
-    shared: &Arc<Shared>,
+    shared: &Arc<RunningMember>,
     udp: UdpSocket,
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
@@ -276,7 +277,7 @@ async fn drive(
 /// Sends what the core queued and publishes its events. A stream transmit to the peer
 /// of the inbound exchange being answered goes back on that connection.
 async fn flush(
-    shared: &Arc<Shared>,
+    shared: &Arc<RunningMember>,
     udp: &UdpSocket,
     tx: &mpsc::Sender<StreamMsg>,
     outbound: &mut JoinSet<()>,
@@ -359,7 +360,7 @@ async fn flush(
 /// the leave timeout cut the leave short, and those datagrams are what tells the others
 /// it left rather than failed. A member killed without leaving sends nothing, like a
 /// crash. Streams are not started: nothing would read their answers.
-async fn send_last_datagrams(shared: &Shared, udp: &UdpSocket) {
+async fn send_last_datagrams(shared: &RunningMember, udp: &UdpSocket) {
     let datagrams: Vec<Transmit> = {
         let mut core = shared.core.lock();
         if !core.swim.is_leaving() {
@@ -385,7 +386,11 @@ async fn exchange(to: SocketAddr, bytes: &[u8], max: usize) -> Option<Vec<u8>> {
     read_message(&mut stream, max).await.ok()
 }
 
-async fn accept_loop(listener: TcpListener, tx: mpsc::Sender<StreamMsg>, shared: Arc<Shared>) {
+async fn accept_loop(
+    listener: TcpListener,
+    tx: mpsc::Sender<StreamMsg>,
+    shared: Arc<RunningMember>,
+) {
     let limit = Arc::new(Semaphore::new(shared.config.inbound_stream_permits()));
     let mut connections = JoinSet::new();
     loop {
@@ -421,7 +426,7 @@ async fn inbound(
     mut stream: TcpStream,
     peer: SocketAddr,
     tx: mpsc::Sender<StreamMsg>,
-    shared: &Shared,
+    shared: &RunningMember,
 ) {
     let limit = shared.config.stream_timeout;
     let max = shared.config.protocol.max_stream_size;

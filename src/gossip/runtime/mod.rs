@@ -7,7 +7,7 @@
 //!
 //! - **Datagrams** (probes, acks, gossip) travel over UDP, one packet per datagram.
 //! - **Streams** (push-pull: joins, anti-entropy, reconnects, acknowledged leaves; and
-//!   the [TCP fallback ping](crate::gossip::proto::probe#tcp-fallback) of a probe whose
+//!   the [TCP fallback ping](crate::gossip::proto::Config::tcp_fallback_ping) of a probe whose
 //!   UDP ping went unanswered, answered by an ack on the same connection) travel over
 //!   TCP, sealed like datagrams when a keyring is set, one connection per exchange,
 //!   length-prefixed, bounded by the protocol's `max_stream_size` and by a
@@ -16,7 +16,7 @@
 //!   then the sealed message; the answer comes back on the same connection.
 //! - **Timers**: the driver sleeps until the core's next deadline, on tokio's clock
 //!   (so a paused test clock jumps while the runtime is idle, and real-socket members
-//!   then suspect each other: use the [simulator](crate::gossip::sim) for virtual
+//!   then suspect each other: use the simulator (`gossip::sim`, feature `sim`) for virtual
 //!   time).
 //! - **Answers**: an inbound stream message is handed to the core with the peer's TCP
 //!   address as `from`; the core's answer (a stream transmit to that address, queued by
@@ -49,8 +49,8 @@
 //! [`Membership`] reads the view ([`members`](Membership::members),
 //! [`local`](Membership::local)), changes this member's metadata
 //! ([`set_tags`](Membership::set_tags), [`set_service_addr`](Membership::set_service_addr)),
-//! delivers events ([`subscribe`](Membership::subscribe) for a broadcast receiver,
-//! [`events`](Membership::events) for a `Stream`), exposes counters
+//! delivers events ([`subscribe`](Membership::subscribe): an [`EventStream`] that counts
+//! what a slow reader lost), exposes counters
 //! ([`stats`](Membership::stats)), feeds a balancer
 //! ([`discover`](Membership::discover)), and ends the member:
 //! - [`leave`](Membership::leave) then [`shutdown`](Membership::shutdown): graceful. The
@@ -72,7 +72,7 @@
 //! stream connections (the driver then stops the member rather than run unable to
 //! answer joins and leaves). Either way, and at once:
 //! - [`is_stopped`](Membership::is_stopped) is `true`, commands return [`Stopped`];
-//! - event receivers get what they had not read, then `Closed`; [`EventStream`]s and
+//! - [`EventStream`]s yield what they had not read, then end; and
 //!   [`GossipDiscover`](crate::gossip::discover::GossipDiscover)s end (the balancer
 //!   keeps the endpoints it has);
 //! - [`members`](Membership::members) returns the view as it was when the driver
@@ -113,6 +113,7 @@
 mod config;
 pub(crate) mod driver;
 mod error;
+mod events;
 mod retry_join;
 pub(crate) mod stream;
 
@@ -120,13 +121,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::Stream;
 use parking_lot::Mutex;
 use rand::seq::SliceRandom;
 use tokio::net::{TcpListener, UdpSocket};
@@ -135,30 +133,34 @@ use tokio::time::Instant;
 
 pub use config::{MembershipConfig, MAX_EVENT_CAPACITY};
 pub use error::{DriverError, JoinError, StartError, Stopped};
+pub use events::EventStream;
 pub use retry_join::RetryJoin;
 
 use crate::error::ConfigError;
 use crate::gossip::keyring::Keyring;
-use crate::gossip::proto::{Event, Identity, Member, MemberState, Stats, Swim};
+#[cfg(doc)]
+use crate::gossip::proto::Event;
+use crate::gossip::proto::{Identity, Member, MemberState, Stats, Swim};
 use crate::transport::Backoff;
-use driver::{Core, Counters, Shared};
+use driver::{Counters, ProtocolState, RunningMember};
 
 /// A running gossip member. See the [module docs](self).
 #[derive(Clone)]
 pub struct Membership {
-    shared: Arc<Shared>,
-    owner: Arc<Owner>,
+    shared: Arc<RunningMember>,
+    tasks: Arc<MemberTasks>,
 }
 
-/// Stops the driver when the last handle goes.
-struct Owner {
-    shared: Arc<Shared>,
+/// The member's background tasks (its driver, its retry-join), held by every handle;
+/// stops them when the last handle goes.
+struct MemberTasks {
+    shared: Arc<RunningMember>,
     driver: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The retry-join task, when the config asks for one.
     retry: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-impl Drop for Owner {
+impl Drop for MemberTasks {
     fn drop(&mut self) {
         let _ = self.shared.stop.send(true);
     }
@@ -258,8 +260,8 @@ impl Membership {
         let (stop, stop_rx) = watch::channel(false);
         let seeds = config.seeds.clone();
         let retry = config.retry_join;
-        let shared = Arc::new(Shared {
-            core: Mutex::new(Core {
+        let shared = Arc::new(RunningMember {
+            core: Mutex::new(ProtocolState {
                 swim,
                 waiters: Default::default(),
                 stopped: false,
@@ -278,7 +280,7 @@ impl Membership {
         });
         let driver = tokio::spawn(driver::run(Arc::clone(&shared), udp, listener, stop_rx));
         let membership = Membership {
-            owner: Arc::new(Owner {
+            tasks: Arc::new(MemberTasks {
                 shared: Arc::clone(&shared),
                 driver: Mutex::new(Some(driver)),
                 retry: Mutex::new(None),
@@ -316,7 +318,7 @@ impl Membership {
                 policy,
                 begin,
             ));
-            *membership.owner.retry.lock() = Some(task);
+            *membership.tasks.retry.lock() = Some(task);
         }
         Ok(membership)
     }
@@ -444,11 +446,11 @@ impl Membership {
     /// Waits for the driver task and the retry-join task to end (once, for the first
     /// caller; later callers return at once).
     async fn wait_stopped(&self) {
-        let retry = self.owner.retry.lock().take();
+        let retry = self.tasks.retry.lock().take();
         if let Some(retry) = retry {
             let _ = retry.await;
         }
-        let driver = self.owner.driver.lock().take();
+        let driver = self.tasks.driver.lock().take();
         if let Some(driver) = driver {
             let _ = driver.await;
         }
@@ -531,34 +533,19 @@ impl Membership {
         Ok(())
     }
 
-    /// A receiver of every membership event from now on. A receiver that falls more
-    /// than [`event_capacity`](MembershipConfig::event_capacity) events behind gets
-    /// `RecvError::Lagged` and loses the oldest; the view ([`members`](Self::members))
-    /// is always complete. Once the member stops, the receiver gets the events it has
-    /// not read yet, then `RecvError::Closed`.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        match self.shared.events.lock().as_ref() {
-            Some(sender) => sender.subscribe(),
-            // Stopped: a receiver that is closed at once.
-            None => broadcast::channel(1).1,
-        }
+    /// Every membership event from now on, as an [`EventStream`]. A stream that falls
+    /// more than [`event_capacity`](MembershipConfig::event_capacity) events behind
+    /// loses the oldest and counts them ([`EventStream::dropped`]); the view
+    /// ([`members`](Self::members)) is always complete. Once the member stops, the
+    /// stream yields the events it has not read yet, then ends.
+    pub fn subscribe(&self) -> EventStream {
+        // Stopped: a stream that has ended.
+        EventStream::new(self.shared.events.lock().as_ref().map(|s| s.subscribe()))
     }
 
-    /// The membership events from now on, as a `Stream`. It skips events lost to lag
-    /// (see [`subscribe`](Self::subscribe)) and ends when the member stops.
+    /// The same as [`subscribe`](Self::subscribe) (the name the breaker's handle uses).
     pub fn events(&self) -> EventStream {
-        let rx = self.subscribe();
-        EventStream {
-            inner: Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-                loop {
-                    match rx.recv().await {
-                        Ok(e) => return Some((e, rx)),
-                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    }
-                }
-            })),
-        }
+        self.subscribe()
     }
 
     /// The counters of this member, and whether its driver runs.
@@ -591,7 +578,7 @@ impl Membership {
         }
     }
 
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
+    pub(crate) fn shared(&self) -> &Arc<RunningMember> {
         &self.shared
     }
 
@@ -651,25 +638,6 @@ impl fmt::Display for SetError {
 
 impl std::error::Error for SetError {}
 
-/// The membership events of one member as a `Stream` (see [`Membership::events`]).
-pub struct EventStream {
-    inner: Pin<Box<dyn Stream<Item = Event> + Send>>,
-}
-
-impl Stream for EventStream {
-    type Item = Event;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        self.inner.as_mut().poll_next(cx)
-    }
-}
-
-impl fmt::Debug for EventStream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EventStream").finish_non_exhaustive()
-    }
-}
-
 /// The seeds to join through: `seeds` without this member's own address, deduplicated.
 fn join_targets(seeds: &[SocketAddr], me: SocketAddr) -> Vec<SocketAddr> {
     let mut targets: Vec<SocketAddr> = seeds.iter().copied().filter(|s| *s != me).collect();
@@ -681,7 +649,10 @@ fn join_targets(seeds: &[SocketAddr], me: SocketAddr) -> Vec<SocketAddr> {
 /// One join round: a full-state exchange with every target at once. Returns how many
 /// answered, bounded by the stream timeout (plus a margin). Counted in
 /// [`MembershipStats::join_attempts`].
-pub(crate) async fn join_round(shared: &Shared, targets: &[SocketAddr]) -> Result<usize, Stopped> {
+pub(crate) async fn join_round(
+    shared: &RunningMember,
+    targets: &[SocketAddr],
+) -> Result<usize, Stopped> {
     shared
         .counters
         .join_attempts
@@ -701,7 +672,7 @@ pub(crate) async fn join_round(shared: &Shared, targets: &[SocketAddr]) -> Resul
 /// Runs `op` on the core, registers a waiter per address for the stream exchanges it
 /// started, and wakes the driver to send them.
 fn exchange_with(
-    shared: &Shared,
+    shared: &RunningMember,
     targets: &[SocketAddr],
     op: impl FnOnce(&mut Swim, u64),
 ) -> Result<Vec<oneshot::Receiver<bool>>, Stopped> {

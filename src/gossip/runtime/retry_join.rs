@@ -37,7 +37,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::driver::Shared;
+use super::driver::RunningMember;
 use crate::error::ConfigError;
 use crate::transport::Backoff;
 
@@ -152,7 +152,7 @@ pub(crate) enum Begin {
 /// The background task: retries the seeds (`targets`, this member's own address
 /// already removed) per `policy`, until the member stops.
 pub(crate) async fn run(
-    shared: Arc<Shared>,
+    shared: Arc<RunningMember>,
     targets: Vec<SocketAddr>,
     policy: RetryJoin,
     begin: Begin,
@@ -207,7 +207,7 @@ enum Retry {
 /// `first + rounds so far - 1`; the very first round of an episode that starts at 0
 /// goes at once.
 async fn retry(
-    shared: &Shared,
+    shared: &RunningMember,
     targets: &[SocketAddr],
     backoff: &Backoff,
     policy: &RetryJoin,
@@ -260,7 +260,7 @@ async fn retry(
 /// stopped first. A view change while alone does not restart the wait; one that brings
 /// a live member does.
 async fn until_isolated(
-    shared: &Shared,
+    shared: &RunningMember,
     changes: &mut watch::Receiver<u64>,
     stop: &mut watch::Receiver<bool>,
     isolation: Duration,
@@ -300,7 +300,7 @@ async fn until_isolated(
 }
 
 /// Whether the member left (or is leaving) or stopped: nothing to rejoin for.
-fn leaving(shared: &Shared) -> bool {
+fn leaving(shared: &RunningMember) -> bool {
     let core = shared.core.lock();
     core.stopped || core.swim.is_leaving()
 }

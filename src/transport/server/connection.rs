@@ -22,8 +22,8 @@ use tokio::time::{Instant, Sleep};
 
 use super::{Refusal, ServeConfig, Shared};
 use crate::error::BoxError;
+use crate::framing::{FrameReader, ReadError};
 use crate::transport::frame::{Frame, Kind, HEADER_LEN};
-use crate::transport::frame_reader::{FrameReader, ReadError};
 
 /// The read buffer of one connection: small requests pipelined on it are read a few
 /// kilobytes per system call.

@@ -19,8 +19,8 @@ use tokio::task::JoinSet;
 
 pub use config::{ServeConfig, ServeConfigBuilder};
 
-use super::budget::MemoryBudget;
 use crate::error::BoxError;
+use crate::framing::MemoryBudget;
 
 /// Accepts connections on `listener` and answers each request with a clone of `service`:
 /// `Server::new(service, config).run(listener)`. See [`Server`] for the behaviour and

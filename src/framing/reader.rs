@@ -149,6 +149,15 @@ impl FrameReader {
     }
 }
 
+/// Reads one frame with `reader` (the future form of [`FrameReader::poll_frame`]).
+#[cfg(feature = "gossip")]
+pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut FrameReader,
+    io: &mut R,
+) -> Result<Bytes, ReadError> {
+    std::future::poll_fn(|cx| reader.poll_frame(io, cx)).await
+}
+
 impl Drop for FrameReader {
     fn drop(&mut self) {
         self.release();

@@ -1,13 +1,13 @@
 //! Measurements of the gossip membership on the simulator (LAN defaults).
 //!
 //! ```text
-//! cargo run --release --example gossip_sim            # everything (about 5 minutes on 2 cores)
-//! cargo run --release --example gossip_sim -- quick   # 16 and 128 members, no false-positive runs
-//! cargo run --release --example gossip_sim -- nofp    # the table and the wall time only
-//! cargo run --release --example gossip_sim -- wall    # only the 1,024 x 60 s wall time
-//! cargo run --release --example gossip_sim -- fp fp_runs=10 verbose  # false positives, each listed
-//! cargo run --release --example gossip_sim -- udp     # members with UDP broken, TCP fallback on and off
-//! cargo run --release --example gossip_sim -- quick probe_interval=1000 probe_timeout=500  # knobs
+//! cargo run --release --features sim --example gossip_sim            # everything (about 5 minutes on 2 cores)
+//! cargo run --release --features sim --example gossip_sim -- quick   # 16 and 128 members, no false-positive runs
+//! cargo run --release --features sim --example gossip_sim -- nofp    # the table and the wall time only
+//! cargo run --release --features sim --example gossip_sim -- wall    # only the 1,024 x 60 s wall time
+//! cargo run --release --features sim --example gossip_sim -- fp fp_runs=10 verbose  # false positives, each listed
+//! cargo run --release --features sim --example gossip_sim -- udp     # members with UDP broken, TCP fallback on and off
+//! cargo run --release --features sim --example gossip_sim -- quick probe_interval=1000 probe_timeout=500  # knobs
 //! ```
 //!
 //! Knobs that can be changed on the command line: `probe_interval=<ms>`,

@@ -199,3 +199,13 @@ pub fn fast_gossip() -> palisade::gossip::proto::Config {
         ..palisade::gossip::proto::Config::local()
     }
 }
+
+/// The name libtest gives test `name` of the module whose `module_path!()` is `module`:
+/// the path without the crate's name. A test that runs its own binary again as a child
+/// process selects itself with `--exact` and this name.
+pub fn test_name(module: &str, name: &str) -> String {
+    match module.split_once("::") {
+        Some((_crate, path)) => format!("{path}::{name}"),
+        None => name.to_owned(),
+    }
+}

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use palisade::gossip::runtime::{Membership, MembershipConfig};
 use palisade::gossip::Event;
 
-mod common;
+use crate::common;
 use common::PATIENCE;
 
 const MEMBER_ENV: &str = "PALISADE_GOSSIP_MEMBER";
@@ -172,7 +172,7 @@ fn spawn_keyed(
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "--exact",
-        "member_process_entry",
+        common::test_name(module_path!(), "member_process_entry").as_str(),
         "--nocapture",
         "--test-threads=1",
     ])

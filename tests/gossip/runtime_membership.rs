@@ -9,7 +9,7 @@ use palisade::gossip::proto::{Config, MemberState};
 use palisade::gossip::runtime::{Membership, MembershipConfig, StartError};
 use palisade::gossip::Event;
 
-mod common;
+use crate::common;
 use common::{eventually, state_of, ReservedAddr, PATIENCE};
 
 fn config(name: &str) -> MembershipConfig {

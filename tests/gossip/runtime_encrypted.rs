@@ -7,7 +7,7 @@ use palisade::gossip::proto::Config;
 use palisade::gossip::runtime::{Membership, MembershipConfig, StartError};
 use palisade::gossip::Keyring;
 
-mod common;
+use crate::common;
 use common::{eventually, PATIENCE};
 
 fn keyed(key: Option<[u8; 32]>) -> Config {

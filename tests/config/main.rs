@@ -12,7 +12,7 @@
 //! again in a new child. A panic hook reports panics of any thread (a gossip driver task
 //! included) against the running case.
 //!
-//! Run it with `cargo test --test config_extremes -- --nocapture` to see the table of
+//! Run it with `cargo test --test config -- --nocapture` to see the table of
 //! every case; `PALISADE_CONFIG_FILTER=gossip.member` runs only the knobs whose name
 //! contains that. Children get `ulimit -v` (through `sh`, so Unix only) so that a
 //! runaway allocation fails inside the child instead of swapping the machine.
@@ -21,6 +21,7 @@
 //! loopback in real time with a fast protocol configuration and bounds far above what
 //! the configuration needs (they wait for an event, never for a fixed time).
 
+#[path = "../common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;

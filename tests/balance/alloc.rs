@@ -8,11 +8,8 @@ use palisade::breaker::BreakerConfig;
 use palisade::discover::FixedList;
 use tower::{Service, ServiceExt};
 
-mod common;
+use crate::common;
 use common::{allocations, drive, Echo};
-
-#[global_allocator]
-static GLOBAL: common::Counting = common::Counting;
 
 /// Allocations per request, averaged over 2,000 requests after a warm-up of 2,000 (so
 /// every endpoint has been called and every internal buffer has grown).

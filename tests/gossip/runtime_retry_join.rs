@@ -10,7 +10,7 @@ use std::time::Duration;
 use palisade::gossip::proto::{Config, MemberState};
 use palisade::gossip::runtime::{Membership, MembershipConfig, RetryJoin, StartError};
 
-mod common;
+use crate::common;
 use common::{eventually, state_of, ReservedAddr, PATIENCE};
 
 fn fast() -> Config {

@@ -8,10 +8,7 @@ use futures::FutureExt;
 use palisade::breaker::{BreakerConfig, CircuitBreaker};
 use tower::Service;
 
-mod common;
-
-#[global_allocator]
-static GLOBAL: common::Counting = common::Counting;
+use crate::common;
 
 #[derive(Debug)]
 struct Boom;

@@ -2,7 +2,7 @@
 //! as `Left`. A leave is the only way to `Left` (failure detection gives `Failed`), so a
 //! lost leave shows however long the test waits.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -127,7 +127,7 @@ async fn hundred_members_leaving_at_once_are_seen_left_by_every_stayer_within_2s
 }
 
 /// The scenario, at full size (300 members and their sockets in one process, so
-/// ignored: `cargo test --test gossip_runtime_mass_leave -- --ignored`). Half the members
+/// ignored: `cargo test --test gossip -- --ignored runtime_mass_leave::`). Half the members
 /// leave, the other half are killed at the same moment, one observer stays. The killed
 /// ones stay live at the observer until its suspicion timeout (that is failure detection
 /// at work); every one that left must be `Left`.

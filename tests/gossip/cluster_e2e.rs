@@ -27,7 +27,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 use tower::{service_fn, Service, ServiceExt};
 
-mod common;
+use crate::common;
 use common::PATIENCE;
 
 const MAX_IN_FLIGHT: usize = 16;

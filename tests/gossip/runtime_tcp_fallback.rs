@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::time::Instant;
 
-mod common;
+use crate::common;
 use common::{eventually, PATIENCE};
 
 fn protocol(fallback: bool) -> Config {

@@ -11,7 +11,7 @@ use palisade::gossip::proto::message::{kind, Ack, Frame, Ping, Suspect};
 use palisade::gossip::sim::{MemberId, Network, Simulation};
 use palisade::gossip::{Config, Event, Identity, MemberState, Swim, Transmit, Transport};
 
-mod common;
+use crate::common;
 use common::swim::{addr, body, frames, name, packet, run};
 
 const S: u64 = 1_000_000_000;

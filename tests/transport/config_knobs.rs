@@ -199,7 +199,7 @@ fn every_transport_knob_at_its_extremes_is_rejected_by_name_or_works() {
                 let child = Command::new(std::env::current_exe().unwrap())
                     .args([
                         "--exact",
-                        "knob_child_entry",
+                        crate::common::test_name(module_path!(), "knob_child_entry").as_str(),
                         "--nocapture",
                         "--test-threads=1",
                     ])

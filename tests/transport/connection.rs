@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tower::{service_fn, Service, ServiceExt};
 
-mod common;
+use crate::common;
 
 use common::ReservedAddr;
 

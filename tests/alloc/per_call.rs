@@ -1,16 +1,13 @@
 //! Heap allocations per call through every palisade layer, counted with a counting global
 //! allocator. palisade's layers must allocate nothing per call in steady state; the peers'
-//! counts are printed for comparison (`cargo test --test alloc_per_call -- --nocapture`).
+//! counts are printed for comparison (`cargo test --test alloc -- --nocapture`).
 
 use std::time::Duration;
 
 use tower::{Service, ServiceBuilder, ServiceExt};
 
-mod common;
+use crate::common;
 use common::{allocations, drive, Echo};
-
-#[global_allocator]
-static GLOBAL: common::Counting = common::Counting;
 
 /// Allocations per call, averaged over 1,000 calls after a warm-up of 100.
 fn per_call<S>(mut svc: S) -> f64

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use palisade::gossip::proto::message::{Alive, Dead, Frame, Ping};
 use palisade::gossip::{Config, Identity, MemberState, Swim, Transport};
 
-mod common;
+use crate::common;
 use common::swim::{addr, frames, name, packet, run};
 
 const S: u64 = 1_000_000_000;

@@ -10,7 +10,7 @@ use palisade::gossip::runtime::{Membership, MembershipConfig};
 use palisade::gossip::GossipDiscover;
 use tower::discover::Change;
 
-mod common;
+use crate::common;
 use common::{eventually, PATIENCE};
 
 fn config(name: &str) -> MembershipConfig {

@@ -182,7 +182,7 @@ fn lifeguard_declares_no_timely_member_failed_among_randomly_slow_members() {
 
 /// The full scenario of issue 4 (128 members, 10 minutes, 5% slow members), Lifeguard on
 /// and off over the same seeds; the example `gossip_sim -- fp` prints the table.
-/// `cargo test --release --test gossip_sim -- --ignored`
+/// `cargo test --release --test gossip -- --ignored sim::`
 #[test]
 #[ignore = "128 members x 10 minutes, twice per seed: run in release mode"]
 fn lifeguard_keeps_timely_members_alive_at_ten_percent_loss_with_slow_members() {
@@ -460,7 +460,7 @@ fn simulation_is_reproducible_from_its_seed() {
 }
 
 /// The big run, in release mode only:
-/// `cargo test --release --test gossip_sim -- --ignored`
+/// `cargo test --release --test gossip -- --ignored sim::`
 #[test]
 #[ignore = "1,024 members: run in release mode"]
 fn thousand_members_form_a_cluster_spread_updates_and_detect_a_crash() {
@@ -512,7 +512,7 @@ fn thousand_members_form_a_cluster_spread_updates_and_detect_a_crash() {
     );
 }
 
-/// `cargo test --release --test gossip_sim -- --ignored`
+/// `cargo test --release --test gossip -- --ignored sim::`
 #[test]
 #[ignore = "128 members, minutes of virtual time: run in release mode"]
 fn even_split_of_128_members_heals_with_default_reconnection() {

@@ -45,7 +45,7 @@ fn hostile_clients_with_nearly_complete_frames_stay_under_the_memory_bound() {
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "memory_child_entry",
+            crate::common::test_name(module_path!(), "memory_child_entry").as_str(),
             "--nocapture",
             "--test-threads=1",
         ])

@@ -20,10 +20,7 @@ use palisade::BoxError;
 use parking_lot::Mutex;
 use tower::{Service, ServiceExt};
 
-mod common;
-
-#[global_allocator]
-static GLOBAL: common::Counting = common::Counting;
+use crate::common;
 
 /// An endpoint that answers at once, with an error while `failing` is set.
 #[derive(Clone, Default)]

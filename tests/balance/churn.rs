@@ -3,7 +3,7 @@
 //! member at that moment, and every in-flight count must return to zero.
 //!
 //! The long version is ignored by default; run it with
-//! `cargo test --release --test balance_churn -- --ignored`.
+//! `cargo test --release --test balance -- --ignored churn::`.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -206,7 +206,7 @@ async fn churn_consistent_hash_and_least_connections_reach_their_picked_member()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "long: cargo test --release --test balance_churn -- --ignored"]
+#[ignore = "long: cargo test --release --test balance -- --ignored churn::"]
 async fn churn_long_thousand_changes_hundred_thousand_requests() {
     churn(PowerOfTwoChoices::seeded(10), 1_000, 100_000, 10).await;
     churn(WeightedRoundRobin::new(), 1_000, 100_000, 11).await;

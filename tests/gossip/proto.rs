@@ -7,7 +7,7 @@ use palisade::gossip::codec::{begin_body, encode_frame, Codec};
 use palisade::gossip::proto::message::{Alive, Dead, Frame, IndirectPing, Suspect};
 use palisade::gossip::{Config, Event, Identity, Keyring, MemberState, Swim, Transmit, Transport};
 
-mod common;
+use crate::common;
 use common::swim::{addr, frames, name, packet, run};
 
 const S: u64 = 1_000_000_000;

@@ -1,0 +1,22 @@
+//! The circuit breaker's integration tests, one module per concern.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod alloc;
+mod config;
+mod contract;
+mod gate;
+mod panics;
+mod record_latency;
+mod scenarios;
+mod stale_results;
+mod stress;
+mod tracing_events;
+mod trip_rule;
+
+// The counting allocator (a global allocator is per binary, so every test here runs
+// under it): it counts per thread and each test runs on its own thread, so a test that
+// compares counts sees only its own allocations.
+#[global_allocator]
+static GLOBAL: common::Counting = common::Counting;

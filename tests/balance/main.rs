@@ -6,6 +6,7 @@ mod common;
 mod alloc;
 mod breaker_events;
 mod churn;
+mod contract;
 mod ejection;
 mod health;
 mod health_gate;

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use tower::{Layer, Service, ServiceExt};
 
 #[derive(Debug)]
-struct Boom;
+pub(super) struct Boom;
 
 impl std::fmt::Display for Boom {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -29,14 +29,14 @@ impl std::error::Error for Boom {}
 /// An inner service whose readiness the test controls, and which answers each call
 /// through a oneshot the request carries (or at once with `None`).
 #[derive(Clone)]
-struct Inner {
-    ready: Arc<AtomicBool>,
-    dead: Arc<AtomicBool>,
-    calls: Arc<AtomicUsize>,
+pub(super) struct Inner {
+    pub(super) ready: Arc<AtomicBool>,
+    pub(super) dead: Arc<AtomicBool>,
+    pub(super) calls: Arc<AtomicUsize>,
 }
 
 impl Inner {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Inner {
             ready: Arc::new(AtomicBool::new(true)),
             dead: Arc::new(AtomicBool::new(false)),
@@ -45,7 +45,7 @@ impl Inner {
     }
 }
 
-type Req = Option<oneshot::Receiver<bool>>;
+pub(super) type Req = Option<oneshot::Receiver<bool>>;
 
 impl Service<Req> for Inner {
     type Response = &'static str;
@@ -78,7 +78,7 @@ impl Service<Req> for Inner {
     }
 }
 
-fn config() -> (BreakerConfig, ManualClock) {
+pub(super) fn config() -> (BreakerConfig, ManualClock) {
     let (clock, hand) = Clock::manual();
     let config = BreakerConfig::builder()
         .clock(clock)
@@ -90,12 +90,12 @@ fn config() -> (BreakerConfig, ManualClock) {
     (config, hand)
 }
 
-fn poll_ready<S: Service<Req>>(svc: &mut S) -> Poll<Result<(), S::Error>> {
+pub(super) fn poll_ready<S: Service<Req>>(svc: &mut S) -> Poll<Result<(), S::Error>> {
     let waker = noop_waker();
     svc.poll_ready(&mut Context::from_waker(&waker))
 }
 
-fn assert_send_static<T: Send + 'static>(_: &T) {}
+pub(super) fn assert_send_static<T: Send + 'static>(_: &T) {}
 
 #[test]
 fn poll_ready_forwards_the_inner_readiness_and_its_errors() {

@@ -7,12 +7,12 @@ mod alloc;
 mod config;
 mod contract;
 mod gate;
+mod gate_contract;
 mod panics;
 mod record_latency;
 mod scenarios;
 mod stale_results;
 mod stress;
-mod tracing_events;
 mod trip_rule;
 
 // The counting allocator (a global allocator is per binary, so every test here runs

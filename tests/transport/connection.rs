@@ -19,9 +19,9 @@ use crate::common;
 
 use common::ReservedAddr;
 
-const LIMIT: Duration = Duration::from_secs(10);
+pub(super) const LIMIT: Duration = Duration::from_secs(10);
 
-fn fast_reconnect() -> ConnectionConfig {
+pub(super) fn fast_reconnect() -> ConnectionConfig {
     ConnectionConfig::builder()
         .backoff_base(Duration::from_millis(5))
         .backoff_max(Duration::from_millis(50))
@@ -31,7 +31,7 @@ fn fast_reconnect() -> ConnectionConfig {
 
 /// Echoes the payload after a delay given by its first byte (in milliseconds), and fails
 /// on an empty payload.
-async fn start_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+pub(super) async fn start_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(serve(listener, echo_service(), ConnectionConfig::default()));
@@ -52,7 +52,7 @@ fn echo_service(
     })
 }
 
-async fn wait_until(mut cond: impl FnMut() -> bool) {
+pub(super) async fn wait_until(mut cond: impl FnMut() -> bool) {
     tokio::time::timeout(LIMIT, async {
         while !cond() {
             tokio::time::sleep(Duration::from_millis(2)).await;

@@ -7,5 +7,6 @@ mod backpressure;
 mod client_stalls;
 mod config_knobs;
 mod connection;
+mod contract;
 mod limits;
 mod memory;

@@ -1,4 +1,9 @@
 //! With the `tracing` feature, transitions are `tracing` events.
+//!
+//! A binary of its own: tracing caches each callsite's interest process-wide, so another
+//! test of the same binary hitting the breaker's callsites concurrently, with no
+//! subscriber on its thread, can make this test's scoped subscriber miss events (seen
+//! when it shared the breaker binary).
 #![cfg(feature = "tracing")]
 
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,6 @@
 //! Heap allocations per call through every palisade layer, counted with a counting global
 //! allocator. palisade's layers must allocate nothing per call in steady state; the peers'
-//! counts are printed for comparison (`cargo test --test alloc -- --nocapture`).
+//! counts are printed for comparison (`cargo test --test allocations -- --nocapture`).
 
 use std::time::Duration;
 

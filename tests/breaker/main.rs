@@ -8,7 +8,9 @@ mod config;
 mod contract;
 mod gate;
 mod gate_contract;
+#[cfg(all(feature = "balance", feature = "discover", feature = "preset"))]
 mod panics;
+#[cfg(feature = "preset")]
 mod record_latency;
 mod scenarios;
 mod stale_results;

@@ -2,5 +2,6 @@
 
 mod admission;
 mod contract;
+#[cfg(feature = "timeout")]
 mod release;
 mod shards;

@@ -4,7 +4,7 @@
 //! tests, a bounded condition wait and a member-state lookup.
 #![allow(dead_code)] // each test binary uses a different subset
 
-#[cfg(feature = "test-util")]
+#[cfg(all(feature = "gossip", feature = "test-util"))]
 pub mod swim;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -77,8 +77,8 @@ pub fn drive<F: Future>(f: F) -> F::Output {
 /// any of them needs, so that a loaded 2-core machine (CPU hogs and builds beside the
 /// suite, each timer of each member running late) cannot fail the test; a passing test
 /// never waits for it. It is no timing claim: the exact bounds are pinned on virtual time
-/// (the gossip simulator in `gossip_sim.rs`, the sans-IO core in `gossip_proto.rs` and
-/// `gossip_tcp_fallback.rs`, paused-clock tests elsewhere), and a test that does check a
+/// (the gossip simulator in `gossip/sim.rs`, the sans-IO core in `gossip/proto.rs` and
+/// `gossip/tcp_fallback.rs`, paused-clock tests elsewhere), and a test that does check a
 /// real-time bound derives it from its configuration beside the check.
 pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -97,6 +97,7 @@ pub async fn eventually(within: std::time::Duration, mut cond: impl FnMut() -> b
     }
 }
 
+#[cfg(feature = "gossip")]
 /// The state in which `m` sees the member called `name`, if it knows it.
 pub fn state_of(
     m: &palisade::gossip::runtime::Membership,
@@ -190,6 +191,7 @@ impl Default for ReservedAddr {
 /// gossip every 50 ms. Members that join within milliseconds of each other through one
 /// seed get four retransmissions per update (not `local`'s two), so that every member
 /// hears of every other by gossip, and a push-pull every second as the backstop.
+#[cfg(feature = "gossip")]
 pub fn fast_gossip() -> palisade::gossip::proto::Config {
     palisade::gossip::proto::Config {
         probe_interval: std::time::Duration::from_millis(200),
@@ -198,5 +200,15 @@ pub fn fast_gossip() -> palisade::gossip::proto::Config {
         retransmit_mult: 4,
         push_pull_interval: std::time::Duration::from_secs(1),
         ..palisade::gossip::proto::Config::local()
+    }
+}
+
+/// The name libtest gives test `name` of the module whose `module_path!()` is `module`:
+/// the path without the crate's name. A test that runs its own binary again as a child
+/// process selects itself with `--exact` and this name.
+pub fn test_name(module: &str, name: &str) -> String {
+    match module.split_once("::") {
+        Some((_crate, path)) => format!("{path}::{name}"),
+        None => name.to_owned(),
     }
 }

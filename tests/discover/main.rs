@@ -1,0 +1,3 @@
+//! The discovery sources' integration tests.
+
+mod sources;

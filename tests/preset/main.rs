@@ -1,0 +1,3 @@
+//! The presets' integration tests.
+
+mod hystrix;

@@ -1,0 +1,4 @@
+//! The timeout's integration tests, one module per concern.
+
+mod contract;
+mod expiry;

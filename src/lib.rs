@@ -32,6 +32,7 @@ pub mod discover;
 pub mod error;
 pub mod gossip;
 pub mod preset;
+mod sync;
 pub mod timeout;
 pub mod transport;
 pub mod window;

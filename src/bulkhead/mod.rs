@@ -90,7 +90,6 @@ mod future;
 mod handle;
 mod layer;
 mod permits;
-mod sync;
 
 pub use config::{
     Admission, BulkheadConfig, BulkheadConfigBuilder, FailFast, Queued,

@@ -79,9 +79,9 @@
 //!
 //! # Model checking
 //!
-//! The atomics, the queue's mutex and the spin and yield hints come from `bulkhead::sync`
-//! (`src/bulkhead/sync.rs`): `std` and `parking_lot` in every normal build, loom's models
-//! in the unit tests built with `--cfg palisade_loom`. The `loom` test module then
+//! The atomics, the queue's mutex and the spin and yield hints come from the crate's
+//! `sync` facade (`src/sync/`): `std` and `parking_lot` in every normal build, loom's
+//! models in the unit tests built with `--cfg palisade_loom`. The `loom` test module then
 //! checks the properties above over every interleaving of two or three threads on their
 //! own shards (up to loom's preemption bound): never more than the capacity held, a
 //! fail-fast rejection only while the other thread held the permit, no lost wake-up
@@ -102,7 +102,7 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::task::{Context, Waker};
 
-use super::sync::{self, AtomicI64, AtomicU64, AtomicUsize, Mutex};
+use crate::sync::{self, AtomicI64, AtomicU64, AtomicUsize, CachePadded, Mutex};
 
 /// At most this many shards, whatever the machine.
 const MAX_SHARDS: usize = 64;
@@ -137,12 +137,12 @@ pub(crate) struct Permits {
     shard_shift: u32,
     /// The next shard to give a new [`Site`]: apart, so making clones does not disturb
     /// the line the fast path reads `shards` from.
-    next_shard: CacheLine<AtomicUsize>,
+    next_shard: CachePadded<AtomicUsize>,
     /// Read on every admission and release, written only on the slow paths.
-    central: CacheLine<Central>,
+    central: CachePadded<Central>,
     /// Written by every rejection: apart, so an overload does not slow admissions.
-    rejected: CacheLine<AtomicU64>,
-    queue: CacheLine<Mutex<WaitQueue>>,
+    rejected: CachePadded<AtomicU64>,
+    queue: CachePadded<Mutex<WaitQueue>>,
 }
 
 struct Central {
@@ -157,20 +157,7 @@ struct Central {
 }
 
 /// One shard's stock: a permit count (low 32 bits) and a change counter (high 32 bits).
-type Stock = CacheLine<AtomicU64>;
-
-/// Aligns its content to a cache line (128 bytes: adjacent-line prefetchers pair lines).
-#[repr(align(128))]
-struct CacheLine<T>(T);
-
-impl<T> std::ops::Deref for CacheLine<T> {
-    type Target = T;
-
-    #[inline]
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
+type Stock = CachePadded<AtomicU64>;
 
 struct WaitQueue {
     next_id: u64,
@@ -191,13 +178,10 @@ impl WaitQueue {
 
 /// Shards for this machine: twice its parallelism (threads often outnumber cores), as a
 /// power of two, at most [`MAX_SHARDS`].
-/// Asked once per process: `available_parallelism` reads cgroup files on Linux.
 fn default_shards() -> usize {
-    static SHARDS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *SHARDS.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        (cores * 2).next_power_of_two().min(MAX_SHARDS)
-    })
+    (sync::available_parallelism() * 2)
+        .next_power_of_two()
+        .min(MAX_SHARDS)
 }
 
 #[inline]
@@ -244,19 +228,19 @@ impl Permits {
         let capacity = capacity.min(MAX_CAPACITY);
         Arc::new(Permits {
             shards: (0..shards)
-                .map(|_| Arc::new(CacheLine(AtomicU64::new(0))))
+                .map(|_| Arc::new(CachePadded::new(AtomicU64::new(0))))
                 .collect(),
             shard_mask: shards - 1,
             shard_shift: shards.trailing_zeros(),
-            next_shard: CacheLine(AtomicUsize::new(0)),
-            central: CacheLine(Central {
+            next_shard: CachePadded::new(AtomicUsize::new(0)),
+            central: CachePadded::new(Central {
                 pool: AtomicI64::new(capacity as i64),
                 moves: AtomicU64::new(0),
                 capacity: AtomicUsize::new(capacity),
                 waiting: AtomicUsize::new(0),
             }),
-            rejected: CacheLine(AtomicU64::new(0)),
-            queue: CacheLine(Mutex::new(WaitQueue {
+            rejected: CachePadded::new(AtomicU64::new(0)),
+            queue: CachePadded::new(Mutex::new(WaitQueue {
                 next_id: 0,
                 waiters: VecDeque::new(),
             })),

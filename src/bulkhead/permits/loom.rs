@@ -57,23 +57,23 @@ impl Held {
     }
 }
 
-/// `n` sites, each on its own shard.
-fn sites(p: &Arc<Permits>, n: usize) -> Vec<Arc<Site>> {
+/// `n` homes, each on its own shard.
+fn homes(p: &Arc<Permits>, n: usize) -> Vec<Arc<HomeShard>> {
     assert!(p.shard_count() >= n);
-    (0..n).map(|_| Site::new(Arc::clone(p))).collect()
+    (0..n).map(|_| HomeShard::new(Arc::clone(p))).collect()
 }
 
 /// After the threads are done: nothing held, nobody waiting, and exactly `capacity`
-/// permits to be had from one site.
+/// permits to be had from one home.
 fn assert_all_back(p: &Arc<Permits>, capacity: usize) {
     assert_eq!(p.in_use(), 0);
     assert_eq!(p.waiting(), 0);
-    let site = Site::new(Arc::clone(p));
+    let home = HomeShard::new(Arc::clone(p));
     let all: Vec<Permit> = (0..capacity)
-        .map(|_| Permits::try_acquire_at(&site).expect("every permit is back"))
+        .map(|_| Permits::try_acquire_at(&home).expect("every permit is back"))
         .collect();
     assert!(
-        Permits::try_acquire_at(&site).is_none(),
+        Permits::try_acquire_at(&home).is_none(),
         "more than the capacity"
     );
     drop(all);
@@ -86,13 +86,13 @@ fn own_shards(capacity: usize, threads: usize, rounds: usize) {
     check(move || {
         let p = Permits::with_shards(capacity, threads);
         let held = Held::new();
-        let handles: Vec<_> = sites(&p, threads)
+        let handles: Vec<_> = homes(&p, threads)
             .into_iter()
-            .map(|site| {
+            .map(|home| {
                 let held = Arc::clone(&held);
                 thread::spawn(move || {
                     for _ in 0..rounds {
-                        match Permits::try_acquire_at(&site) {
+                        match Permits::try_acquire_at(&home) {
                             Some(permit) => {
                                 held.enter(capacity);
                                 held.leave();
@@ -135,7 +135,7 @@ fn spilling_a_stock_races_with_stealing_and_loses_no_permit() {
     check(|| {
         // Capacity 3 over 4 shards: a stock may keep 2 permits.
         let p = Permits::with_shards(3, 4);
-        let s = sites(&p, 2);
+        let s = homes(&p, 2);
         let held = Held::new();
         // All three permits end up stocked on shard 0, to be spilled on the next release.
         let three: Vec<Permit> = (0..3)
@@ -153,11 +153,11 @@ fn spilling_a_stock_races_with_stealing_and_loses_no_permit() {
                 drop(last); // three in the stock: spills one
             })
         };
-        let site = Arc::clone(&s[1]);
+        let home = Arc::clone(&s[1]);
         let stealer = {
             let held = Arc::clone(&held);
             thread::spawn(move || {
-                let permit = Permits::try_acquire_at(&site).expect("two are always free");
+                let permit = Permits::try_acquire_at(&home).expect("two are always free");
                 held.enter(3);
                 held.leave();
                 drop(permit);
@@ -174,7 +174,7 @@ fn spilling_a_stock_races_with_stealing_and_loses_no_permit() {
 /// phase (1 before acquiring, 2 once its permit is back), asserts at most `limit` held,
 /// and returns whether it was admitted.
 fn take_once(
-    site: &Arc<Site>,
+    home: &Arc<HomeShard>,
     me: &ModelUsize,
     other: &ModelUsize,
     held: &Held,
@@ -182,7 +182,7 @@ fn take_once(
 ) -> bool {
     me.fetch_add(1, SeqCst);
     let before = latest(other);
-    let got = Permits::try_acquire_at(site);
+    let got = Permits::try_acquire_at(home);
     let after = latest(other);
     let admitted = got.is_some();
     match got {
@@ -209,7 +209,7 @@ fn a_fail_fast_rejection_means_the_other_held_the_only_permit() {
     for start in [None, Some(0), Some(1)] {
         check(move || {
             let p = Permits::with_shards(1, 2);
-            let s = sites(&p, 2);
+            let s = homes(&p, 2);
             if let Some(shard) = start {
                 // Leave the permit in that shard's stock (stealing is then needed).
                 drop(Permits::try_acquire_at(&s[shard]).expect("free"));
@@ -218,9 +218,9 @@ fn a_fail_fast_rejection_means_the_other_held_the_only_permit() {
             let held = Held::new();
             let handles: Vec<_> = (0..2)
                 .map(|me| {
-                    let (site, phases, held) =
+                    let (home, phases, held) =
                         (Arc::clone(&s[me]), Arc::clone(&phases), Arc::clone(&held));
-                    thread::spawn(move || take_once(&site, &phases[me], &phases[1 - me], &held, 1))
+                    thread::spawn(move || take_once(&home, &phases[me], &phases[1 - me], &held, 1))
                 })
                 .collect();
             let admitted: Vec<bool> = handles
@@ -242,14 +242,14 @@ impl ArcWake for Flag {
     }
 }
 
-/// A waiting call from `site`, as the bulkhead's service makes it: the fair fast path,
+/// A waiting call from `home`, as the bulkhead's service makes it: the fair fast path,
 /// else the queue, then a first poll registering `flag`'s waker. Returns the permit if
 /// admitted by then, else the ticket.
-fn wait_for_permit(site: &Arc<Site>, flag: &Arc<Flag>) -> Result<Permit, QueueTicket> {
-    if let Some(permit) = Permits::try_acquire_fair_at(site) {
+fn wait_for_permit(home: &Arc<HomeShard>, flag: &Arc<Flag>) -> Result<Permit, QueueTicket> {
+    if let Some(permit) = Permits::try_acquire_fair_at(home) {
         return Ok(permit);
     }
-    let mut ticket = match Permits::enqueue(site) {
+    let mut ticket = match Permits::enqueue(home) {
         Ok(permit) => return Ok(permit),
         Err(ticket) => ticket,
     };
@@ -279,13 +279,13 @@ fn assert_admitted_and_woken(mut ticket: QueueTicket, flag: &Flag) -> Permit {
 fn a_waiter_racing_a_release_is_always_admitted_and_woken() {
     check(|| {
         let p = Permits::with_shards(1, 2);
-        let s = sites(&p, 2);
+        let s = homes(&p, 2);
         let permit = Permits::try_acquire_at(&s[0]).expect("free");
         let releaser = thread::spawn(move || drop(permit));
         let flag = Arc::new(Flag(AtomicBool::new(false)));
         let waiter = {
-            let (site, flag) = (Arc::clone(&s[1]), Arc::clone(&flag));
-            thread::spawn(move || wait_for_permit(&site, &flag))
+            let (home, flag) = (Arc::clone(&s[1]), Arc::clone(&flag));
+            thread::spawn(move || wait_for_permit(&home, &flag))
         };
         releaser.join().expect("releaser");
         let permit = match waiter.join().expect("waiter") {
@@ -306,15 +306,15 @@ fn a_waiter_racing_a_release_is_always_admitted_and_woken() {
 fn a_waiter_racing_an_acquire_and_release_is_never_left_waiting() {
     check(|| {
         let p = Permits::with_shards(1, 2);
-        let s = sites(&p, 2);
+        let s = homes(&p, 2);
         let churner = {
-            let site = Arc::clone(&s[0]);
-            thread::spawn(move || drop(Permits::try_acquire_at(&site)))
+            let home = Arc::clone(&s[0]);
+            thread::spawn(move || drop(Permits::try_acquire_at(&home)))
         };
         let flag = Arc::new(Flag(AtomicBool::new(false)));
         let waiter = {
-            let (site, flag) = (Arc::clone(&s[1]), Arc::clone(&flag));
-            thread::spawn(move || wait_for_permit(&site, &flag))
+            let (home, flag) = (Arc::clone(&s[1]), Arc::clone(&flag));
+            thread::spawn(move || wait_for_permit(&home, &flag))
         };
         churner.join().expect("churner");
         let permit = match waiter.join().expect("waiter") {
@@ -334,7 +334,7 @@ fn a_waiter_racing_an_acquire_and_release_is_never_left_waiting() {
 fn two_waiters_racing_a_release_admit_exactly_one() {
     check(|| {
         let p = Permits::with_shards(1, 4);
-        let s = sites(&p, 3);
+        let s = homes(&p, 3);
         let permit = Permits::try_acquire_at(&s[0]).expect("free");
         let releaser = thread::spawn(move || drop(permit));
         let flags: Vec<Arc<Flag>> = (0..2)
@@ -342,8 +342,8 @@ fn two_waiters_racing_a_release_admit_exactly_one() {
             .collect();
         let waiters: Vec<_> = (0..2)
             .map(|i| {
-                let (site, flag) = (Arc::clone(&s[i + 1]), Arc::clone(&flags[i]));
-                thread::spawn(move || wait_for_permit(&site, &flag))
+                let (home, flag) = (Arc::clone(&s[i + 1]), Arc::clone(&flags[i]));
+                thread::spawn(move || wait_for_permit(&home, &flag))
             })
             .collect();
         releaser.join().expect("releaser");
@@ -384,7 +384,7 @@ fn two_waiters_racing_a_release_admit_exactly_one() {
 fn a_cancelled_waiter_racing_a_release_loses_no_permit() {
     check(|| {
         let p = Permits::with_shards(1, 2);
-        let s = sites(&p, 2);
+        let s = homes(&p, 2);
         let permit = Permits::try_acquire_at(&s[0]).expect("free");
         let ticket = Permits::enqueue(&s[1]).expect_err("the permit is held");
         let releaser = thread::spawn(move || drop(permit));
@@ -404,11 +404,11 @@ fn a_cancelled_waiter_racing_a_release_loses_no_permit() {
 fn lowering_the_capacity_under_acquires_never_exceeds_either_capacity() {
     check(|| {
         let p = Permits::with_shards(2, 2);
-        let s = sites(&p, 2);
+        let s = homes(&p, 2);
         // One permit stocked on each shard: the debt is paid from the stocks.
         let both: Vec<Permit> = s
             .iter()
-            .map(|site| Permits::try_acquire_at(site).expect("free"))
+            .map(|home| Permits::try_acquire_at(home).expect("free"))
             .collect();
         drop(both);
         let held = Held::new();
@@ -416,7 +416,7 @@ fn lowering_the_capacity_under_acquires_never_exceeds_either_capacity() {
         let phases = Arc::new([ModelUsize::new(0), ModelUsize::new(0)]);
         let handles: Vec<_> = (0..2)
             .map(|me| {
-                let (site, held, lowered, phases) = (
+                let (home, held, lowered, phases) = (
                     Arc::clone(&s[me]),
                     Arc::clone(&held),
                     Arc::clone(&lowered),
@@ -424,7 +424,7 @@ fn lowering_the_capacity_under_acquires_never_exceeds_either_capacity() {
                 );
                 thread::spawn(move || {
                     let limit = if latest(&lowered) == 1 { 1 } else { 2 };
-                    take_once(&site, &phases[me], &phases[1 - me], &held, limit);
+                    take_once(&home, &phases[me], &phases[1 - me], &held, limit);
                 })
             })
             .collect();
@@ -446,13 +446,13 @@ fn a_permit_released_into_a_debt_pays_it_and_admits_nobody() {
     for caller in [0, 2] {
         check(move || {
             let p = Permits::with_shards(2, 4);
-            let s = sites(&p, 3);
+            let s = homes(&p, 3);
             let first = Permits::try_acquire_at(&s[0]).expect("free");
             let second = Permits::try_acquire_at(&s[1]).expect("free");
             p.set_capacity(1);
             let releaser = thread::spawn(move || drop(first));
-            let site = Arc::clone(&s[caller]);
-            let newcomer = thread::spawn(move || Permits::try_acquire_at(&site).is_none());
+            let home = Arc::clone(&s[caller]);
+            let newcomer = thread::spawn(move || Permits::try_acquire_at(&home).is_none());
             releaser.join().expect("releaser");
             assert!(
                 newcomer.join().expect("newcomer"),
@@ -473,7 +473,7 @@ fn a_permit_released_into_a_debt_pays_it_and_admits_nobody() {
 fn a_waiter_racing_a_release_and_a_lowering_is_admitted_once_there_is_room() {
     check(|| {
         let p = Permits::with_shards(2, 4);
-        let s = sites(&p, 3);
+        let s = homes(&p, 3);
         let first = Permits::try_acquire_at(&s[0]).expect("free");
         let second = Permits::try_acquire_at(&s[1]).expect("free");
         let flag = Arc::new(Flag(AtomicBool::new(false)));
@@ -513,7 +513,7 @@ fn a_waiter_racing_a_release_and_a_lowering_is_admitted_once_there_is_room() {
 fn raising_the_capacity_under_a_release_admits_the_waiter() {
     check(|| {
         let p = Permits::with_shards(1, 2);
-        let s = sites(&p, 2);
+        let s = homes(&p, 2);
         let permit = Permits::try_acquire_at(&s[0]).expect("free");
         let flag = Arc::new(Flag(AtomicBool::new(false)));
         let ticket = {

@@ -9,7 +9,7 @@
 //! the pool alone may go negative: lowering the capacity subtracts from it (a debt that
 //! released permits pay off). Each shard is one atomic word on its own 128-byte cache line
 //! (a permit count in the low 32 bits, a change counter in the high 32 bits), and every
-//! service clone's [`Site`] is given a shard round-robin when it is made, so threads that
+//! service clone's [`HomeShard`] is given a shard round-robin when it is made, so threads that
 //! call their own clones admit and release on their own lines.
 //!
 //! - **Fast path** ([`Permits::try_acquire_at`]): take one permit from the own shard's
@@ -17,7 +17,7 @@
 //!   was not really free and goes back to the pool. Releasing puts the permit in the own
 //!   shard's stock (one `fetch_add`) and reads `waiting`. In the steady state neither
 //!   writes a shared line. No lock, no allocation (beyond the `Arc` reference the permit
-//!   keeps to its site).
+//!   keeps to its home).
 //! - **Slow path**, when the own stock is empty: take one permit from the pool, else steal
 //!   one from another shard's stock. A stock that grows beyond twice its fair share
 //!   (`capacity / shards`) spills the excess back to the pool.
@@ -132,24 +132,26 @@ const MAX_CAPACITY: usize = 1 << 62;
 /// The shared state of one bulkhead: every clone of the service, every service of one
 /// layer and every handle point at the same `Permits`.
 pub(crate) struct Permits {
-    /// One stock of free permits per shard, each on its own cache line. Each [`Site`]
+    /// One stock of free permits per shard, each on its own cache line. Each [`HomeShard`]
     /// holds its own shard's `Arc` too, so the fast path reaches its line directly.
-    shards: Box<[Arc<Stock>]>,
+    shards: Box<[Arc<ShardCounter>]>,
     /// `shards.len() - 1` (the length is a power of two).
     shard_mask: usize,
     /// `log2(shards.len())`.
     shard_shift: u32,
-    /// The next shard to give a new [`Site`]: apart, so making clones does not disturb
+    /// The next shard to give a new [`HomeShard`]: apart, so making clones does not disturb
     /// the line the fast path reads `shards` from.
     next_shard: CachePadded<AtomicUsize>,
     /// Read on every admission and release, written only on the slow paths.
-    central: CachePadded<Central>,
+    shared: CachePadded<SharedPool>,
     /// Written by every rejection: apart, so an overload does not slow admissions.
     rejected: CachePadded<AtomicU64>,
     queue: CachePadded<Mutex<WaitQueue>>,
 }
 
-struct Central {
+/// The state every shard shares: the pool of free permits in no shard, the moves into it,
+/// the capacity and the queue's length.
+struct SharedPool {
     /// Free permits in no shard; negative while a lowered capacity is in debt.
     pool: AtomicI64,
     /// Moves of permits between a stock and the pool: started (high 32 bits), and in
@@ -160,8 +162,9 @@ struct Central {
     waiting: AtomicUsize,
 }
 
-/// One shard's stock: a permit count (low 32 bits) and a change counter (high 32 bits).
-type Stock = CachePadded<AtomicU64>;
+/// One shard's permit counter, its stock of free permits: a permit count (low 32 bits) and
+/// a change counter (high 32 bits).
+type ShardCounter = CachePadded<AtomicU64>;
 
 /// Shards for this machine: twice its parallelism (threads often outnumber cores), as a
 /// power of two, at most [`MAX_SHARDS`].
@@ -176,29 +179,30 @@ fn count(word: u64) -> u64 {
     word & COUNT
 }
 
-/// How long the slow path keeps scanning while other threads change the shards.
+/// The slow path's scan policy: how long it keeps scanning while other threads change the
+/// shards.
 #[derive(Clone, Copy, Debug)]
-enum Patience {
+enum ScanPolicy {
     /// At most this many scans, spinning briefly between them: a call's own attempt, which
     /// must not stall the caller.
-    Scans(u32),
+    AtMost(u32),
     /// Until a scan is consistent, yielding the thread after a few: admission under the
     /// queue's lock, where the shards settle (see the module docs).
     UntilConsistent,
 }
 
-impl Patience {
+impl ScanPolicy {
     fn allows(self, round: u32) -> bool {
         match self {
-            Patience::Scans(n) => round < n,
-            Patience::UntilConsistent => true,
+            ScanPolicy::AtMost(n) => round < n,
+            ScanPolicy::UntilConsistent => true,
         }
     }
 
     /// Waits a little before scan number `round` (from 1).
     fn back_off(self, round: u32) {
         match self {
-            Patience::UntilConsistent if round >= SPIN_ROUNDS => sync::yield_now(),
+            ScanPolicy::UntilConsistent if round >= SPIN_ROUNDS => sync::yield_now(),
             _ => (0..1u32 << round.min(4)).for_each(|_| sync::spin_loop()),
         }
     }
@@ -220,7 +224,7 @@ impl Permits {
             shard_mask: shards - 1,
             shard_shift: shards.trailing_zeros(),
             next_shard: CachePadded::new(AtomicUsize::new(0)),
-            central: CachePadded::new(Central {
+            shared: CachePadded::new(SharedPool {
                 pool: AtomicI64::new(capacity as i64),
                 moves: AtomicU64::new(0),
                 capacity: AtomicUsize::new(capacity),
@@ -251,7 +255,7 @@ impl Permits {
     /// it was owed to a lowered capacity, and goes to the pool.
     #[inline]
     fn keep_unless_in_debt(&self) -> bool {
-        if self.central.pool.load(SeqCst) >= 0 {
+        if self.shared.pool.load(SeqCst) >= 0 {
             return true;
         }
         self.repay(1);
@@ -260,7 +264,7 @@ impl Permits {
 
     /// Takes one permit from the pool, if it has one.
     fn take_from_pool(&self) -> bool {
-        let pool = &self.central.pool;
+        let pool = &self.shared.pool;
         let mut free = pool.load(SeqCst);
         while free > 0 {
             match pool.compare_exchange_weak(free, free - 1, SeqCst, SeqCst) {
@@ -275,14 +279,14 @@ impl Permits {
     /// serve the queue (it may run under the queue's lock): its callers go on to take a
     /// permit themselves or to scan under the lock.
     fn repay(&self, n: u64) {
-        self.central.moves.fetch_add(MOVE_STARTED | 1, SeqCst);
-        self.central.pool.fetch_add(n as i64, SeqCst);
-        self.central.moves.fetch_sub(1, SeqCst);
+        self.shared.moves.fetch_add(MOVE_STARTED | 1, SeqCst);
+        self.shared.pool.fetch_add(n as i64, SeqCst);
+        self.shared.moves.fetch_sub(1, SeqCst);
     }
 
     /// Moves all but `keep` of `stock` to the pool.
     fn spill(&self, stock: &AtomicU64, keep: u64) {
-        self.central.moves.fetch_add(MOVE_STARTED | 1, SeqCst);
+        self.shared.moves.fetch_add(MOVE_STARTED | 1, SeqCst);
         let mut word = stock.load(SeqCst);
         let mut moved = 0;
         while count(word) > keep {
@@ -301,15 +305,15 @@ impl Permits {
             }
         }
         if moved != 0 {
-            self.central.pool.fetch_add(moved as i64, SeqCst);
+            self.shared.pool.fetch_add(moved as i64, SeqCst);
         }
-        self.central.moves.fetch_sub(1, SeqCst);
+        self.shared.moves.fetch_sub(1, SeqCst);
     }
 
     /// Empties every stock into the pool while the pool is in debt.
     fn pay_debt_from_stocks(&self) {
         for stock in self.shards.iter() {
-            if self.central.pool.load(SeqCst) >= 0 {
+            if self.shared.pool.load(SeqCst) >= 0 {
                 return;
             }
             if count(stock.load(SeqCst)) != 0 {
@@ -319,22 +323,22 @@ impl Permits {
     }
 
     /// The slow path: one permit from the pool or any shard, starting at `home`. Returns
-    /// `false` only after a consistent scan found no free permit, or when `patience` ran
+    /// `false` only after a consistent scan found no free permit, or when `policy` ran
     /// out on inconsistent ones (see the module docs).
     #[cold]
-    fn take_anywhere(&self, home: usize, patience: Patience) -> bool {
+    fn take_anywhere(&self, home: usize, policy: ScanPolicy) -> bool {
         let shards = self.shards.len();
         let mut seen = [0u64; MAX_SHARDS];
         let mut round = 0;
-        while patience.allows(round) {
+        while policy.allows(round) {
             if round > 0 {
-                patience.back_off(round);
+                policy.back_off(round);
             }
             round = round.saturating_add(1);
             // Stocked permits are owed to a lowered capacity: pay first (these are moves,
             // so before reading `moves`), then take what is left in the pool.
             self.pay_debt_from_stocks();
-            let moves = self.central.moves.load(SeqCst);
+            let moves = self.shared.moves.load(SeqCst);
             if self.take_from_pool() {
                 return true;
             }
@@ -358,28 +362,28 @@ impl Permits {
             // are free but invisible), none started since, and no shard changed.
             let settled = moves & MOVES_IN_PROGRESS == 0;
             let stable = (0..shards).all(|shard| self.shards[shard].load(SeqCst) == seen[shard]);
-            if settled && stable && self.central.moves.load(SeqCst) == moves {
+            if settled && stable && self.shared.moves.load(SeqCst) == moves {
                 return false;
             }
         }
         false
     }
 
-    /// Takes one permit for a call of `site`'s clone: own stock first, then anywhere.
+    /// Takes one permit for a call of `home`'s clone: own stock first, then anywhere.
     #[inline]
-    fn take_at(&self, site: &Site, patience: Patience) -> bool {
-        self.take_from_stock(&site.stock) || self.take_anywhere(site.shard, patience)
+    fn take_at(&self, home: &HomeShard, policy: ScanPolicy) -> bool {
+        self.take_from_stock(&home.stock) || self.take_anywhere(home.shard, policy)
     }
 
     /// The fail-fast path of a service clone: a permit if one is free anywhere.
     #[inline]
-    pub(crate) fn try_acquire_at(site: &Arc<Site>) -> Option<Permit> {
-        if site
+    pub(crate) fn try_acquire_at(home: &Arc<HomeShard>) -> Option<Permit> {
+        if home
             .permits
-            .take_at(site, Patience::Scans(FAIL_FAST_ROUNDS))
+            .take_at(home, ScanPolicy::AtMost(FAIL_FAST_ROUNDS))
         {
             Some(Permit {
-                site: Arc::clone(site),
+                home: Arc::clone(home),
             })
         } else {
             None
@@ -390,14 +394,14 @@ impl Permits {
     /// A `None` sends the caller to [`enqueue`](Self::enqueue), which scans again under
     /// the lock, so one scan is enough here.
     #[inline]
-    pub(crate) fn try_acquire_fair_at(site: &Arc<Site>) -> Option<Permit> {
-        let permits = &site.permits;
-        if permits.central.waiting.load(SeqCst) != 0 {
+    pub(crate) fn try_acquire_fair_at(home: &Arc<HomeShard>) -> Option<Permit> {
+        let permits = &home.permits;
+        if permits.shared.waiting.load(SeqCst) != 0 {
             return None;
         }
-        if permits.take_at(site, Patience::Scans(1)) {
+        if permits.take_at(home, ScanPolicy::AtMost(1)) {
             Some(Permit {
-                site: Arc::clone(site),
+                home: Arc::clone(home),
             })
         } else {
             None
@@ -418,7 +422,7 @@ impl Permits {
     /// How many permits a shard may stock: twice its fair share.
     #[inline]
     fn stock_limit(&self) -> u64 {
-        let share = (self.central.capacity.load(SeqCst) >> self.shard_shift) as u64;
+        let share = (self.shared.capacity.load(SeqCst) >> self.shard_shift) as u64;
         share.clamp(1, MAX_STOCK / 2) * 2
     }
 
@@ -444,17 +448,17 @@ impl Permits {
             .iter()
             .map(|stock| count(stock.load(SeqCst)) as i64)
             .sum();
-        let free = self.central.pool.load(SeqCst) + stocked;
-        let capacity = self.central.capacity.load(SeqCst) as i64;
+        let free = self.shared.pool.load(SeqCst) + stocked;
+        let capacity = self.shared.capacity.load(SeqCst) as i64;
         (capacity - free).max(0) as usize
     }
 
     pub(crate) fn capacity(&self) -> usize {
-        self.central.capacity.load(SeqCst)
+        self.shared.capacity.load(SeqCst)
     }
 
     pub(crate) fn waiting(&self) -> usize {
-        self.central.waiting.load(SeqCst)
+        self.shared.waiting.load(SeqCst)
     }
 
     pub(crate) fn rejected(&self) -> u64 {
@@ -469,12 +473,12 @@ impl Permits {
         let mut wake = WakeList::default();
         let _previous = {
             let mut queue = self.queue.lock();
-            let previous = self.central.capacity.swap(capacity, SeqCst);
-            self.central.moves.fetch_add(MOVE_STARTED | 1, SeqCst);
-            self.central
+            let previous = self.shared.capacity.swap(capacity, SeqCst);
+            self.shared.moves.fetch_add(MOVE_STARTED | 1, SeqCst);
+            self.shared
                 .pool
                 .fetch_add(capacity as i64 - previous as i64, SeqCst);
-            self.central.moves.fetch_sub(1, SeqCst);
+            self.shared.moves.fetch_sub(1, SeqCst);
             self.pay_debt_from_stocks();
             self.admit_locked(&mut queue, &mut wake);
             previous
@@ -489,7 +493,7 @@ impl Permits {
         );
     }
 
-    /// The shard count (tests pick sites on distinct shards with it).
+    /// The shard count (tests pick homes on distinct shards with it).
     #[cfg(test)]
     fn shard_count(&self) -> usize {
         self.shards.len()
@@ -508,23 +512,24 @@ impl fmt::Debug for Permits {
     }
 }
 
-/// One service clone's own reference to the shared [`Permits`], and its shard. Admitted
+/// One service clone's home shard: its own reference to the shared [`Permits`], and the
+/// shard it admits and releases on (given round-robin). Admitted
 /// calls hold a clone of this `Arc` rather than of the shared one: each service clone's
 /// reference count lives on its own cache line, as does its shard's stock.
-pub(crate) struct Site {
+pub(crate) struct HomeShard {
     pub(crate) permits: Arc<Permits>,
-    /// Index of this site's shard in `permits.shards`.
+    /// Index of this home's shard in `permits.shards`.
     shard: usize,
     /// That shard's stock.
-    stock: Arc<Stock>,
+    stock: Arc<ShardCounter>,
 }
 
-impl Site {
-    /// A site on the next shard, round-robin.
-    pub(crate) fn new(permits: Arc<Permits>) -> Arc<Site> {
+impl HomeShard {
+    /// A home on the next shard, round-robin.
+    pub(crate) fn new(permits: Arc<Permits>) -> Arc<HomeShard> {
         let shard = permits.next_shard.fetch_add(1, SeqCst) & permits.shard_mask;
         let stock = Arc::clone(&permits.shards[shard]);
-        Arc::new(Site {
+        Arc::new(HomeShard {
             permits,
             shard,
             stock,
@@ -533,22 +538,22 @@ impl Site {
 }
 
 /// One admitted call. Dropping it (on completion, cancellation or unwinding) returns the
-/// permit to its site's shard, and hands a permit to the head waiter if there is one.
+/// permit to its home's shard, and hands a permit to the head waiter if there is one.
 pub(crate) struct Permit {
-    site: Arc<Site>,
+    home: Arc<HomeShard>,
 }
 
 impl Drop for Permit {
     #[inline]
     fn drop(&mut self) {
-        self.site.permits.release(&self.site.stock);
+        self.home.permits.release(&self.home.stock);
     }
 }
 
 impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
-            .field("shard", &self.site.shard)
+            .field("shard", &self.home.shard)
             .finish()
     }
 }

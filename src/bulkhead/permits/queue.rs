@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::task::{Context, Waker};
 
-use super::{Patience, Permit, Permits, Site, ENQUEUE_ROUNDS};
+use super::{HomeShard, Permit, Permits, ScanPolicy, ENQUEUE_ROUNDS};
 
 pub(super) struct WaitQueue {
     pub(super) next_id: u64,
@@ -29,8 +29,8 @@ impl WaitQueue {
 impl Permits {
     /// Joins the back of the queue, or is admitted at once if nobody is ahead and a permit
     /// is free.
-    pub(crate) fn enqueue(site: &Arc<Site>) -> Result<Permit, QueueTicket> {
-        let permits = &site.permits;
+    pub(crate) fn enqueue(home: &Arc<HomeShard>) -> Result<Permit, QueueTicket> {
+        let permits = &home.permits;
         let mut wake = WakeList::default();
         let admitted = {
             let mut queue = permits.queue.lock();
@@ -38,14 +38,14 @@ impl Permits {
             // caller's fast-path attempt and this lock.
             permits.admit_locked(&mut queue, &mut wake);
             if queue.waiters.is_empty()
-                && permits.take_anywhere(site.shard, Patience::Scans(ENQUEUE_ROUNDS))
+                && permits.take_anywhere(home.shard, ScanPolicy::AtMost(ENQUEUE_ROUNDS))
             {
                 None
             } else {
                 let id = queue.next_id;
                 queue.next_id += 1;
                 queue.waiters.push_back(Waiter { id, waker: None });
-                permits.central.waiting.fetch_add(1, SeqCst);
+                permits.shared.waiting.fetch_add(1, SeqCst);
                 // Scan again after publishing `waiting`: a release that read `waiting == 0`
                 // before our increment left its permit in a stock or the pool for us.
                 permits.admit_locked(&mut queue, &mut wake);
@@ -56,10 +56,10 @@ impl Permits {
         wake.wake_all();
         match admitted {
             None => Ok(Permit {
-                site: Arc::clone(site),
+                home: Arc::clone(home),
             }),
             Some(id) => Err(QueueTicket {
-                site: Some(Arc::clone(site)),
+                home: Some(Arc::clone(home)),
                 id,
             }),
         }
@@ -68,9 +68,9 @@ impl Permits {
     /// Admits waiters from the head of the queue while permits are free anywhere. The
     /// caller holds the queue lock; wakers are collected to be woken after it is released.
     pub(super) fn admit_locked(&self, queue: &mut WaitQueue, wake: &mut WakeList) {
-        while !queue.waiters.is_empty() && self.take_anywhere(0, Patience::UntilConsistent) {
+        while !queue.waiters.is_empty() && self.take_anywhere(0, ScanPolicy::UntilConsistent) {
             if let Some(waiter) = queue.waiters.pop_front() {
-                self.central.waiting.fetch_sub(1, SeqCst);
+                self.shared.waiting.fetch_sub(1, SeqCst);
                 if let Some(waker) = waiter.waker {
                     wake.push(waker);
                 }
@@ -81,7 +81,7 @@ impl Permits {
     /// After returning a permit: if anyone waits, admits from the head.
     #[inline]
     pub(super) fn serve_queue(&self) {
-        if self.central.waiting.load(SeqCst) != 0 {
+        if self.shared.waiting.load(SeqCst) != 0 {
             self.admit_waiters();
         }
     }
@@ -102,7 +102,7 @@ impl Permits {
         match queue.position(id) {
             Some(at) => {
                 queue.waiters.remove(at);
-                self.central.waiting.fetch_sub(1, SeqCst);
+                self.shared.waiting.fetch_sub(1, SeqCst);
                 true
             }
             None => false,
@@ -114,7 +114,7 @@ impl Permits {
 /// handed to it, passes that permit on.
 pub(crate) struct QueueTicket {
     /// `None` once the ticket has been turned into a permit or cancelled.
-    site: Option<Arc<Site>>,
+    home: Option<Arc<HomeShard>>,
     id: u64,
 }
 
@@ -122,9 +122,9 @@ impl QueueTicket {
     /// The permit, if the ticket has been admitted; otherwise registers `cx`'s waker to be
     /// woken on admission.
     pub(crate) fn poll_admitted(&mut self, cx: &Context<'_>) -> Option<Permit> {
-        let site = self.site.as_ref()?;
+        let home = self.home.as_ref()?;
         {
-            let mut queue = site.permits.queue.lock();
+            let mut queue = home.permits.queue.lock();
             if let Some(at) = queue.position(self.id) {
                 let slot = &mut queue.waiters[at].waker;
                 match slot {
@@ -134,28 +134,28 @@ impl QueueTicket {
                 return None;
             }
         }
-        self.site.take().map(|site| Permit { site })
+        self.home.take().map(|home| Permit { home })
     }
 
     /// Gives up waiting (the maximum wait elapsed) and counts the rejection. If a permit
     /// was handed over in the meantime, returns it instead: the call is admitted after all.
     pub(crate) fn give_up(&mut self, waited: std::time::Duration) -> Option<Permit> {
-        let site = self.site.take()?;
-        if site.permits.remove_waiter(self.id) {
-            site.permits.record_rejection(waited);
+        let home = self.home.take()?;
+        if home.permits.remove_waiter(self.id) {
+            home.permits.record_rejection(waited);
             None
         } else {
-            Some(Permit { site })
+            Some(Permit { home })
         }
     }
 }
 
 impl Drop for QueueTicket {
     fn drop(&mut self) {
-        if let Some(site) = self.site.take() {
-            if !site.permits.remove_waiter(self.id) {
+        if let Some(home) = self.home.take() {
+            if !home.permits.remove_waiter(self.id) {
                 // Admitted but never used: dropping the permit passes it on.
-                drop(Permit { site });
+                drop(Permit { home });
             }
         }
     }

@@ -6,26 +6,26 @@ use futures::task::noop_waker;
 use std::task::Context;
 use std::time::Duration;
 
-/// `n` sites on consecutive shards.
-fn sites(p: &Arc<Permits>, n: usize) -> Vec<Arc<Site>> {
-    (0..n).map(|_| Site::new(Arc::clone(p))).collect()
+/// `n` homes on consecutive shards.
+fn homes(p: &Arc<Permits>, n: usize) -> Vec<Arc<HomeShard>> {
+    (0..n).map(|_| HomeShard::new(Arc::clone(p))).collect()
 }
 
-fn one_site(capacity: usize) -> (Arc<Permits>, Arc<Site>) {
+fn one_home(capacity: usize) -> (Arc<Permits>, Arc<HomeShard>) {
     let p = Permits::with_shards(capacity, 4);
-    let site = Site::new(Arc::clone(&p));
-    (p, site)
+    let home = HomeShard::new(Arc::clone(&p));
+    (p, home)
 }
 
-fn stock(p: &Permits, site: &Site) -> u64 {
-    count(p.shards[site.shard].load(SeqCst))
+fn stock(p: &Permits, home: &HomeShard) -> u64 {
+    count(p.shards[home.shard].load(SeqCst))
 }
 
 #[test]
-fn sites_are_spread_round_robin_over_a_power_of_two_of_shards() {
+fn home_shards_are_spread_round_robin_over_a_power_of_two_of_shards() {
     let p = Permits::with_shards(4, 3);
     assert_eq!(p.shard_count(), 4);
-    let s = sites(&p, 5);
+    let s = homes(&p, 5);
     let shards: Vec<usize> = s.iter().map(|s| s.shard).collect();
     assert_eq!(shards, [0, 1, 2, 3, 0]);
     assert!(Permits::new(1).shard_count() <= MAX_SHARDS);
@@ -33,20 +33,20 @@ fn sites_are_spread_round_robin_over_a_power_of_two_of_shards() {
 
 #[test]
 fn try_acquire_stops_at_capacity_and_release_frees() {
-    let (p, site) = one_site(2);
-    let a = Permits::try_acquire_at(&site).unwrap();
-    let _b = Permits::try_acquire_at(&site).unwrap();
-    assert!(Permits::try_acquire_at(&site).is_none());
+    let (p, home) = one_home(2);
+    let a = Permits::try_acquire_at(&home).unwrap();
+    let _b = Permits::try_acquire_at(&home).unwrap();
+    assert!(Permits::try_acquire_at(&home).is_none());
     assert_eq!(p.in_use(), 2);
     drop(a);
     assert_eq!(p.in_use(), 1);
-    assert!(Permits::try_acquire_at(&site).is_some());
+    assert!(Permits::try_acquire_at(&home).is_some());
 }
 
 #[test]
 fn a_permit_stocked_on_one_shard_is_taken_by_a_clone_on_another() {
     let p = Permits::with_shards(2, 4);
-    let s = sites(&p, 2);
+    let s = homes(&p, 2);
     let (a, b) = (&s[0], &s[1]);
     drop(Permits::try_acquire_at(a).unwrap());
     assert_eq!(stock(&p, a), 1, "the released permit stays on A's shard");
@@ -69,15 +69,15 @@ fn a_permit_stocked_on_one_shard_is_taken_by_a_clone_on_another() {
 #[test]
 fn stealing_empties_every_other_stock_before_rejecting() {
     let p = Permits::with_shards(4, 4);
-    let s = sites(&p, 4);
-    for site in &s {
-        drop(Permits::try_acquire_at(site).unwrap());
-        assert_eq!(stock(&p, site), 1);
+    let s = homes(&p, 4);
+    for home in &s {
+        drop(Permits::try_acquire_at(home).unwrap());
+        assert_eq!(stock(&p, home), 1);
     }
     let held: Vec<Permit> = (0..4)
         .map(|_| Permits::try_acquire_at(&s[0]).expect("a permit is stocked somewhere"))
         .collect();
-    assert!(s.iter().all(|site| stock(&p, site) == 0));
+    assert!(s.iter().all(|home| stock(&p, home) == 0));
     assert!(Permits::try_acquire_at(&s[0]).is_none());
     assert_eq!(p.in_use(), 4);
     drop(held);
@@ -87,14 +87,14 @@ fn stealing_empties_every_other_stock_before_rejecting() {
 #[test]
 fn a_stock_beyond_twice_its_fair_share_spills_to_the_pool() {
     let p = Permits::with_shards(16, 4);
-    let s = sites(&p, 2);
+    let s = homes(&p, 2);
     let held: Vec<Permit> = (0..16)
         .map(|_| Permits::try_acquire_at(&s[0]).unwrap())
         .collect();
     drop(held);
     // Fair share 16 / 4 = 4: the stock is kept at or below 8.
     assert!(stock(&p, &s[0]) <= 8, "stock {}", stock(&p, &s[0]));
-    assert!(p.central.pool.load(SeqCst) >= 8);
+    assert!(p.shared.pool.load(SeqCst) >= 8);
     assert_eq!(p.in_use(), 0);
     // The other clone takes the spilled permits from the pool, then steals the rest.
     let all: Vec<Permit> = (0..16)
@@ -107,7 +107,7 @@ fn a_stock_beyond_twice_its_fair_share_spills_to_the_pool() {
 #[test]
 fn shrinking_pays_the_debt_from_stocks_and_admits_nothing_above_the_new_capacity() {
     let p = Permits::with_shards(4, 4);
-    let s = sites(&p, 2);
+    let s = homes(&p, 2);
     let (a, b) = (&s[0], &s[1]);
     drop(vec![
         Permits::try_acquire_at(a).unwrap(),
@@ -133,60 +133,60 @@ fn shrinking_pays_the_debt_from_stocks_and_admits_nothing_above_the_new_capacity
 
 #[test]
 fn a_permit_stocked_while_the_pool_is_in_debt_pays_the_debt_instead_of_admitting() {
-    let (p, site) = one_site(3);
+    let (p, home) = one_home(3);
     let mut held: Vec<Permit> = (0..3)
-        .map(|_| Permits::try_acquire_at(&site).unwrap())
+        .map(|_| Permits::try_acquire_at(&home).unwrap())
         .collect();
     p.set_capacity(1);
     assert_eq!(p.in_use(), 3);
     held.pop();
-    assert_eq!(stock(&p, &site), 1);
+    assert_eq!(stock(&p, &home), 1);
     assert_eq!(p.in_use(), 2);
     assert!(
-        Permits::try_acquire_at(&site).is_none(),
+        Permits::try_acquire_at(&home).is_none(),
         "2 held, capacity 1"
     );
     assert_eq!(p.in_use(), 2);
     held.pop();
     assert!(
-        Permits::try_acquire_at(&site).is_none(),
+        Permits::try_acquire_at(&home).is_none(),
         "1 held, capacity 1"
     );
     assert_eq!(p.in_use(), 1);
     held.pop();
     assert_eq!(p.in_use(), 0);
-    let one = Permits::try_acquire_at(&site).expect("below the capacity again");
-    assert!(Permits::try_acquire_at(&site).is_none());
+    let one = Permits::try_acquire_at(&home).expect("below the capacity again");
+    assert!(Permits::try_acquire_at(&home).is_none());
     drop(one);
 }
 
 #[test]
 fn a_move_in_flight_defers_rejections_but_not_admissions() {
     let p = Permits::with_shards(2, 4);
-    let s = sites(&p, 2);
+    let s = homes(&p, 2);
     drop(Permits::try_acquire_at(&s[0]).unwrap());
     // Another thread is, say, halfway through spilling a stock to the pool.
-    p.central.moves.fetch_add(MOVE_STARTED | 1, SeqCst);
+    p.shared.moves.fetch_add(MOVE_STARTED | 1, SeqCst);
     let a = Permits::try_acquire_at(&s[1]).expect("from the pool");
     let b = Permits::try_acquire_at(&s[1]).expect("stolen from shard 0");
     // No consistent scan is possible while the move is in flight: the fail-fast call
-    // rejects once its patience runs out.
-    assert!(!p.take_anywhere(1, Patience::Scans(3)));
-    p.central.moves.fetch_sub(1, SeqCst);
-    assert!(!p.take_anywhere(1, Patience::UntilConsistent));
+    // rejects once its policy runs out.
+    assert!(!p.take_anywhere(1, ScanPolicy::AtMost(3)));
+    p.shared.moves.fetch_sub(1, SeqCst);
+    assert!(!p.take_anywhere(1, ScanPolicy::UntilConsistent));
     drop((a, b));
     assert_eq!(p.in_use(), 0);
 }
 
 #[test]
 fn release_hands_permit_to_head_waiter_in_fifo_order() {
-    let (p, site) = one_site(1);
-    let held = Permits::try_acquire_at(&site).unwrap();
-    let mut first = Permits::enqueue(&site).unwrap_err();
-    let mut second = Permits::enqueue(&site).unwrap_err();
+    let (p, home) = one_home(1);
+    let held = Permits::try_acquire_at(&home).unwrap();
+    let mut first = Permits::enqueue(&home).unwrap_err();
+    let mut second = Permits::enqueue(&home).unwrap_err();
     assert_eq!(p.waiting(), 2);
     // A fair arrival does not overtake the queue.
-    assert!(Permits::try_acquire_fair_at(&site).is_none());
+    assert!(Permits::try_acquire_fair_at(&home).is_none());
 
     let waker = noop_waker();
     let cx = Context::from_waker(&waker);
@@ -203,7 +203,7 @@ fn release_hands_permit_to_head_waiter_in_fifo_order() {
 #[test]
 fn a_waiter_is_admitted_with_a_permit_stocked_on_another_shard() {
     let p = Permits::with_shards(2, 4);
-    let s = sites(&p, 2);
+    let s = homes(&p, 2);
     let a = Permits::try_acquire_at(&s[0]).unwrap();
     let b = Permits::try_acquire_at(&s[0]).unwrap();
     let mut waiter = Permits::enqueue(&s[1]).unwrap_err();
@@ -223,10 +223,10 @@ fn a_waiter_is_admitted_with_a_permit_stocked_on_another_shard() {
 
 #[test]
 fn dropping_an_admitted_ticket_passes_the_permit_on() {
-    let (p, site) = one_site(1);
-    let held = Permits::try_acquire_at(&site).unwrap();
-    let first = Permits::enqueue(&site).unwrap_err();
-    let mut second = Permits::enqueue(&site).unwrap_err();
+    let (p, home) = one_home(1);
+    let held = Permits::try_acquire_at(&home).unwrap();
+    let first = Permits::enqueue(&home).unwrap_err();
+    let mut second = Permits::enqueue(&home).unwrap_err();
     drop(held); // admits `first`, which never polls again
     drop(first); // passes it to `second`
     let waker = noop_waker();
@@ -236,9 +236,9 @@ fn dropping_an_admitted_ticket_passes_the_permit_on() {
 
 #[test]
 fn giving_up_a_queued_ticket_leaves_the_queue_and_counts_a_rejection() {
-    let (p, site) = one_site(1);
-    let _held = Permits::try_acquire_at(&site).unwrap();
-    let mut t = Permits::enqueue(&site).unwrap_err();
+    let (p, home) = one_home(1);
+    let _held = Permits::try_acquire_at(&home).unwrap();
+    let mut t = Permits::enqueue(&home).unwrap_err();
     assert!(t.give_up(Duration::from_millis(1)).is_none());
     assert_eq!(p.waiting(), 0);
     assert_eq!(p.rejected(), 1);
@@ -247,9 +247,9 @@ fn giving_up_a_queued_ticket_leaves_the_queue_and_counts_a_rejection() {
 
 #[test]
 fn giving_up_after_admission_returns_the_permit_instead_of_rejecting() {
-    let (p, site) = one_site(1);
-    let held = Permits::try_acquire_at(&site).unwrap();
-    let mut t = Permits::enqueue(&site).unwrap_err();
+    let (p, home) = one_home(1);
+    let held = Permits::try_acquire_at(&home).unwrap();
+    let mut t = Permits::enqueue(&home).unwrap_err();
     drop(held);
     let permit = t
         .give_up(Duration::ZERO)
@@ -262,8 +262,8 @@ fn giving_up_after_admission_returns_the_permit_instead_of_rejecting() {
 
 #[test]
 fn enqueue_admits_at_once_when_nobody_waits_and_a_permit_is_free() {
-    let (p, site) = one_site(1);
-    let admitted = Permits::enqueue(&site);
+    let (p, home) = one_home(1);
+    let admitted = Permits::enqueue(&home);
     assert!(admitted.is_ok());
     assert_eq!(p.in_use(), 1);
     drop(admitted);
@@ -272,9 +272,9 @@ fn enqueue_admits_at_once_when_nobody_waits_and_a_permit_is_free() {
 
 #[test]
 fn growing_capacity_admits_waiters_and_shrinking_waits_for_releases() {
-    let (p, site) = one_site(1);
-    let a = Permits::try_acquire_at(&site).unwrap();
-    let mut w = Permits::enqueue(&site).unwrap_err();
+    let (p, home) = one_home(1);
+    let a = Permits::try_acquire_at(&home).unwrap();
+    let mut w = Permits::enqueue(&home).unwrap_err();
     p.set_capacity(2);
     let waker = noop_waker();
     let b = w.poll_admitted(&Context::from_waker(&waker)).unwrap();
@@ -282,11 +282,11 @@ fn growing_capacity_admits_waiters_and_shrinking_waits_for_releases() {
     assert_eq!(p.in_use(), 2);
     drop(a);
     assert!(
-        Permits::try_acquire_at(&site).is_none(),
+        Permits::try_acquire_at(&home).is_none(),
         "still at the new capacity"
     );
     drop(b);
-    assert!(Permits::try_acquire_at(&site).is_some());
+    assert!(Permits::try_acquire_at(&home).is_some());
 }
 
 mod model {
@@ -368,7 +368,7 @@ mod model {
             ops in proptest::collection::vec(op(), 1..100),
         ) {
             let p = Permits::with_shards(capacity, shards);
-            let clones = sites(&p, 3);
+            let clones = homes(&p, 3);
             let mut m = Model {
                 capacity,
                 in_use: 0,
@@ -520,7 +520,7 @@ mod threads {
         let rounds = 40;
         let handles: Vec<_> = (0..THREADS)
             .map(|t| {
-                let site = Site::new(Arc::clone(&p));
+                let home = HomeShard::new(Arc::clone(&p));
                 let (p, held, barrier) = (Arc::clone(&p), Arc::clone(&held), Arc::clone(&barrier));
                 let failures = Arc::clone(&failures);
                 std::thread::spawn(move || {
@@ -534,9 +534,9 @@ mod threads {
                             match rng.random_range(0..6) {
                                 0 | 1 => {
                                     let got = if queued {
-                                        match Permits::try_acquire_fair_at(&site) {
+                                        match Permits::try_acquire_fair_at(&home) {
                                             Some(permit) => Some(permit),
-                                            None => match Permits::enqueue(&site) {
+                                            None => match Permits::enqueue(&home) {
                                                 Ok(permit) => Some(permit),
                                                 Err(ticket) => {
                                                     tickets.push(ticket);
@@ -545,7 +545,7 @@ mod threads {
                                             },
                                         }
                                     } else {
-                                        Permits::try_acquire_at(&site)
+                                        Permits::try_acquire_at(&home)
                                     };
                                     if let Some(permit) = got {
                                         held.enter();
@@ -610,7 +610,7 @@ mod threads {
                             }
                             if in_use < capacity
                                 && p.waiting() == 0
-                                && Permits::try_acquire_at(&site).is_none()
+                                && Permits::try_acquire_at(&home).is_none()
                             {
                                 fail(format!("{in_use} of {capacity} in use, yet rejected"));
                             }
@@ -638,11 +638,11 @@ mod threads {
         assert_eq!(p.in_use(), 0);
         assert_eq!(p.waiting(), 0);
         // Every permit is back and reachable from one clone.
-        let site = Site::new(Arc::clone(&p));
+        let home = HomeShard::new(Arc::clone(&p));
         let all: Vec<Permit> = (0..capacity)
-            .map(|_| Permits::try_acquire_at(&site).expect("all permits back"))
+            .map(|_| Permits::try_acquire_at(&home).expect("all permits back"))
             .collect();
-        assert!(Permits::try_acquire_at(&site).is_none());
+        assert!(Permits::try_acquire_at(&home).is_none());
         drop(all);
     }
 

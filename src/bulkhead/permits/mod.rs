@@ -81,7 +81,8 @@
 //!
 //! The atomics, the queue's mutex and the spin and yield hints come from the crate's
 //! `sync` facade (`src/sync/`): `std` and `parking_lot` in every normal build, loom's
-//! models in the unit tests built with `--cfg palisade_loom`. The `loom` test module then
+//! models in the unit tests built with `--cfg palisade_loom`. The `loom` test module
+//! (`permits/loom.rs`) then
 //! checks the properties above over every interleaving of two or three threads on their
 //! own shards (up to loom's preemption bound): never more than the capacity held, a
 //! fail-fast rejection only while the other thread held the permit, no lost wake-up
@@ -93,7 +94,7 @@
 //!     cargo test --release --target-dir target/loom --lib bulkhead::permits::loom
 //! ```
 //!
-//! (a few seconds once built; `LOOM_MAX_PREEMPTIONS=3` explores about a hundred times more
+//! (or `--lib loom` for every model in the crate; a few seconds once built; `LOOM_MAX_PREEMPTIONS=3` explores about a hundred times more
 //! executions, in about three minutes).
 
 use std::collections::VecDeque;

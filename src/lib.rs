@@ -70,6 +70,10 @@ mod framing;
 pub mod gossip;
 #[cfg(feature = "preset")]
 pub mod preset;
+#[cfg(any(feature = "window", feature = "breaker", feature = "bulkhead"))]
+// The facade's atomics, lock and hints serve the bulkhead (and the loom models).
+#[cfg_attr(not(feature = "bulkhead"), allow(unused_imports))]
+mod sync;
 #[cfg(feature = "timeout")]
 pub mod timeout;
 #[cfg(feature = "transport")]

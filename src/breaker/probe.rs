@@ -15,7 +15,10 @@
 //! can never give back somebody else's permit.
 
 use std::num::NonZeroU64;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+
+// From the facade so that the `loom` models below check the slots.
+use crate::sync::AtomicU64;
 
 /// A taken probe permit: which slot, and the ticket written in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,17 +49,21 @@ impl HalfOpenProbes {
         // `max_wait >= 1`, so the ticket is never zero.
         let ticket = NonZeroU64::new(now.saturating_add(self.max_wait)).unwrap_or(NonZeroU64::MAX);
         for (slot, cell) in self.slots.iter().enumerate() {
-            let held = cell.load(Ordering::Acquire);
-            let free = held == 0 || now >= held;
-            if free
-                && cell
-                    .compare_exchange(held, ticket.get(), Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-            {
-                return Some(ProbePermit {
-                    slot: slot as u32,
-                    ticket,
-                });
+            let mut held = cell.load(Ordering::Acquire);
+            // A failed swap means another caller changed the slot meanwhile: look again,
+            // since it may have been released or have expired (giving up would refuse a
+            // probe while a slot is free).
+            while held == 0 || now >= held {
+                match cell.compare_exchange(held, ticket.get(), Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => {
+                        return Some(ProbePermit {
+                            slot: slot as u32,
+                            ticket,
+                        })
+                    }
+                    Err(actual) => held = actual,
+                }
             }
         }
         None
@@ -159,5 +166,121 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(won.load(Ordering::Relaxed), 2);
+    }
+}
+
+/// Model checking of the probe slots with [loom](https://docs.rs/loom) (see the
+/// [`sync`](crate::sync) module docs for the command).
+#[cfg(all(test, palisade_loom))]
+mod loom {
+    use super::HalfOpenProbes;
+    use ::loom::sync::atomic::AtomicU32;
+    use ::loom::thread;
+    use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
+    use std::sync::Arc;
+
+    /// Three callers race for `permits` slots whose permits do not expire in the model:
+    /// never more than `permits` held at once, every holder gives its own permit back, and
+    /// afterwards every slot is free for the next half-open period's probes.
+    fn never_more_probes_than_slots(permits: u32) {
+        ::loom::model(move || {
+            let probes = Arc::new(HalfOpenProbes::new(permits, 1_000));
+            let holding = Arc::new(AtomicU32::new(0));
+            let threads: Vec<_> = (0..3)
+                .map(|_| {
+                    let (probes, holding) = (Arc::clone(&probes), Arc::clone(&holding));
+                    thread::spawn(move || {
+                        let Some(permit) = probes.try_acquire(1) else {
+                            return 0;
+                        };
+                        let before = holding.fetch_add(1, AcqRel);
+                        assert!(before < permits, "more probes admitted than slots");
+                        holding.fetch_sub(1, AcqRel);
+                        assert!(probes.release(permit), "an unexpired permit was taken away");
+                        1
+                    })
+                })
+                .collect();
+            let admitted: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+            assert!(admitted >= 1, "every caller was refused");
+            assert_eq!(probes.in_flight(1), 0);
+            for _ in 0..permits {
+                assert!(
+                    probes.try_acquire(2).is_some(),
+                    "a released slot is not reusable"
+                );
+            }
+            assert!(probes.try_acquire(2).is_none());
+        });
+    }
+
+    #[test]
+    fn loom_one_slot_admits_one_probe_at_a_time_and_is_reused() {
+        never_more_probes_than_slots(1);
+    }
+
+    #[test]
+    fn loom_two_slots_admit_two_probes_at_a_time_and_are_reused() {
+        never_more_probes_than_slots(2);
+    }
+
+    /// A holder overstays (its permit expires at 10) while another caller reclaims the slot
+    /// at 10: the late holder's release never gives back the new holder's permit, so the
+    /// new holder's result counts, and the slot ends free.
+    #[test]
+    fn loom_a_late_holder_never_releases_the_reclaimed_permit() {
+        ::loom::model(|| {
+            let probes = Arc::new(HalfOpenProbes::new(1, 10));
+            let late = {
+                let probes = Arc::clone(&probes);
+                thread::spawn(move || {
+                    if let Some(permit) = probes.try_acquire(0) {
+                        probes.release(permit);
+                    }
+                })
+            };
+            // At 10 the slot is free or holds the late holder's expired ticket.
+            let permit = probes
+                .try_acquire(10)
+                .expect("a free or expired slot is taken");
+            late.join().unwrap();
+            assert_eq!(
+                probes.in_flight(10),
+                1,
+                "the late holder gave back the reclaimed permit"
+            );
+            assert!(
+                probes.release(permit),
+                "the new holder's result does not count"
+            );
+            assert_eq!(probes.earliest_expiry(), None, "the slot ends free");
+        });
+    }
+
+    /// A new half-open period clears the slots while a probe holds one: the probe's result
+    /// counts only if it gave its permit back first, and the slot ends free either way.
+    #[test]
+    fn loom_clearing_for_a_new_period_orphans_the_holder_and_frees_the_slot() {
+        ::loom::model(|| {
+            let probes = Arc::new(HalfOpenProbes::new(1, 1_000));
+            let permit = probes.try_acquire(0).expect("a free slot");
+            let cleared = Arc::new(AtomicU32::new(0));
+            let clearer = {
+                let (probes, cleared) = (Arc::clone(&probes), Arc::clone(&cleared));
+                thread::spawn(move || {
+                    probes.clear();
+                    cleared.store(1, Release);
+                })
+            };
+            // Seen cleared before the release: the clear happens before it.
+            let cleared_before = cleared.load(Acquire) == 1;
+            let counted = probes.release(permit);
+            clearer.join().unwrap();
+            if cleared_before {
+                assert!(!counted, "a cleared permit still counted");
+            }
+            assert_eq!(probes.in_flight(0), 0, "the slot ends free");
+            assert!(probes.try_acquire(1).is_some(), "the slot is reusable");
+        });
     }
 }

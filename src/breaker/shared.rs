@@ -33,19 +33,8 @@ use super::policy::{SuccessCheck, TripPolicy, TripSample};
 use super::probe::{HalfOpenProbes, ProbePermit};
 use crate::clock::{Clock, RecentLease};
 use crate::error::BreakerOpen;
+use crate::sync::CachePadded;
 use crate::window::{Event, RollingWindow, WindowKind};
-
-/// A value on its own cache line(s), so writes to its neighbours do not invalidate it.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-struct CachePadded<T>(T);
-
-impl<T> std::ops::Deref for CachePadded<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
 
 /// What a call was admitted under, kept by its response future.
 #[derive(Debug, Clone, Copy)]
@@ -163,8 +152,8 @@ impl SharedCircuit {
         let circuit = Circuit::new(config.circuit_settings());
         let word = circuit.word();
         SharedCircuit {
-            word: CachePadded(AtomicU64::new(word.0)),
-            run: CachePadded(FailureRun {
+            word: CachePadded::new(AtomicU64::new(word.0)),
+            run: CachePadded::new(FailureRun {
                 consecutive: AtomicU32::new(0),
                 check_successes_from: AtomicU64::new(NO_SUCCESS),
             }),
@@ -192,7 +181,7 @@ impl SharedCircuit {
                     .lease_recent(recent_resolution(config.window.kind()))
             }),
             retired: AtomicBool::new(false),
-            circuit: CachePadded(Mutex::new(circuit)),
+            circuit: CachePadded::new(Mutex::new(circuit)),
             events: EventHub::new(config.on_event.clone(), config.event_buffer),
             gate_waker: AtomicWaker::new(),
         }

@@ -90,7 +90,6 @@ mod future;
 mod handle;
 mod layer;
 mod permits;
-mod sync;
 
 pub use config::{
     Admission, BulkheadConfig, BulkheadConfigBuilder, FailFast, Queued,
@@ -109,14 +108,14 @@ use std::time::Duration;
 use tower_service::Service;
 
 use crate::error::BoxError;
-use permits::{Permits, Site};
+use permits::{HomeShard, Permits};
 
 /// Caps the calls in flight to an inner service. See the [module docs](self).
 pub struct Bulkhead<S, M = FailFast> {
     inner: S,
     permits: Arc<Permits>,
     /// This clone's own reference to `permits`, held by its calls' permits.
-    site: Arc<Site>,
+    home: Arc<HomeShard>,
     /// `Some` exactly in [`Queued`] mode.
     max_wait: Option<Duration>,
     _mode: PhantomData<M>,
@@ -139,7 +138,7 @@ impl<S, M: Admission> Bulkhead<S, M> {
     ) -> Self {
         Bulkhead {
             inner,
-            site: Site::new(Arc::clone(&permits)),
+            home: HomeShard::new(Arc::clone(&permits)),
             permits,
             max_wait,
             _mode: PhantomData,
@@ -183,7 +182,7 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        match Permits::try_acquire_at(&self.site) {
+        match Permits::try_acquire_at(&self.home) {
             Some(permit) => ResponseFuture::running(self.inner.call(req), permit),
             None => {
                 self.permits.record_rejection(Duration::ZERO);
@@ -208,10 +207,10 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        if let Some(permit) = Permits::try_acquire_fair_at(&self.site) {
+        if let Some(permit) = Permits::try_acquire_fair_at(&self.home) {
             return QueuedResponseFuture::running(self.inner.call(req), permit);
         }
-        match Permits::enqueue(&self.site) {
+        match Permits::enqueue(&self.home) {
             Ok(permit) => QueuedResponseFuture::running(self.inner.call(req), permit),
             Err(ticket) => {
                 // The queued call takes the service that was driven ready; a clone takes
@@ -230,8 +229,8 @@ impl<S: Clone, M> Clone for Bulkhead<S, M> {
         Bulkhead {
             inner: self.inner.clone(),
             permits: Arc::clone(&self.permits),
-            // A new site per clone: see `site`.
-            site: Site::new(Arc::clone(&self.permits)),
+            // A new home per clone: see `home`.
+            home: HomeShard::new(Arc::clone(&self.permits)),
             max_wait: self.max_wait,
             _mode: PhantomData,
         }

@@ -45,7 +45,7 @@ impl CountWindow {
         Self {
             size: Divisor::new(u64::from(size)),
             slow_nanos,
-            seq: CachePadded(AtomicU64::new(0)),
+            seq: CachePadded::new(AtomicU64::new(0)),
             slots: (0..size).map(|_| AtomicU64::new(0)).collect(),
             totals: (0..stripes).map(|_| CachePadded::default()).collect(),
         }

@@ -58,6 +58,23 @@ struct Shared {
     violations: AtomicU64,
 }
 
+/// The connection task's end of the request queue. However the task ends (returned,
+/// dropped with its runtime before or after its first poll, panicked), dropping this closes
+/// the queue and then wakes every caller parked in `poll_ready`, which finds it closed.
+struct TaskRequests {
+    rx: mpsc::Receiver<Outgoing>,
+    shared: Arc<Shared>,
+}
+
+impl Drop for TaskRequests {
+    fn drop(&mut self) {
+        self.rx.close();
+        for w in self.shared.wakers.lock().drain(..) {
+            w.wake();
+        }
+    }
+}
+
 impl Shared {
     fn set_connected(&self, up: bool) {
         self.connected.store(up, Ordering::Release);
@@ -156,7 +173,11 @@ impl Connection {
             violations: AtomicU64::new(0),
         });
         let request_timeout = config.request_timeout;
-        tokio::spawn(run(shared.clone(), config, rx));
+        let requests = TaskRequests {
+            rx,
+            shared: shared.clone(),
+        };
+        tokio::spawn(run(shared.clone(), config, requests));
         Self {
             shared,
             tx: PollSender::new(tx),
@@ -204,8 +225,13 @@ impl tower_service::Service<Bytes> for Connection {
         }
         if !self.shared.connected.load(Ordering::Acquire) {
             self.shared.register(cx.waker());
-            // The task may have connected between the load and the registration.
+            // The task may have connected, or ended, between the load and the registration.
             if !self.shared.connected.load(Ordering::Acquire) {
+                if self.tx.get_ref().is_none_or(|tx| tx.is_closed()) {
+                    // The connection task is gone (its runtime shut down, or it panicked):
+                    // no connection will ever come, so the service is dead.
+                    return Poll::Ready(Err(ConnectionLost.into()));
+                }
                 return Poll::Pending;
             }
         }
@@ -306,13 +332,15 @@ impl Future for ResponseFuture {
 }
 
 /// The connection task: connect, serve, back off, repeat; ends when every handle is gone.
-async fn run(shared: Arc<Shared>, config: ConnectionConfig, mut rx: mpsc::Receiver<Outgoing>) {
+async fn run(shared: Arc<Shared>, config: ConnectionConfig, requests: TaskRequests) {
+    let mut requests = requests;
+    let rx = &mut requests.rx;
     let backoff = Backoff::new(config.backoff_base, config.backoff_max);
     let mut rng = SmallRng::from_os_rng();
     let mut attempt = 0u32;
     loop {
         let connect = tokio::time::timeout(config.connect_timeout, TcpStream::connect(shared.addr));
-        let Some(outcome) = refuse_while(&shared, &mut rx, connect).await else {
+        let Some(outcome) = refuse_while(&shared, rx, connect).await else {
             return;
         };
         match outcome {
@@ -320,7 +348,7 @@ async fn run(shared: Arc<Shared>, config: ConnectionConfig, mut rx: mpsc::Receiv
                 let _ = stream.set_nodelay(true);
                 shared.connects.fetch_add(1, Ordering::Relaxed);
                 let since = Instant::now();
-                let handles_remain = serve_connection(&shared, &config, stream, &mut rx).await;
+                let handles_remain = serve_connection(&shared, &config, stream, rx).await;
                 shared.disconnects.fetch_add(1, Ordering::Relaxed);
                 if !handles_remain {
                     return;
@@ -335,7 +363,7 @@ async fn run(shared: Arc<Shared>, config: ConnectionConfig, mut rx: mpsc::Receiv
         }
         let pause = tokio::time::sleep(backoff.delay(attempt, &mut rng));
         attempt = attempt.saturating_add(1);
-        if refuse_while(&shared, &mut rx, pause).await.is_none() {
+        if refuse_while(&shared, rx, pause).await.is_none() {
             return;
         }
     }

@@ -131,7 +131,6 @@ fn poll_ready_fails_once_the_connection_task_is_gone() {
 }
 
 #[test]
-#[ignore = "fails on main: a Connection whose task is gone while it was disconnected stays Pending forever (poll_ready checks the connected flag before the channel)"]
 fn poll_ready_fails_once_the_task_is_gone_even_if_it_never_connected() {
     // A port nobody listens on (bound, then released).
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
@@ -144,5 +143,48 @@ fn poll_ready_fails_once_the_task_is_gone_even_if_it_never_connected() {
     match poll_ready(&mut conn) {
         Poll::Ready(Err(e)) => assert!(e.is::<ConnectionLost>(), "{e}"),
         other => panic!("a dead connection must fail poll_ready, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_caller_waiting_for_a_connection_is_woken_with_an_error_when_the_task_ends() {
+    // A port nobody listens on: the connection never comes up, so the caller parks.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let task_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let conn = task_rt.block_on(async { Connection::new(addr, fast_reconnect()) });
+    let caller_rt = tokio::runtime::Runtime::new().unwrap();
+    let (parked_tx, parked_rx) = std::sync::mpsc::channel();
+    let waiting = caller_rt.spawn(async move {
+        let mut conn = conn;
+        let mut first = true;
+        std::future::poll_fn(|cx| {
+            let poll = conn.poll_ready(cx);
+            if first {
+                first = false;
+                parked_tx.send(poll.is_pending()).unwrap();
+            }
+            poll
+        })
+        .await
+    });
+    assert!(
+        parked_rx.recv().unwrap(),
+        "the caller must park while disconnected"
+    );
+    // The connection task's runtime goes away, and the task with it.
+    drop(task_rt);
+    let outcome = caller_rt
+        .block_on(async { tokio::time::timeout(crate::common::PATIENCE, waiting).await })
+        .expect("the parked caller was never woken")
+        .unwrap();
+    match outcome {
+        Err(e) => assert!(e.is::<ConnectionLost>(), "{e}"),
+        Ok(()) => panic!("a connection whose task is gone cannot be ready"),
     }
 }

@@ -8,6 +8,7 @@
 //! | [`error`] | the typed rejections every layer shares |
 //! | [`classify`] | what a call's result counts as |
 //! | [`clock`] | the monotonic clock the counting layers read |
+//! | [`backoff`] | capped exponential backoff with jitter: the breaker's open periods, reconnects, join rounds |
 //! | [`transport`] | persistent connections: a pipelined request/response protocol over TCP |
 //! | [`window`] | rolling-window statistics: counts and latency of recent calls |
 //! | [`breaker`] | the circuit breaker: trip, reject, probe, close; or, as a readiness gate, make an endpoint unready while open |
@@ -23,6 +24,7 @@
 #![deny(unreachable_pub)]
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod balance;
 pub mod breaker;
 pub mod bulkhead;

@@ -22,12 +22,12 @@ use tokio::time::Sleep;
 use tokio_util::codec::{FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::PollSender;
 
-use super::backoff::Backoff;
 use super::budget::MemoryBudget;
 use super::config::ConnectionConfig;
 use super::error::{ConnectionLost, Disconnected, RemoteError, RequestTimeout};
 use super::frame::{Frame, Kind, HEADER_LEN};
 use super::frame_reader::{FrameReader, ReadError};
+use crate::backoff::Backoff;
 use crate::error::BoxError;
 
 /// A connection that lived at least this long resets the reconnect backoff; one that drops

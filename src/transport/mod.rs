@@ -64,7 +64,6 @@
 //! # }
 //! ```
 
-mod backoff;
 mod budget;
 mod client;
 mod config;
@@ -73,7 +72,8 @@ pub(crate) mod frame;
 mod frame_reader;
 mod server;
 
-pub use backoff::Backoff;
+// The reconnect delay rule; its home is `crate::backoff`, this path is kept for users.
+pub use crate::backoff::Backoff;
 pub use client::{Connection, ConnectionStats, ResponseFuture};
 pub use config::{ConnectionConfig, ConnectionConfigBuilder};
 pub use error::{ConnectionLost, Disconnected, RemoteError, RequestTimeout};

@@ -137,10 +137,10 @@ pub use config::{MembershipConfig, MAX_EVENT_CAPACITY};
 pub use error::{DriverError, JoinError, StartError, Stopped};
 pub use retry_join::RetryJoin;
 
+use crate::backoff::Backoff;
 use crate::error::ConfigError;
 use crate::gossip::keyring::Keyring;
 use crate::gossip::proto::{Event, Identity, Member, MemberState, Stats, Swim};
-use crate::transport::Backoff;
 use driver::{Core, Counters, Shared};
 
 /// A running gossip member. See the [module docs](self).

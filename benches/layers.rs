@@ -8,7 +8,7 @@
 //! of one service on every worker of a multi-thread runtime and reports time per call
 //! (lower is better; flat or falling as workers are added means throughput holds).
 //! At the end the run prints each variant's median as a ratio to the bare service and to
-//! its peers.
+//! its peers. The `clock` group measures one clock read (a timed breaker call makes two).
 
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -374,6 +374,21 @@ fn contended(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     );
 }
 
+/// What one clock read costs: palisade's system clock (the counter read plus the
+/// conversion to nanoseconds), quanta's raw counter read alone, and std's `Instant`
+/// (the OS clock) for scale. A timed breaker call reads the clock twice.
+fn clock(c: &mut Criterion) {
+    let mut g = c.benchmark_group("clock");
+    let palisade = palisade::clock::Clock::system();
+    g.bench_function("palisade_system_now", |b| {
+        b.iter(|| black_box(palisade.now()))
+    });
+    let quanta = quanta::Clock::new();
+    g.bench_function("quanta_raw", |b| b.iter(|| black_box(quanta.raw())));
+    g.bench_function("std_instant_now", |b| b.iter(|| black_box(Instant::now())));
+    g.finish();
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -385,6 +400,7 @@ fn main() {
         .configure_from_args();
     layers(&mut c, &rt);
     contended(&mut c, &rt);
+    clock(&mut c);
     c.final_summary();
     print_ratios();
 }

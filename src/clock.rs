@@ -2,17 +2,28 @@
 //!
 //! A circuit breaker that times its calls reads the time twice per call (start and end),
 //! so the clock is on the hot path. [`Clock::system`], the default, reads the CPU's
-//! time-stamp counter through [`quanta`] (about 8 ns here, against about 23 ns for
-//! `clock_gettime`) and falls back to the OS clock where the counter is unreliable.
+//! time-stamp counter through [`quanta`] (cheaper than the OS clock, which it falls back
+//! to where the counter is unreliable). What a read costs on your machine: the `clock`
+//! group of the layers bench, `cargo bench --bench layers -- clock/`, against
+//! `std::time::Instant`.
 //!
-//! A breaker that does not time its calls only needs to know which bucket of its window
-//! an outcome falls in. With the system clock it reads a *recent* value instead: one
-//! process-wide thread, `palisade-clock`, stores the counter every 1 to 10 ms (a
-//! hundredth of the finest bucket width asked for) while such a breaker exists, and
-//! ends when the last one is dropped. An outcome may so be filed up to one interval
-//! (plus the thread's scheduling delay) late, which the window handles exactly; no
-//! duration is ever measured with a recent value, and every state transition reads the
-//! clock afresh.
+//! Every breaker call reads the counter directly, the untimed ones too (to file the
+//! outcome in its window's bucket). A process-wide `palisade-clock` thread that stored
+//! a *recent* reading every 1 to 10 ms, for untimed calls to load instead, was retired:
+//! it was to stay only with a clear win (more than 10 %, consistently), and it showed
+//! none. Built both ways and alternated 8 times
+//! (`CRITERION_HOME=<dir> cargo bench --bench layers -- palisade_breaker`, a shared
+//! 2-core machine at load 5 to 14), the untimed breaker with plain reads against the
+//! recent reading, medians of the runs' medians: `contended/palisade_breaker` 35.9 vs
+//! 29.8 ns at 1 worker (1.21), 30.3 vs 28.9 at 2 (1.05), 24.7 vs 23.1 at 4 (1.07);
+//! `per_call/palisade_breaker`, 6 runs of that group alone, 85.5 vs 84.1 ns (1.02).
+//!
+//! quanta's own upkeep clock (`quanta::Upkeep`, read with `quanta::Clock::recent`) was
+//! not used in its place: only one upkeep thread may run per process (a second `start`
+//! fails), so a library that started it would take it from the application or fail
+//! beside it; its interval is fixed by whoever started it; `recent` reads 0 while no
+//! upkeep runs, so every reader needs its own fallback; it stores scaled instants, not
+//! the raw ticks the call path converts; and dropping its handle joins the thread.
 //!
 //! Tests pick one of the other two:
 //! - [`Clock::tokio`] follows tokio's clock, so a runtime started with
@@ -40,12 +51,6 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-#[cfg(feature = "breaker")] // only the breaker reads the recent clock
-mod recent;
-
-#[cfg(feature = "breaker")]
-pub(crate) use recent::RecentLease;
 
 /// A cheap, cloneable monotonic clock. See the [module docs](self).
 #[derive(Clone)]
@@ -77,8 +82,7 @@ enum Source {
 
 impl Clock {
     /// The fast system clock (the default): the CPU's time-stamp counter where it is
-    /// reliable. Untimed breaker calls read its *recent* value instead (see the
-    /// [module docs](self)).
+    /// reliable (see the [module docs](self)).
     pub fn system() -> Self {
         let clock = quanta::Clock::new();
         // quanta converts ticks with its own calibration; derive from it the scale of
@@ -139,30 +143,6 @@ impl Clock {
                 u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
             }
             Source::Manual(t) => t.load(Ordering::Acquire),
-        }
-    }
-
-    /// A [`ticks`](Self::ticks) reading that may lag the true time a little: for the
-    /// system clock, the last one the `palisade-clock` thread stored while a
-    /// [`RecentLease`] keeps it running (see [`recent`]), else a fresh one. For paths
-    /// that only file an event in a window bucket; never for a duration.
-    #[inline]
-    #[cfg(feature = "breaker")]
-    pub(crate) fn recent_ticks(&self) -> u64 {
-        match &self.source {
-            Source::System(clock) => recent::GLOBAL.read(clock),
-            _ => self.ticks(),
-        }
-    }
-
-    /// Keeps [`recent_ticks`](Self::recent_ticks) within about `resolution` of the true
-    /// time (1 to 10 ms) for as long as the lease lives. `None` for the clocks whose
-    /// readings cost no more than a load, and if the thread could not be started.
-    #[cfg(feature = "breaker")]
-    pub(crate) fn lease_recent(&self, resolution: Duration) -> Option<RecentLease> {
-        match &self.source {
-            Source::System(clock) => recent::GLOBAL.lease(clock, resolution),
-            _ => None,
         }
     }
 

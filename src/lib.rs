@@ -8,6 +8,7 @@
 //! | [`error`] | the typed rejections every layer shares | always |
 //! | [`classify`] | what a call's result counts as | always |
 //! | [`clock`] | the monotonic clock the counting layers read | `clock` |
+//! | [`backoff`] | capped exponential backoff with jitter: the breaker's open periods, reconnects, join rounds | `breaker`, `transport` or `gossip` |
 //! | [`transport`] | persistent connections: a pipelined request/response protocol over TCP | `transport` |
 //! | [`window`] | rolling-window statistics: counts and latency of recent calls | `window` |
 //! | [`breaker`] | the circuit breaker: trip, reject, probe, close; or, as a readiness gate, make an endpoint unready while open | `breaker` |
@@ -51,6 +52,8 @@
 #![deny(unreachable_pub)]
 #![forbid(unsafe_code)]
 
+#[cfg(any(feature = "breaker", feature = "transport", feature = "gossip"))]
+pub mod backoff;
 #[cfg(feature = "balance")]
 pub mod balance;
 #[cfg(feature = "breaker")]

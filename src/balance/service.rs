@@ -326,10 +326,10 @@ where
         // the state; the bound guards against a clock that disagrees with tokio's.
         for _ in 0..8 {
             self.poll_discover(cx)?;
-            if self.set.keeps_house() {
+            if self.set.updates_health() {
                 let now = self.clock.now();
-                if self.set.attention_raised() || now >= self.set.next_housekeeping() {
-                    self.set.housekeep(now);
+                if self.set.attention_raised() || now >= self.set.next_health_update() {
+                    self.set.update_health(now);
                 }
             }
             self.set.poll_endpoints::<Req>();
@@ -360,8 +360,8 @@ where
                 continue;
             }
             let mut wake_at = deadline;
-            if self.set.keeps_house() {
-                let next = self.set.next_housekeeping();
+            if self.set.updates_health() {
+                let next = self.set.next_health_update();
                 if next != u64::MAX {
                     wake_at = wake_at.min(self.clock.to_tokio_instant(next).max(now));
                 }

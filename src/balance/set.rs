@@ -136,7 +136,7 @@ pub(crate) struct EndpointSet<K, S> {
     next_sweep: u64,
     next_slow_start: u64,
     /// The earliest end of a current ejection (may be early after a removal, which only
-    /// costs one idle housekeeping pass).
+    /// costs one idle health update).
     next_lift: u64,
     decay_ns: f64,
     /// The ready slots by load, when the picker asked for it.
@@ -771,13 +771,14 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
 
     // ----- health --------------------------------------------------------------------
 
-    /// Whether housekeeping (ejection review, slow-start steps) is configured at all.
-    pub(crate) fn keeps_house(&self) -> bool {
+    /// Whether anything needs [`update_health`](Self::update_health): outlier
+    /// detection (ejections) or slow start is configured.
+    pub(crate) fn updates_health(&self) -> bool {
         self.detection.is_some() || self.slow_start.is_some()
     }
 
-    /// The clock reading at which [`housekeep`](Self::housekeep) next has work.
-    pub(crate) fn next_housekeeping(&self) -> u64 {
+    /// The clock reading at which [`update_health`](Self::update_health) next has work.
+    pub(crate) fn next_health_update(&self) -> u64 {
         self.next_sweep
             .min(self.next_slow_start)
             .min(self.next_lift)
@@ -785,7 +786,7 @@ impl<K: Hash + Eq, S> EndpointSet<K, S> {
 
     /// Applies consecutive-failure ejections, lifts expired ejections, runs the
     /// success-rate check each interval and steps slow start.
-    pub(crate) fn housekeep(&mut self, now: u64) {
+    pub(crate) fn update_health(&mut self, now: u64) {
         if self.attention.swap(false, Ordering::AcqRel) {
             self.eject_failing(now);
         }

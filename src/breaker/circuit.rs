@@ -3,8 +3,8 @@
 //! [`Circuit`] owns the logical state and decides every transition from explicit inputs
 //! (the generation a call was admitted under, the time `now` in clock nanoseconds, the
 //! trip reason the policy found). The shared shell (`shared.rs`) holds it under a mutex
-//! that is taken only to transition, and mirrors its state in one atomic [`Word`] that
-//! the call path reads.
+//! that is taken only to transition, and mirrors its state in one atomic
+//! [`PackedState`] that the call path reads.
 //!
 //! Two counters make stale results harmless:
 //! - the **generation** moves on every transition; only a result admitted under the
@@ -21,7 +21,7 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
-use super::backoff::OpenDuration;
+use super::open_duration::OpenDuration;
 
 /// The state of a circuit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -55,9 +55,10 @@ impl CircuitState {
         CircuitState::MetricsOnly,
     ];
 
-    /// The state's code in a [`Word`]. Not the discriminant: the two states whose calls
-    /// are admitted and counted freely, `Closed` and `MetricsOnly`, are 0 and 1, so the
-    /// call path tells them from the rest with one mask (see [`Word::admits_counted`]).
+    /// The state's code in a [`PackedState`]. Not the discriminant: the two states whose
+    /// calls are admitted and counted freely, `Closed` and `MetricsOnly`, are 0 and 1, so
+    /// the call path tells them from the rest with one mask (see
+    /// [`PackedState::admits_counted`]).
     #[inline]
     fn code(self) -> u64 {
         match self {
@@ -72,7 +73,7 @@ impl CircuitState {
 
     #[inline]
     fn from_code(code: u64) -> Self {
-        // Only `Word::new` writes codes, always from a real state.
+        // Only `PackedState::new` writes codes, always from a real state.
         match code {
             0 => CircuitState::Closed,
             1 => CircuitState::MetricsOnly,
@@ -146,9 +147,9 @@ impl fmt::Display for TransitionReason {
 ///
 /// Layout: bits 0..4 state, 4..24 epoch (wrapping), 24..64 generation (wrapping).
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Word(pub(crate) u64);
+pub(crate) struct PackedState(pub(crate) u64);
 
-impl Word {
+impl PackedState {
     const STATE_BITS: u32 = 4;
     const STATE_MASK: u64 = (1 << Self::STATE_BITS) - 1;
     const EPOCH_BITS: u32 = 20;
@@ -156,7 +157,7 @@ impl Word {
     const GEN_SHIFT: u32 = Self::STATE_BITS + Self::EPOCH_BITS;
 
     pub(crate) fn new(state: CircuitState, epoch: u64, generation: u64) -> Self {
-        Word(
+        PackedState(
             state.code()
                 | ((epoch & Self::EPOCH_MASK) << Self::STATE_BITS)
                 | (generation << Self::GEN_SHIFT),
@@ -193,9 +194,9 @@ impl Word {
     }
 }
 
-impl fmt::Debug for Word {
+impl fmt::Debug for PackedState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Word")
+        f.debug_struct("PackedState")
             .field("state", &self.state())
             .field("epoch", &self.epoch())
             .field("generation", &self.generation())
@@ -210,7 +211,7 @@ pub(crate) struct Transition {
     pub(crate) from: CircuitState,
     pub(crate) to: CircuitState,
     pub(crate) reason: TransitionReason,
-    pub(crate) word: Word,
+    pub(crate) word: PackedState,
     /// When `to` is `Open`: the clock reading at which the open period ends.
     pub(crate) open_until: u64,
     /// The statistics (window, consecutive failures) start over.
@@ -261,8 +262,8 @@ impl Circuit {
         self.state
     }
 
-    pub(crate) fn word(&self) -> Word {
-        Word::new(self.state, self.epoch, self.generation)
+    pub(crate) fn word(&self) -> PackedState {
+        PackedState::new(self.state, self.epoch, self.generation)
     }
 
     /// Trips since the circuit last closed.
@@ -379,7 +380,7 @@ impl Circuit {
         self.transition(CircuitState::Closed, TransitionReason::Reset, true)
     }
 
-    /// Whether `generation` (as read back from a [`Word`]) is the current one.
+    /// Whether `generation` (as read back from a [`PackedState`]) is the current one.
     fn current(&self, generation: u64) -> bool {
         generation == self.word().generation()
     }
@@ -406,7 +407,7 @@ mod tests {
     #[test]
     fn word_round_trips_state_epoch_and_generation() {
         for state in CircuitState::ALL {
-            let w = Word::new(state, 0xABCDE, (1 << 40) - 3);
+            let w = PackedState::new(state, 0xABCDE, (1 << 40) - 3);
             assert_eq!(w.state(), state);
             assert_eq!(w.epoch(), 0xABCDE);
             assert_eq!(w.generation(), (1 << 40) - 3);
@@ -419,7 +420,7 @@ mod tests {
             );
         }
         // The epoch wraps within its field instead of spilling into the generation.
-        let w = Word::new(CircuitState::Open, 1 << 20, 5);
+        let w = PackedState::new(CircuitState::Open, 1 << 20, 5);
         assert_eq!((w.epoch(), w.generation()), (0, 5));
     }
 

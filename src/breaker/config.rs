@@ -7,11 +7,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::backoff::OpenDuration;
 use super::circuit::CircuitSettings;
 use super::events::{BreakerEvent, EventCallback};
 use super::layer::CircuitBreakerLayer;
+use super::open_duration::OpenDuration;
 use super::policy::TripPolicy;
+use crate::backoff::Backoff;
 use crate::classify::ErrIsFailure;
 use crate::clock::Clock;
 use crate::error::ConfigError;
@@ -270,10 +271,10 @@ impl<C> BreakerConfigBuilder<C> {
     /// fills the window's latency summary (mean, maximum, percentiles, in
     /// [`BreakerMetrics::window`](super::BreakerMetrics::window)): pass `true` to get
     /// that summary without a slow-call rule. Untimed, outcomes are counted and trip
-    /// the circuit as usual but every call is recorded as taking no time, and the
-    /// outcome is filed in its bucket at a recent reading of the clock (see
-    /// [`Clock::system`]), so the closed call path reads no clock at all. `false` with a
-    /// slow-call setting is rejected by `build`.
+    /// the circuit as usual but every call is recorded as taking no time, so the closed
+    /// call path reads the clock once (at completion, to file the outcome in its
+    /// bucket) instead of twice. `false` with a slow-call setting is rejected by
+    /// `build`.
     pub fn record_latency(mut self, record: bool) -> Self {
         self.record_latency = Some(record);
         self
@@ -520,12 +521,12 @@ impl<C> BreakerConfigBuilder<C> {
 
         let open_duration = match (self.open_duration, self.backoff) {
             (Some(f), _) => OpenDuration::Custom(f),
-            (None, Some((base, max))) => OpenDuration::Exponential {
+            (None, Some((base, max))) => OpenDuration::Exponential(Backoff::exponential(
                 base,
                 max,
-                multiplier: self.backoff_multiplier,
-                jitter: self.backoff_jitter,
-            },
+                self.backoff_multiplier,
+                self.backoff_jitter,
+            )),
             (None, None) => OpenDuration::fixed(self.sleep_window),
         };
 

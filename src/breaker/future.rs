@@ -4,12 +4,12 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use super::directory::{self, CircuitId};
-use super::shared::Admission;
+use super::shared::{Admission, SharedCircuit};
 use crate::classify::{Classify, Outcome};
 use crate::error::{BoxError, BreakerOpen, BulkheadFull, Elapsed};
 use crate::window::Event;
@@ -30,8 +30,8 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             // Still set: the call did not complete. Give back what it held.
             if let Some(CallRecord { circuit, mut admission, .. }) = this.project().call.take() {
-                if admission.holds_probe() {
-                    directory::with_circuit(circuit, |c| c.abandon(&mut admission));
+                if let Some(c) = circuit.live().filter(|_| admission.holds_probe()) {
+                    c.abandon(&mut admission);
                 }
             }
         }
@@ -48,17 +48,19 @@ pin_project! {
 
 /// An admitted call's bookkeeping. While the future holds it, the call is in flight;
 /// completion takes it out, and the future's drop releases what a cancelled call held.
-///
-/// It names its circuit by id, found through the thread's [`directory`] at the end,
-/// rather than holding a reference count on it.
 struct CallRecord<C> {
-    circuit: CircuitId,
+    circuit: Arc<SharedCircuit>,
     classify: C,
     admission: Admission,
 }
 
 impl<F, C> ResponseFuture<F, C> {
-    pub(crate) fn called(future: F, admission: Admission, circuit: CircuitId, classify: C) -> Self {
+    pub(crate) fn called(
+        future: F,
+        admission: Admission,
+        circuit: Arc<SharedCircuit>,
+        classify: C,
+    ) -> Self {
         ResponseFuture {
             kind: Kind::Called { future },
             call: Some(CallRecord {
@@ -107,7 +109,9 @@ where
         }) = this.call.take()
         {
             // The admission, and a probe permit in it, goes to the circuit.
-            directory::with_circuit(circuit, |c| c.complete(admission, event));
+            if let Some(c) = circuit.live() {
+                c.complete(admission, event);
+            }
         }
         Poll::Ready(result)
     }
@@ -139,7 +143,7 @@ impl<C> Drop for PanicIsFailure<'_, C> {
             circuit, admission, ..
         }) = self.call.take()
         {
-            count_panic(circuit, admission);
+            count_panic(&circuit, admission);
         }
     }
 }
@@ -149,12 +153,14 @@ impl<C> Drop for PanicIsFailure<'_, C> {
 ///
 /// Runs while the panic unwinds, so a second panic would abort the process: one from
 /// code run by the recording (an event callback, a tracing subscriber) is caught and
-/// dropped, and the first panic goes on. The circuit is found by id, as at any
-/// completion, so a circuit retired meanwhile is not touched.
+/// dropped, and the first panic goes on. As at any completion, a circuit retired
+/// meanwhile is not touched.
 #[cold]
-pub(super) fn count_panic(circuit: CircuitId, admission: Admission) {
+pub(super) fn count_panic(circuit: &SharedCircuit, admission: Admission) {
     let record = std::panic::AssertUnwindSafe(move || {
-        directory::with_circuit(circuit, |c| c.complete(admission, Some(Event::Failure)));
+        if let Some(c) = circuit.live() {
+            c.complete(admission, Some(Event::Failure));
+        }
     });
     let _ = std::panic::catch_unwind(record);
 }

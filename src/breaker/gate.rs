@@ -34,10 +34,9 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::config::BreakerConfig;
-use super::directory::{self, CircuitId, OwnedCircuit};
 use super::future::{count_panic, window_event, ResponseFuture};
 use super::handle::BreakerHandle;
-use super::shared::{Admission, GateCheck, SharedCircuit};
+use super::shared::{Admission, GateCheck, OwnedCircuit, SharedCircuit};
 use crate::classify::{ErrIsFailure, Outcome};
 use crate::error::{BoxError, BreakerOpen};
 
@@ -137,7 +136,7 @@ impl GateCore {
     #[cfg_attr(not(feature = "balance"), allow(dead_code))] // the balancer's
     pub(crate) fn admit_call(&mut self) -> Result<GateCall, BreakerOpen> {
         self.admit().map(|admission| GateCall {
-            circuit: self.shared.id(),
+            circuit: self.shared.circuit(),
             admission,
         })
     }
@@ -168,9 +167,7 @@ impl fmt::Debug for GateCore {
 /// finished with its classified outcome, or dropped (which gives its probe permit back
 /// and counts nothing).
 pub(crate) struct GateCall {
-    /// Found through the thread's [`directory`] at the end, so that a call takes no
-    /// reference count on the circuit.
-    circuit: CircuitId,
+    circuit: Arc<SharedCircuit>,
     admission: Admission,
 }
 
@@ -182,7 +179,9 @@ impl GateCall {
         // The permit travels with `admission`; the drop below finds none left.
         self.admission.take_probe();
         let event = window_event(outcome, result);
-        directory::with_circuit(self.circuit, |c| c.complete(admission, event));
+        if let Some(c) = self.circuit.live() {
+            c.complete(admission, event);
+        }
     }
 
     /// Records a call whose inner future panicked as a failure (a failed probe, if it
@@ -190,15 +189,14 @@ impl GateCall {
     pub(crate) fn panicked(mut self) {
         let admission = self.admission;
         self.admission.take_probe();
-        count_panic(self.circuit, admission);
+        count_panic(&self.circuit, admission);
     }
 }
 
 impl Drop for GateCall {
     fn drop(&mut self) {
-        if self.admission.holds_probe() {
-            let admission = &mut self.admission;
-            directory::with_circuit(self.circuit, |c| c.abandon(admission));
+        if let Some(c) = self.circuit.live().filter(|_| self.admission.holds_probe()) {
+            c.abandon(&mut self.admission);
         }
     }
 }
@@ -343,7 +341,7 @@ where
             Ok(admission) => ResponseFuture::called(
                 self.inner.call(req),
                 admission,
-                self.core.shared().id(),
+                self.core.shared().circuit(),
                 self.classify.clone(),
             ),
             Err(open) => ResponseFuture::rejected(open),

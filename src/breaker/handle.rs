@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::circuit::CircuitState;
-use super::directory::OwnedCircuit;
 use super::events::EventStream;
+use super::shared::OwnedCircuit;
 use crate::window::Snapshot;
 
 /// A circuit's statistics at one instant, from [`BreakerHandle::metrics`].

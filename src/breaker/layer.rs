@@ -6,10 +6,9 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use super::config::BreakerConfig;
-use super::directory::OwnedCircuit;
 use super::handle::BreakerHandle;
 use super::service::CircuitBreaker;
-use super::shared::SharedCircuit;
+use super::shared::{OwnedCircuit, SharedCircuit};
 use crate::classify::ErrIsFailure;
 
 /// Wraps services in a [`CircuitBreaker`]. The layer owns one circuit, and **every

@@ -114,9 +114,8 @@
 //!
 //! Any other success lowers both percentages and ends a run of failures, so it cannot
 //! make a condition hold and is not checked: a circuit that sees no error never reads
-//! its window on the call path. The checks are exact for calls completed one at a time
-//! (a success filed at a [recent reading](BreakerConfigBuilder::record_latency) of the
-//! clock sees a roll when that reading passes the bucket's end). Calls completing at
+//! its window on the call path. The checks are exact for calls completed one at a time.
+//! Calls completing at
 //! the same instant on several threads may each be judged without the others' outcomes,
 //! so a window that shows the rule only for that instant can be missed; the next check
 //! (at the latest on the next failure, or the first success of the next bucket) judges
@@ -148,17 +147,15 @@
 //! # Cost
 //! On a closed circuit an untimed call (the default, see
 //! [`record_latency`](BreakerConfigBuilder::record_latency)) costs one atomic load to
-//! admit; one more load, one load of the clock's recent reading (see
-//! [`clock`](crate::clock)), one record into the window (an atomic swap that takes the
+//! admit; one more load, one clock read (see [`clock`](crate::clock)), one record into the window (an atomic swap that takes the
 //! thread's cell, then plain stores) and two loads from one cache line (the run of
 //! failures, and the clock reading from which successes check the trip rule) to
 //! complete. A timed call reads the clock itself at admission and at completion instead
-//! (about 9 ns each here). The response future holds no reference count on the circuit:
-//! it names it by id and finds it at completion in a per-thread directory (see
-//! `directory.rs`; a dropped breaker's memory is freed once each thread that completed
-//! one of its calls has completed another breaker call, or has exited). No lock, no
+//! (what a read costs: `cargo bench --bench layers -- clock/`). The response future holds
+//! a reference count on the circuit (an `Arc`, so a dropped breaker's memory goes with
+//! its last call; `shared.rs` has the measurements behind that choice). No lock, no
 //! allocation, and, as long as each thread calls its own clone, no write to a cache line
-//! that another thread writes on success. Locks are taken only
+//! that another thread writes on success but the reference count's. Locks are taken only
 //! to change state (and to deliver events when somebody listens).
 //!
 //! # Events
@@ -167,15 +164,14 @@
 //! [`events`] for ordering and lag. With the `tracing` feature, transitions are also
 //! logged at `INFO` and rejections at `TRACE`.
 
-mod backoff;
 mod circuit;
 mod config;
-mod directory;
 pub mod events;
 mod future;
 pub(crate) mod gate;
 mod handle;
 mod layer;
+mod open_duration;
 mod policy;
 mod probe;
 mod service;

@@ -7,10 +7,9 @@ use std::task::{Context, Poll};
 use tower_service::Service;
 
 use super::config::BreakerConfig;
-use super::directory::OwnedCircuit;
 use super::future::ResponseFuture;
 use super::handle::BreakerHandle;
-use super::shared::SharedCircuit;
+use super::shared::{OwnedCircuit, SharedCircuit};
 use crate::classify::{Classify, ErrIsFailure};
 use crate::error::BoxError;
 
@@ -96,7 +95,7 @@ where
             Ok(admission) => ResponseFuture::called(
                 self.inner.call(req),
                 admission,
-                self.shared.id(),
+                self.shared.circuit(),
                 self.classify.clone(),
             ),
             Err(open) => ResponseFuture::rejected(open),

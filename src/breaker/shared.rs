@@ -1,9 +1,9 @@
 //! The circuit as every clone of a breaker service shares it: the lock-free call path
 //! around the pure [`Circuit`].
 //!
-//! The call path reads one atomic [`Word`] (state, epoch, generation) and, when closed,
-//! never takes a lock: admission is that load plus a clock read (raw ticks, none when
-//! latency is not recorded); completion is a second load, compared once with the
+//! The call path reads one atomic [`PackedState`] (state, epoch, generation) and, when
+//! closed, never takes a lock: admission is that load plus a clock read (raw ticks, none
+//! when latency is not recorded); completion is a second load, compared once with the
 //! admission's word, a clock read, one [`RollingWindow::record`] (a try-lock swap on the
 //! thread's cell) and a load of the consecutive-failure counter (written only when it
 //! changes) and of the clock reading from which successes check the trip rule, on the
@@ -17,21 +17,53 @@
 //! it. Half-open admission is a compare-and-swap on a probe slot
 //! ([`HalfOpenProbes`]); an expired probe is reclaimed by the next caller, so nothing
 //! needs a background task and the circuit can never stay wedged in half-open.
+//!
+//! # Why a response future holds an `Arc` of the circuit
+//! Services, layers, gates and handles own the circuit through [`OwnedCircuit`]; each
+//! response future holds a plain `Arc<SharedCircuit>` (one increment in `call`, one
+//! decrement at completion). A per-thread *directory* (`breaker/directory.rs`, now
+//! retired) used to save those two read-modify-writes: futures kept an id, looked up per thread in a process-wide
+//! registry, at the price of that registry, a rescan of every thread's directory after
+//! each retirement and a dropped breaker's memory lingering until every thread that had
+//! used it completed another call. It was kept only if it clearly won (by more than
+//! 10 %, consistently); it did not, so it was retired. Measured on a shared 2-core
+//! machine (load 5 to 14 from other builds), the two builds alternated 8 times, each
+//! into its own `CRITERION_HOME`:
+//!
+//! ```text
+//! CRITERION_HOME=<dir> cargo bench --bench layers -- palisade_breaker
+//! ```
+//!
+//! medians of the 8 runs' medians, ns per call (directory → `Arc`, ratio `Arc`/directory):
+//!
+//! | bench | directory | `Arc` | ratio |
+//! |---|---|---|---|
+//! | `contended/palisade_breaker`, 1 / 2 / 4 workers | 30.7 / 27.8 / 21.0 | 29.8 / 28.9 / 23.1 | 0.97 / 1.04 / 1.10 |
+//! | `contended/palisade_breaker_timed`, 1 / 2 / 4 workers | 50.0 / 41.3 / 26.4 | 41.4 / 36.9 / 26.8 | 0.83 / 0.89 / 1.02 |
+//! | `per_call/palisade_breaker` (6 more runs of that group alone) | 84.2 | 84.1 | 1.00 |
+//! | `per_call/palisade_breaker_timed` (same) | 121.1 | 91.9 | 0.76 |
+//!
+//! No group shows the directory ahead by 10 % in both the untimed and the timed
+//! breaker; the single 10 % (untimed, 4 workers on 2 cores) is within the spread of its
+//! own runs (14.8 to 27.2 ns). Re-run the command on a quiet machine before reviving it.
 
+use std::fmt;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::Waker;
 use std::time::Duration;
 
 use futures::task::AtomicWaker;
 use parking_lot::Mutex;
 
-use super::circuit::{duration_nanos, Circuit, CircuitState, Transition, Word};
+use super::circuit::{duration_nanos, Circuit, CircuitState, PackedState, Transition};
 use super::config::BreakerConfig;
 use super::events::{BreakerEvent, EventHub, EventStream};
 use super::handle::BreakerMetrics;
 use super::policy::{SuccessCheck, TripPolicy, TripSample};
 use super::probe::{HalfOpenProbes, ProbePermit};
-use crate::clock::{Clock, RecentLease};
+use crate::clock::Clock;
 use crate::error::BreakerOpen;
 use crate::sync::CachePadded;
 use crate::window::{Event, RollingWindow, WindowKind};
@@ -39,7 +71,7 @@ use crate::window::{Event, RollingWindow, WindowKind};
 /// What a call was admitted under, kept by its response future.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Admission {
-    word: Word,
+    word: PackedState,
     /// The clock's [`ticks`](Clock::ticks) at admission, converted to nanoseconds only
     /// at completion, with the latency; [`UNTIMED`] for a call that is not timed, so
     /// that its latency comes out as zero without a branch.
@@ -89,10 +121,7 @@ pub(crate) struct SharedCircuit {
     /// Short circuits go into time windows; in a count window they would push real
     /// outcomes out, so they are left out of it.
     record_short_circuits: bool,
-    /// Keeps the clock's recent reading fresh while calls are not timed (their
-    /// outcomes are filed at a recent reading); let go when the circuit is retired.
-    recent: Mutex<Option<RecentLease>>,
-    /// Set when the last owner is gone (see [`directory`](super::directory)).
+    /// Set when the last owner is gone (see [`OwnedCircuit`]).
     retired: AtomicBool,
     /// Written by transitions and `metrics()`: kept off the lines the call path reads.
     circuit: CachePadded<Mutex<Circuit>>,
@@ -132,15 +161,6 @@ pub(crate) enum GateCheck {
     WaitForChange,
 }
 
-/// How fresh a recent reading must be for a window of `kind`: a hundredth of a bucket
-/// (the clock clamps it to 1 to 10 ms); a count window files by order, not time.
-fn recent_resolution(kind: WindowKind) -> Duration {
-    match kind {
-        WindowKind::Time { length, buckets } => length / buckets.max(1) / 100,
-        WindowKind::Count { .. } => Duration::MAX,
-    }
-}
-
 /// The start of an untimed call: no reading is later, so its latency is zero.
 const UNTIMED: u64 = u64::MAX;
 
@@ -173,13 +193,6 @@ impl SharedCircuit {
             },
             record_latency: config.record_latency,
             record_short_circuits: matches!(config.window.kind(), WindowKind::Time { .. }),
-            recent: Mutex::new(if config.record_latency {
-                None
-            } else {
-                config
-                    .clock
-                    .lease_recent(recent_resolution(config.window.kind()))
-            }),
             retired: AtomicBool::new(false),
             circuit: CachePadded::new(Mutex::new(circuit)),
             events: EventHub::new(config.on_event.clone(), config.event_buffer),
@@ -187,22 +200,24 @@ impl SharedCircuit {
         }
     }
 
-    /// The last owner is gone: ends the event streams and lets the clock's thread go.
-    /// Calls still in flight find the circuit retired and count nothing.
+    /// The last owner is gone: ends the event streams. Calls still in flight find the
+    /// circuit retired and count nothing.
     pub(crate) fn retire(&self) {
         self.retired.store(true, Ordering::Release);
         self.events.close();
-        self.recent.lock().take();
     }
 
-    /// Whether [`retire`](Self::retire) ran.
-    pub(crate) fn is_retired(&self) -> bool {
-        self.retired.load(Ordering::Acquire)
+    /// The circuit, unless it is retired: a call that ends after the last owner is gone
+    /// counts nothing (nobody can read the circuit any more).
+    #[inline]
+    pub(crate) fn live(&self) -> Option<&Self> {
+        // Written once, at retirement: the line stays shared on every core.
+        (!self.retired.load(Ordering::Relaxed)).then_some(self)
     }
 
     #[inline]
-    fn load_word(&self) -> Word {
-        Word(self.word.load(Ordering::Acquire))
+    fn load_word(&self) -> PackedState {
+        PackedState(self.word.load(Ordering::Acquire))
     }
 
     /// Admits a call, or says why not and until when.
@@ -233,7 +248,7 @@ impl SharedCircuit {
 
     /// Admission in the states that may reject: open, half-open, forced open.
     #[cold]
-    fn admit_slow(&self, mut word: Word) -> Result<Admission, BreakerOpen> {
+    fn admit_slow(&self, mut word: PackedState) -> Result<Admission, BreakerOpen> {
         let mut ticks = self.clock.ticks();
         let mut now = self.clock.ticks_to_nanos(ticks);
         for _ in 0..ADMISSION_ATTEMPTS {
@@ -282,7 +297,7 @@ impl SharedCircuit {
     }
 
     /// Admission in a state that admits every call.
-    fn pass(&self, word: Word, ticks: u64) -> Admission {
+    fn pass(&self, word: PackedState, ticks: u64) -> Admission {
         let timed = self.record_latency && word.state() != CircuitState::ForcedClosed;
         Admission {
             word,
@@ -341,12 +356,7 @@ impl SharedCircuit {
         if current != admission.word || !admission.word.admits_counted() {
             return self.complete_other(admission, current, event);
         }
-        // An untimed call only needs the bucket: a recent reading will do.
-        let end_ticks = if self.record_latency {
-            self.clock.ticks()
-        } else {
-            self.clock.recent_ticks()
-        };
+        let end_ticks = self.clock.ticks();
         // Zero for an untimed call (`UNTIMED` start).
         let latency = self.clock.nanos_between(admission.start_ticks, end_ticks);
         let end = self.clock.ticks_to_nanos(end_ticks);
@@ -368,10 +378,9 @@ impl SharedCircuit {
     /// A failure (or timeout, or rejection below) was recorded under the current `word`:
     /// extends the run of failures and, closed, asks the trip policy.
     ///
-    /// Reads the clock afresh: the event may have been filed at a recent reading, and a
-    /// trip starts the open period now.
+    /// Reads the clock afresh: a trip starts the open period now.
     #[cold]
-    fn count_failure(&self, word: Word) {
+    fn count_failure(&self, word: PackedState) {
         // Release: the success that ends this run reads the window after it, and sees
         // this failure there.
         let consecutive = self.run.consecutive.fetch_add(1, Ordering::Release) + 1;
@@ -385,7 +394,7 @@ impl SharedCircuit {
     /// ends the run of failures and, closed, asks the trip policy, then says which
     /// successes must ask next.
     #[cold]
-    fn check_success(&self, word: Word) {
+    fn check_success(&self, word: PackedState) {
         let run = &self.run;
         if run.consecutive.load(Ordering::Relaxed) != 0 {
             // Acquire: the failures of the run are in the window read below.
@@ -436,7 +445,7 @@ impl SharedCircuit {
     /// `current`. A result from an older epoch belongs to no statistics; one from an
     /// older generation of the same epoch is counted, too late to move the state.
     #[cold]
-    fn complete_other(&self, admission: Admission, current: Word, event: Event) {
+    fn complete_other(&self, admission: Admission, current: PackedState, event: Event) {
         if let Some(permit) = admission.probe {
             return self.complete_probe(admission, permit, Some(event));
         }
@@ -488,7 +497,7 @@ impl SharedCircuit {
     }
 
     #[cold]
-    fn evaluate(&self, word: Word, now: u64, consecutive_failures: u32) {
+    fn evaluate(&self, word: PackedState, now: u64, consecutive_failures: u32) {
         // The run of failures alone may decide; only read the window when a percentage
         // has to be checked.
         let sample = if self.policy.run_trips(consecutive_failures) {
@@ -680,6 +689,49 @@ impl SharedCircuit {
     }
 }
 
+/// An owner's share of a circuit: what services, layers, gates and handles hold.
+/// Response futures hold the circuit itself (see the [module docs](self)); dropping the
+/// last owner retires it: its event streams end and calls
+/// still in flight count nothing. Its memory goes with the last future.
+pub(crate) struct OwnedCircuit {
+    circuit: Arc<SharedCircuit>,
+}
+
+impl OwnedCircuit {
+    pub(crate) fn new(circuit: SharedCircuit) -> Arc<OwnedCircuit> {
+        Arc::new(OwnedCircuit {
+            circuit: Arc::new(circuit),
+        })
+    }
+
+    /// The reference count a response future keeps.
+    #[inline]
+    pub(crate) fn circuit(&self) -> Arc<SharedCircuit> {
+        self.circuit.clone()
+    }
+}
+
+impl Deref for OwnedCircuit {
+    type Target = SharedCircuit;
+
+    #[inline]
+    fn deref(&self) -> &SharedCircuit {
+        &self.circuit
+    }
+}
+
+impl Drop for OwnedCircuit {
+    fn drop(&mut self) {
+        self.circuit.retire();
+    }
+}
+
+impl fmt::Debug for OwnedCircuit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedCircuit").finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -699,6 +751,47 @@ mod tests {
             .build()
             .unwrap();
         (SharedCircuit::new(&config), hand)
+    }
+
+    #[test]
+    fn a_call_ending_after_the_last_owner_is_gone_counts_nothing_and_frees_the_circuit() {
+        let (c, _hand) = circuit(false);
+        let owned = OwnedCircuit::new(c);
+        // What a response future keeps.
+        let held = owned.circuit();
+        assert!(held.live().is_some());
+        let weak = Arc::downgrade(&held);
+        drop(owned);
+        assert!(held.live().is_none(), "retired: the completion is dropped");
+        drop(held);
+        assert!(weak.upgrade().is_none(), "freed with the last future");
+    }
+
+    #[test]
+    fn circuits_come_and_go_while_threads_complete_calls_and_each_counts_its_own() {
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    for round in 0..200_u64 {
+                        let owned =
+                            OwnedCircuit::new(SharedCircuit::new(&BreakerConfig::default()));
+                        let calls = 1 + round % 7;
+                        for _ in 0..calls {
+                            let admission = owned.admit().expect("closed");
+                            let held = owned.circuit();
+                            held.live()
+                                .expect("live")
+                                .complete(admission, Some(Event::Success));
+                        }
+                        let counts = owned.metrics().window.counts;
+                        assert_eq!((counts.successes, counts.total()), (calls, calls));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
     }
 
     #[test]

@@ -38,6 +38,8 @@ impl MemoryBudget {
     }
 
     /// Bytes charged now.
+    // Read by the transport's server only.
+    #[cfg_attr(not(feature = "transport"), allow(dead_code))]
     pub(crate) fn used(&self) -> usize {
         self.used.load(Ordering::Acquire)
     }

@@ -77,6 +77,8 @@ impl FrameReader {
     }
 
     /// Whether part of a frame (at least its first byte) has arrived.
+    // Read by the transport's server only.
+    #[cfg_attr(not(feature = "transport"), allow(dead_code))]
     pub(crate) fn in_frame(&self) -> bool {
         self.head_len > 0
     }

@@ -22,10 +22,10 @@ use tokio::time::Sleep;
 use tokio_util::codec::{FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::PollSender;
 
-use super::backoff::Backoff;
 use super::config::ConnectionConfig;
 use super::error::{ConnectionLost, Disconnected, RemoteError, RequestTimeout};
 use super::frame::{Frame, Kind, HEADER_LEN};
+use crate::backoff::Backoff;
 use crate::error::BoxError;
 use crate::framing::MemoryBudget;
 use crate::framing::{FrameReader, ReadError};

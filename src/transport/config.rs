@@ -80,7 +80,10 @@ impl ConnectionConfigBuilder {
         self
     }
 
-    /// The first reconnect delay (default 50 ms; not zero); it doubles per failed attempt.
+    /// The first reconnect delay (default 50 ms; not zero); it doubles per failed attempt,
+    /// each wait drawn from the upper half of its nominal value ([`Backoff::new`]).
+    ///
+    /// [`Backoff::new`]: crate::backoff::Backoff::new
     pub fn backoff_base(mut self, d: Duration) -> Self {
         self.config.backoff_base = d;
         self

@@ -65,14 +65,14 @@
 //! # }
 //! ```
 
-mod backoff;
 mod client;
 mod config;
 mod error;
 pub(crate) mod frame;
 mod server;
 
-pub use backoff::Backoff;
+// The reconnect delay rule; its home is `crate::backoff`, this path is kept for users.
+pub use crate::backoff::Backoff;
 pub use client::{Connection, ConnectionStats, ResponseFuture};
 pub use config::{ConnectionConfig, ConnectionConfigBuilder};
 pub use error::{ConnectionLost, Disconnected, RemoteError, RequestTimeout};

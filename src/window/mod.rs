@@ -73,9 +73,9 @@
 //! a multiplication and a compare that confirm the time falls in the bucket the last
 //! record found (a division by multiplication when a new bucket starts), then a
 //! try-lock on the recording thread's cell of the bucket (one atomic swap) and plain
-//! loads and stores into it. The swap is most of
-//! the cost: about 10 ns per record on the machine it was measured on, where one
-//! uncontended atomic read-modify-write costs about 8 ns. On a count window, a record
+//! loads and stores into it. The swap is most of the cost; a record is part of every
+//! breaker call, so `cargo bench --bench layers -- per_call/palisade_breaker` measures
+//! it with the rest of the breaker's closed path. On a count window, a record
 //! is two atomic operations when the event it evicts is of the same kind, four to six
 //! otherwise. [`RollingWindow::counts`] sums the counters of every bucket and stripe
 //! (O(buckets × stripes)); [`RollingWindow::snapshot`] also merges their histograms (a

@@ -186,8 +186,8 @@ impl Service<bool> for Instant {
     }
 }
 
-/// Untimed calls on the system clock are filed at the `palisade-clock` thread's recent
-/// reading: counts and the trip at the exact thresholds are the same as when timed.
+/// Untimed calls on the system clock are filed at one clock read each: counts and the
+/// trip at the exact thresholds are the same as when timed.
 #[tokio::test]
 async fn untimed_calls_on_the_system_clock_count_and_trip_at_the_thresholds() {
     for record_latency in [false, true] {

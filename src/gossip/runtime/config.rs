@@ -121,7 +121,8 @@ impl MembershipConfig {
         self
     }
 
-    /// Backoff between join rounds: jittered, doubling from `initial` up to `max`. The
+    /// Backoff between join rounds: jittered, doubling from `initial` up to `max`
+    /// ([`Backoff::new`](crate::backoff::Backoff::new)). The
     /// background rounds of [`retry_join`](Self::retry_join) start from the same
     /// `initial` and are capped by [`RetryJoin::max_interval`] instead. Default 200 ms to
     /// 2 s; `initial` from 1 ns to `Duration::MAX`, `max` any (raised to `initial` if

@@ -136,12 +136,12 @@ pub use error::{DriverError, JoinError, StartError, Stopped};
 pub use events::EventStream;
 pub use retry_join::RetryJoin;
 
+use crate::backoff::Backoff;
 use crate::error::ConfigError;
 use crate::gossip::keyring::Keyring;
 #[cfg(doc)]
 use crate::gossip::proto::Event;
 use crate::gossip::proto::{Identity, Member, MemberState, Stats, Swim};
-use crate::transport::Backoff;
 use driver::{Counters, ProtocolState, RunningMember};
 
 /// A running gossip member. See the [module docs](self).

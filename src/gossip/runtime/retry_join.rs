@@ -38,8 +38,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::driver::RunningMember;
+use crate::backoff::Backoff;
 use crate::error::ConfigError;
-use crate::transport::Backoff;
 
 /// How a member keeps joining in the background (see [Joining](super#joining) in the
 /// runtime docs): retry the seeds until one answers, and again whenever the member has

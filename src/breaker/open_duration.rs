@@ -2,8 +2,9 @@
 //!
 //! Three shapes, chosen on the builder:
 //! - fixed: every open period is the sleep window (the default, as in Hystrix);
-//! - exponential: `base * multiplier^(trips - 1)`, capped at `max`, then shortened by a
-//!   random fraction of at most `jitter` (so the period lies in
+//! - exponential: the crate's one [`Backoff`] rule at attempt `trips - 1`, that is
+//!   `base * multiplier^(trips - 1)`, capped at `max`, then shortened by a random
+//!   fraction of at most `jitter` (so the period lies in
 //!   `[nominal * (1 - jitter), nominal]` and never exceeds the cap);
 //! - a user closure `Fn(trips: u32) -> Duration`.
 //!
@@ -15,18 +16,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
-use rand::Rng;
+
+use crate::backoff::Backoff;
 
 /// The open-period rule. See the [module docs](self).
 #[derive(Clone)]
 pub(crate) enum OpenDuration {
     Fixed(Duration),
-    Exponential {
-        base: Duration,
-        max: Duration,
-        multiplier: f64,
-        jitter: f64,
-    },
+    Exponential(Backoff),
     Custom(Arc<dyn Fn(u32) -> Duration + Send + Sync>),
 }
 
@@ -39,26 +36,7 @@ impl OpenDuration {
     pub(crate) fn for_trip(&self, trips: u32, rng: &mut SmallRng) -> Duration {
         match self {
             OpenDuration::Fixed(d) => *d,
-            OpenDuration::Exponential {
-                base,
-                max,
-                multiplier,
-                jitter,
-            } => {
-                let exponent = i32::try_from(trips.saturating_sub(1)).unwrap_or(i32::MAX);
-                // f64 keeps huge exponents finite-or-infinite instead of overflowing; the
-                // cap brings them back.
-                let nominal =
-                    (base.as_secs_f64() * multiplier.powi(exponent)).min(max.as_secs_f64());
-                let shortened = if *jitter > 0.0 {
-                    nominal * (1.0 - jitter * rng.random::<f64>())
-                } else {
-                    nominal
-                };
-                Duration::try_from_secs_f64(shortened)
-                    .unwrap_or(*max)
-                    .min(*max)
-            }
+            OpenDuration::Exponential(backoff) => backoff.delay(trips.saturating_sub(1), rng),
             OpenDuration::Custom(f) => f(trips),
         }
     }
@@ -68,18 +46,9 @@ impl fmt::Debug for OpenDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             OpenDuration::Fixed(d) => f.debug_tuple("Fixed").field(d).finish(),
-            OpenDuration::Exponential {
-                base,
-                max,
-                multiplier,
-                jitter,
-            } => f
-                .debug_struct("Exponential")
-                .field("base", base)
-                .field("max", max)
-                .field("multiplier", multiplier)
-                .field("jitter", jitter)
-                .finish(),
+            OpenDuration::Exponential(backoff) => {
+                f.debug_tuple("Exponential").field(backoff).finish()
+            }
             OpenDuration::Custom(_) => f.write_str("Custom(..)"),
         }
     }
@@ -91,12 +60,12 @@ mod tests {
     use rand::SeedableRng;
 
     fn exp(jitter: f64) -> OpenDuration {
-        OpenDuration::Exponential {
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(30),
-            multiplier: 2.0,
+        OpenDuration::Exponential(Backoff::exponential(
+            Duration::from_secs(1),
+            Duration::from_secs(30),
+            2.0,
             jitter,
-        }
+        ))
     }
 
     #[test]

@@ -81,6 +81,14 @@ mod tests {
         ));
     }
 
+    #[tokio::test]
+    async fn a_connection_closed_inside_the_length_prefix_is_a_truncated_message_not_a_close() {
+        for cut in 1..4 {
+            let read = read_message(&mut &[0u8, 0, 0, 5][..cut], 16).await;
+            assert!(matches!(read, Err(ReadError::Io)), "{cut} bytes: {read:?}");
+        }
+    }
+
     /// Counts the bytes the reader asks to fill: a reader that reserved the announced
     /// length up front offers the whole of it to the first read.
     struct Trickle<'a> {

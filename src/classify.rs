@@ -19,6 +19,12 @@
 //! assert_eq!(by_status.classify(&Ok(404)), Outcome::Ignored);
 //! assert_eq!(by_status.classify(&Ok(200)), Outcome::Success);
 //! ```
+//!
+//! A classifier can also pass on how long the dependency asked its callers to stay away
+//! ([`Classify::retry_after`], an HTTP `Retry-After`, say): the layers that honour it
+//! (the breaker's open period, a balancer's ejection) keep away at least that long.
+
+use std::time::Duration;
 
 /// The verdict on one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -37,6 +43,18 @@ pub enum Outcome {
 pub trait Classify<Res, E> {
     /// Classifies one result.
     fn classify(&self, result: &Result<Res, E>) -> Outcome;
+
+    /// How long the dependency asked callers to stay away, if `result` says so (an HTTP
+    /// `Retry-After` on a 503 or 429) and this classifier passes it on.
+    ///
+    /// Called only for results that [`classify`](Classify::classify) called a
+    /// [`Outcome::Failure`], so it costs nothing on the success path. The default says
+    /// nothing (`None`); closures cannot say anything either.
+    #[inline]
+    fn retry_after(&self, result: &Result<Res, E>) -> Option<Duration> {
+        let _ = result;
+        None
+    }
 }
 
 /// The default classifier: `Ok` is a success, `Err` is a failure.
